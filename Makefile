@@ -1,0 +1,68 @@
+# Magnetar: `make run` builds and starts `magnetar standalone`; `make test` runs
+# every check CI runs. Both install missing system packages first.
+
+SHELL := /bin/bash
+CARGO_TARGET_DIR ?= $(HOME)/.cache/magnetar/target
+export CARGO_TARGET_DIR
+# Dependencies rebuild less often when every run shares one target dir; CI on a
+# fresh clone reuses the builds of earlier runs on the same machine.
+CARGO ?= cargo
+BIN_DIR := $(CARGO_TARGET_DIR)/debug
+DATA_DIR ?= ./data
+
+# Debian packages the build needs: clang/libclang for RocksDB's bindings,
+# protoc for the gRPC code, a C++ toolchain for RocksDB itself.
+APT_PACKAGES := clang libclang-dev protobuf-compiler build-essential python3-venv
+
+.PHONY: all setup build run test test-unit lint fmt bench bench-meta clean
+
+all: build
+
+setup:
+	@missing=""; \
+	command -v clang >/dev/null || missing="$$missing clang"; \
+	ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
+	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
+	command -v c++ >/dev/null || missing="$$missing build-essential"; \
+	python3 -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "make: installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	  else \
+	    echo "make: missing system packages:$$missing"; \
+	    echo "      install them with: sudo apt-get install -y $(APT_PACKAGES)"; \
+	    exit 1; \
+	  fi; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "make: cargo not found; install Rust from your distribution or rustup"; exit 1; }
+
+build: setup
+	$(CARGO) build --workspace --bins
+
+run: build
+	$(BIN_DIR)/magnetar standalone --data-dir $(DATA_DIR)
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Unit, property and multi-process tests. Cluster tests start their own
+# processes on loopback through libs/testkit.
+test-unit: setup
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
+
+test: lint test-unit
+
+# Benchmarks are release builds and write their figures to docs/BENCHMARKS.md.
+bench: bench-meta
+
+bench-meta: setup
+	$(CARGO) bench -p magnetar-meta --bench cas
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,702 @@
+//! The keyspace: deterministic application of commands, and reads.
+//!
+//! `Applier` turns one command into a RocksDB write batch plus the events it
+//! produces. It reads through an overlay of its own pending writes, so a
+//! transaction that touches a key twice sees its first write. Every replica runs
+//! the same code over the same log and ends in the same state.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{be_u64, cf, CF_DEDUP, CF_DEDUP_INDEX, CF_KV, CF_LEASES, CF_LEASE_KEYS, CF_SM_META};
+use crate::types::{Command, CommandResult, Compare, KvEvent, Op, OpOutcome, RequestId, StoredValue};
+
+/// How many log entries a request id is remembered for. A client must retry a
+/// write within this many later writes to be protected from double application.
+pub const DEDUP_WINDOW: u64 = 200_000;
+
+pub const KEY_REVISION: &[u8] = b"revision";
+pub const KEY_KV_COUNT: &[u8] = b"kv_count";
+pub const KEY_LEASE_COUNT: &[u8] = b"lease_count";
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub ttl_seconds: i64,
+}
+
+/// Counters kept in `sm_meta` and mirrored in memory for headers and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub revision: i64,
+    pub kv_count: i64,
+    pub lease_count: i64,
+}
+
+impl Counters {
+    pub fn load(db: &DB) -> Result<Self, rocksdb::Error> {
+        let meta = cf(db, CF_SM_META);
+        let read = |k: &[u8]| -> Result<i64, rocksdb::Error> {
+            Ok(db
+                .get_cf(meta, k)?
+                .and_then(|b| b.as_slice().try_into().ok())
+                .map(i64::from_be_bytes)
+                .unwrap_or(0))
+        };
+        Ok(Self {
+            revision: read(KEY_REVISION)?,
+            kv_count: read(KEY_KV_COUNT)?,
+            lease_count: read(KEY_LEASE_COUNT)?,
+        })
+    }
+
+    fn store(&self, db: &DB, batch: &mut WriteBatch) {
+        let meta = cf(db, CF_SM_META);
+        batch.put_cf(meta, KEY_REVISION, self.revision.to_be_bytes());
+        batch.put_cf(meta, KEY_KV_COUNT, self.kv_count.to_be_bytes());
+        batch.put_cf(meta, KEY_LEASE_COUNT, self.lease_count.to_be_bytes());
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error("rocksdb: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("corrupt stored value: {0}")]
+    Corrupt(#[from] bincode::Error),
+}
+
+pub fn lease_key(id: i64) -> [u8; 8] {
+    be_u64(id as u64)
+}
+
+fn lease_key_entry(lease: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = lease_key(lease).to_vec();
+    k.extend_from_slice(key);
+    k
+}
+
+fn dedup_key(id: &RequestId) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&id.client_id.to_be_bytes());
+    k[8..].copy_from_slice(&id.seq.to_be_bytes());
+    k
+}
+
+/// The result of applying one command: the writes to commit atomically with the
+/// applied log id, the answer, and the events to publish once committed.
+pub struct Applied {
+    pub batch: WriteBatch,
+    pub result: CommandResult,
+    pub events: Vec<KvEvent>,
+    pub counters: Counters,
+}
+
+pub struct Applier<'a> {
+    db: &'a DB,
+    batch: WriteBatch,
+    /// Pending key writes of this command (None = deleted).
+    overlay: BTreeMap<Vec<u8>, Option<StoredValue>>,
+    lease_overlay: HashMap<i64, Option<LeaseRecord>>,
+    counters: Counters,
+    events: Vec<KvEvent>,
+}
+
+impl<'a> Applier<'a> {
+    /// Applies `cmd`, proposed at log `index`, on top of `counters`.
+    pub fn apply(db: &'a DB, counters: Counters, index: u64, cmd: &Command) -> Result<Applied, KvError> {
+        let request_id = cmd.request_id();
+        if let Some(id) = &request_id {
+            if let Some(prev) = db.get_cf(cf(db, CF_DEDUP), dedup_key(id))? {
+                // A retry of a write that was already applied: answer as before.
+                return Ok(Applied {
+                    batch: WriteBatch::default(),
+                    result: bincode::deserialize(&prev)?,
+                    events: Vec::new(),
+                    counters,
+                });
+            }
+        }
+        let mut a = Applier {
+            db,
+            batch: WriteBatch::default(),
+            overlay: BTreeMap::new(),
+            lease_overlay: HashMap::new(),
+            counters,
+            events: Vec::new(),
+        };
+        let result = match cmd {
+            Command::Txn {
+                compares,
+                success,
+                failure,
+                ..
+            } => a.txn(compares, success, failure)?,
+            Command::LeaseGrant {
+                lease_id,
+                ttl_seconds,
+                ..
+            } => a.lease_grant(*lease_id, *ttl_seconds)?,
+            Command::LeaseRevoke { lease_id, .. } => a.lease_revoke(*lease_id)?,
+        };
+        if let Some(id) = &request_id {
+            a.remember(id, index, &result)?;
+        }
+        a.counters.store(db, &mut a.batch);
+        Ok(Applied {
+            batch: a.batch,
+            result,
+            events: a.events,
+            counters: a.counters,
+        })
+    }
+
+    fn remember(&mut self, id: &RequestId, index: u64, result: &CommandResult) -> Result<(), KvError> {
+        let dedup = cf(self.db, CF_DEDUP);
+        let dedup_index = cf(self.db, CF_DEDUP_INDEX);
+        self.batch
+            .put_cf(dedup, dedup_key(id), bincode::serialize(result)?);
+        self.batch.put_cf(dedup_index, be_u64(index), dedup_key(id));
+        // Forget the request remembered DEDUP_WINDOW entries ago, if there was one.
+        if let Some(old_index) = index.checked_sub(DEDUP_WINDOW) {
+            if let Some(old) = self.db.get_cf(dedup_index, be_u64(old_index))? {
+                self.batch.delete_cf(dedup, old);
+                self.batch.delete_cf(dedup_index, be_u64(old_index));
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<StoredValue>, KvError> {
+        if let Some(v) = self.overlay.get(key) {
+            return Ok(v.clone());
+        }
+        get(self.db, key)
+    }
+
+    fn version_of(&self, key: &[u8]) -> Result<i64, KvError> {
+        Ok(self.get(key)?.map_or(0, |v| v.version))
+    }
+
+    fn lease(&self, id: i64) -> Result<Option<LeaseRecord>, KvError> {
+        if let Some(l) = self.lease_overlay.get(&id) {
+            return Ok(*l);
+        }
+        lease(self.db, id)
+    }
+
+    fn txn(&mut self, compares: &[Compare], success: &[Op], failure: &[Op]) -> Result<CommandResult, KvError> {
+        let mut compare_versions = Vec::with_capacity(compares.len());
+        let mut succeeded = true;
+        for c in compares {
+            let v = self.version_of(&c.key)?;
+            succeeded &= c.holds(v);
+            compare_versions.push(v);
+        }
+        let ops = if succeeded { success } else { failure };
+        // Validate before writing anything: a transaction is all or nothing.
+        for op in ops {
+            if let Op::Put { lease, .. } = op {
+                if *lease != 0 && self.lease(*lease)?.is_none() {
+                    return Ok(CommandResult::Rejected {
+                        revision: self.counters.revision,
+                        reason: format!("lease {lease} not found (expired or revoked)"),
+                    });
+                }
+            }
+        }
+        let next_revision = self.counters.revision + 1;
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            results.push(match op {
+                Op::Put { key, value, lease } => OpOutcome::Put {
+                    version: self.put(key, value, *lease, next_revision)?,
+                },
+                Op::Delete { key, prefix } => OpOutcome::Delete {
+                    deleted: self.delete(key, *prefix, next_revision)?,
+                },
+            });
+        }
+        if !self.events.is_empty() {
+            self.counters.revision = next_revision;
+        }
+        Ok(CommandResult::Txn {
+            revision: self.counters.revision,
+            succeeded,
+            results,
+            compare_versions,
+        })
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8], lease: i64, revision: i64) -> Result<i64, KvError> {
+        let old = self.get(key)?;
+        let new = StoredValue {
+            value: value.to_vec(),
+            version: old.as_ref().map_or(1, |o| o.version + 1),
+            create_revision: old.as_ref().map_or(revision, |o| o.create_revision),
+            mod_revision: revision,
+            lease,
+        };
+        let lease_keys = cf(self.db, CF_LEASE_KEYS);
+        match &old {
+            Some(o) if o.lease != lease && o.lease != 0 => {
+                self.batch.delete_cf(lease_keys, lease_key_entry(o.lease, key))
+            }
+            None => self.counters.kv_count += 1,
+            _ => {}
+        }
+        if lease != 0 {
+            self.batch.put_cf(lease_keys, lease_key_entry(lease, key), []);
+        }
+        self.batch
+            .put_cf(cf(self.db, CF_KV), key, bincode::serialize(&new)?);
+        let version = new.version;
+        self.events.push(KvEvent {
+            revision,
+            key: key.to_vec(),
+            value: Some(new.clone()),
+        });
+        self.overlay.insert(key.to_vec(), Some(new));
+        Ok(version)
+    }
+
+    fn delete(&mut self, key: &[u8], prefix: bool, revision: i64) -> Result<i64, KvError> {
+        let keys: Vec<Vec<u8>> = if prefix {
+            let mut keys: Vec<Vec<u8>> = scan(self.db, key, &[], usize::MAX, true)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| !self.overlay.contains_key(k))
+                .collect();
+            keys.extend(
+                self.overlay
+                    .iter()
+                    .filter(|(k, v)| k.starts_with(key) && v.is_some())
+                    .map(|(k, _)| k.clone()),
+            );
+            keys
+        } else {
+            vec![key.to_vec()]
+        };
+        let mut deleted = 0;
+        for k in keys {
+            let Some(old) = self.get(&k)? else { continue };
+            if old.lease != 0 {
+                self.batch
+                    .delete_cf(cf(self.db, CF_LEASE_KEYS), lease_key_entry(old.lease, &k));
+            }
+            self.batch.delete_cf(cf(self.db, CF_KV), &k);
+            self.counters.kv_count -= 1;
+            deleted += 1;
+            self.events.push(KvEvent {
+                revision,
+                key: k.clone(),
+                value: None,
+            });
+            self.overlay.insert(k, None);
+        }
+        Ok(deleted)
+    }
+
+    fn lease_grant(&mut self, id: i64, ttl_seconds: i64) -> Result<CommandResult, KvError> {
+        if self.lease(id)?.is_none() {
+            let rec = LeaseRecord { ttl_seconds };
+            self.batch
+                .put_cf(cf(self.db, CF_LEASES), lease_key(id), bincode::serialize(&rec)?);
+            self.lease_overlay.insert(id, Some(rec));
+            self.counters.lease_count += 1;
+        }
+        Ok(CommandResult::LeaseGranted {
+            revision: self.counters.revision,
+            lease_id: id,
+            ttl_seconds,
+        })
+    }
+
+    fn lease_revoke(&mut self, id: i64) -> Result<CommandResult, KvError> {
+        if self.lease(id)?.is_none() {
+            return Ok(CommandResult::LeaseRevoked {
+                revision: self.counters.revision,
+                found: false,
+            });
+        }
+        let next_revision = self.counters.revision + 1;
+        let lease_keys = cf(self.db, CF_LEASE_KEYS);
+        let prefix = lease_key(id);
+        let iter = self
+            .db
+            .iterator_cf(lease_keys, IteratorMode::From(&prefix, Direction::Forward));
+        let mut attached = Vec::new();
+        for item in iter {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            attached.push(k[8..].to_vec());
+        }
+        for key in attached {
+            // The index can only name keys still on this lease, but check anyway:
+            // deleting a key that moved to another lease would lose data.
+            if self.get(&key)?.is_some_and(|v| v.lease == id) {
+                self.delete(&key, false, next_revision)?;
+            } else {
+                self.batch.delete_cf(lease_keys, lease_key_entry(id, &key));
+            }
+        }
+        self.batch.delete_cf(cf(self.db, CF_LEASES), lease_key(id));
+        self.lease_overlay.insert(id, None);
+        self.counters.lease_count -= 1;
+        if !self.events.is_empty() {
+            self.counters.revision = next_revision;
+        }
+        Ok(CommandResult::LeaseRevoked {
+            revision: self.counters.revision,
+            found: true,
+        })
+    }
+}
+
+/// Reads anything with `get_cf` / `iterator_cf`: the live DB or a point-in-time snapshot.
+pub trait Reader {
+    fn get_raw(&self, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error>;
+    fn scan_raw(&self, cf_name: &str, from: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), rocksdb::Error>;
+}
+
+impl Reader for DB {
+    fn get_raw(&self, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+        self.get_cf(cf(self, cf_name), key)
+    }
+    fn scan_raw(&self, cf_name: &str, from: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), rocksdb::Error> {
+        for item in self.iterator_cf(cf(self, cf_name), IteratorMode::From(from, Direction::Forward)) {
+            let (k, v) = item?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A consistent point-in-time view for multi-key reads.
+pub struct SnapshotReader<'a> {
+    pub db: &'a DB,
+    pub snap: rocksdb::Snapshot<'a>,
+}
+
+impl Reader for SnapshotReader<'_> {
+    fn get_raw(&self, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+        self.snap.get_cf(cf(self.db, cf_name), key)
+    }
+    fn scan_raw(&self, cf_name: &str, from: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), rocksdb::Error> {
+        for item in self
+            .snap
+            .iterator_cf(cf(self.db, cf_name), IteratorMode::From(from, Direction::Forward))
+        {
+            let (k, v) = item?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn get(r: &(impl Reader + ?Sized), key: &[u8]) -> Result<Option<StoredValue>, KvError> {
+    r.get_raw(CF_KV, key)?
+        .map(|b| bincode::deserialize(&b).map_err(KvError::from))
+        .transpose()
+}
+
+pub fn lease(r: &(impl Reader + ?Sized), id: i64) -> Result<Option<LeaseRecord>, KvError> {
+    r.get_raw(CF_LEASES, &lease_key(id))?
+        .map(|b| bincode::deserialize(&b).map_err(KvError::from))
+        .transpose()
+}
+
+pub fn revision(r: &(impl Reader + ?Sized)) -> Result<i64, KvError> {
+    Ok(r.get_raw(CF_SM_META, KEY_REVISION)?
+        .and_then(|b| b.as_slice().try_into().ok())
+        .map(i64::from_be_bytes)
+        .unwrap_or(0))
+}
+
+/// Keys with `prefix`, strictly after `start_after`, at most `limit` of them.
+/// With `keys_only` the values are returned empty.
+pub fn scan(
+    r: &(impl Reader + ?Sized),
+    prefix: &[u8],
+    start_after: &[u8],
+    limit: usize,
+    keys_only: bool,
+) -> Result<Vec<(Vec<u8>, StoredValue)>, KvError> {
+    let from: Vec<u8> = if start_after > prefix {
+        let mut f = start_after.to_vec();
+        f.push(0);
+        f
+    } else {
+        prefix.to_vec()
+    };
+    let mut out = Vec::new();
+    let mut err = None;
+    r.scan_raw(CF_KV, &from, &mut |k, v| {
+        if !k.starts_with(prefix) || out.len() >= limit {
+            return false;
+        }
+        match bincode::deserialize::<StoredValue>(v) {
+            Ok(mut sv) => {
+                if keys_only {
+                    sv.value = Vec::new();
+                }
+                out.push((k.to_vec(), sv));
+                true
+            }
+            Err(e) => {
+                err = Some(e);
+                false
+            }
+        }
+    })?;
+    match err {
+        Some(e) => Err(e.into()),
+        None => Ok(out),
+    }
+}
+
+/// All leases, by id.
+pub fn lease_records(r: &(impl Reader + ?Sized)) -> Result<Vec<(i64, LeaseRecord)>, KvError> {
+    let mut leases = Vec::new();
+    let mut err = None;
+    r.scan_raw(CF_LEASES, &[], &mut |k, v| {
+        let id = k.try_into().map(u64::from_be_bytes).unwrap_or(0) as i64;
+        match bincode::deserialize::<LeaseRecord>(v) {
+            Ok(rec) => leases.push((id, rec)),
+            Err(e) => err = Some(e),
+        }
+        err.is_none()
+    })?;
+    match err {
+        Some(e) => Err(e.into()),
+        None => Ok(leases),
+    }
+}
+
+/// All leases with the number of keys attached to each.
+pub fn leases(r: &(impl Reader + ?Sized)) -> Result<Vec<(i64, LeaseRecord, i64)>, KvError> {
+    let mut leases: Vec<(i64, LeaseRecord, i64)> =
+        lease_records(r)?.into_iter().map(|(id, rec)| (id, rec, 0)).collect();
+    for (id, _, keys) in &mut leases {
+        let prefix = lease_key(*id);
+        r.scan_raw(CF_LEASE_KEYS, &prefix, &mut |k, _| {
+            if k.starts_with(&prefix) {
+                *keys += 1;
+                true
+            } else {
+                false
+            }
+        })?;
+    }
+    Ok(leases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        db: std::sync::Arc<DB>,
+        counters: Counters,
+        index: u64,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let db = store::open(dir.path()).unwrap();
+            Self {
+                _dir: dir,
+                db,
+                counters: Counters::default(),
+                index: 0,
+            }
+        }
+
+        fn run(&mut self, cmd: Command) -> (CommandResult, Vec<KvEvent>) {
+            self.index += 1;
+            let applied = Applier::apply(&self.db, self.counters, self.index, &cmd).unwrap();
+            self.db.write(applied.batch).unwrap();
+            self.counters = applied.counters;
+            (applied.result, applied.events)
+        }
+
+        fn txn(&mut self, compares: Vec<Compare>, success: Vec<Op>) -> CommandResult {
+            self.run(Command::Txn {
+                request_id: None,
+                compares,
+                success,
+                failure: vec![],
+            })
+            .0
+        }
+    }
+
+    fn put(k: &str, v: &str) -> Op {
+        Op::Put {
+            key: k.into(),
+            value: v.into(),
+            lease: 0,
+        }
+    }
+
+    fn eq(k: &str, version: i64) -> Compare {
+        Compare {
+            key: k.into(),
+            op: crate::types::CompareOp::Equal,
+            version,
+        }
+    }
+
+    #[test]
+    fn cas_and_versions() {
+        let mut f = Fixture::new();
+        // version 0 = must not exist
+        assert!(matches!(f.txn(vec![eq("a", 0)], vec![put("a", "1")]), CommandResult::Txn { succeeded: true, revision: 1, .. }));
+        let r = f.txn(vec![eq("a", 0)], vec![put("a", "2")]);
+        assert!(matches!(r, CommandResult::Txn { succeeded: false, revision: 1, ref compare_versions, .. } if compare_versions == &vec![1]));
+        assert!(matches!(f.txn(vec![eq("a", 1)], vec![put("a", "3")]), CommandResult::Txn { succeeded: true, revision: 2, .. }));
+        let v = get(&*f.db, b"a").unwrap().unwrap();
+        assert_eq!((v.value.as_slice(), v.version, v.create_revision, v.mod_revision), (&b"3"[..], 2, 1, 2));
+        assert_eq!(f.counters.kv_count, 1);
+    }
+
+    #[test]
+    fn retried_request_is_applied_once() {
+        let mut f = Fixture::new();
+        let id = Some(RequestId { client_id: 7, seq: 1 });
+        let cmd = Command::Txn {
+            request_id: id,
+            compares: vec![eq("k", 0)],
+            success: vec![put("k", "x")],
+            failure: vec![],
+        };
+        let (first, _) = f.run(cmd.clone());
+        let (second, events) = f.run(cmd);
+        assert_eq!(first, second, "the retry must get the first answer, not a CAS miss");
+        assert!(events.is_empty());
+        assert_eq!(get(&*f.db, b"k").unwrap().unwrap().version, 1);
+    }
+
+    #[test]
+    fn lease_revoke_deletes_attached_keys_only() {
+        let mut f = Fixture::new();
+        f.run(Command::LeaseGrant {
+            request_id: None,
+            lease_id: 5,
+            ttl_seconds: 10,
+        });
+        f.txn(vec![], vec![Op::Put { key: "a".into(), value: "1".into(), lease: 5 }, put("b", "2")]);
+        // "c" first on the lease, then moved off it.
+        f.txn(vec![], vec![Op::Put { key: "c".into(), value: "1".into(), lease: 5 }]);
+        f.txn(vec![], vec![put("c", "2")]);
+        assert_eq!(leases(&*f.db).unwrap(), vec![(5, LeaseRecord { ttl_seconds: 10 }, 1)]);
+        let (r, events) = f.run(Command::LeaseRevoke {
+            request_id: None,
+            lease_id: 5,
+        });
+        assert!(matches!(r, CommandResult::LeaseRevoked { found: true, .. }));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].key, b"a");
+        assert!(get(&*f.db, b"a").unwrap().is_none());
+        assert!(get(&*f.db, b"c").unwrap().is_some());
+        // A put naming a gone lease changes nothing.
+        let r = f.txn(vec![], vec![put("z", "1"), Op::Put { key: "y".into(), value: "1".into(), lease: 5 }]);
+        assert!(matches!(r, CommandResult::Rejected { .. }));
+        assert!(get(&*f.db, b"z").unwrap().is_none());
+        assert_eq!(f.counters.lease_count, 0);
+    }
+
+    #[test]
+    fn prefix_delete_sees_writes_of_the_same_txn() {
+        let mut f = Fixture::new();
+        f.txn(vec![], vec![put("p/1", "a"), put("q", "b")]);
+        let r = f.txn(
+            vec![],
+            vec![put("p/2", "c"), Op::Delete { key: "p/".into(), prefix: true }],
+        );
+        assert!(matches!(r, CommandResult::Txn { ref results, .. } if results[1] == OpOutcome::Delete { deleted: 2 }));
+        assert_eq!(scan(&*f.db, b"", &[], 100, true).unwrap().len(), 1);
+        assert_eq!(f.counters.kv_count, 1);
+    }
+
+    #[derive(Clone, Debug)]
+    enum ModelOp {
+        Put(u8, u8),
+        Delete(u8),
+        DeletePrefix(u8),
+        Cas(u8, i64, u8),
+    }
+
+    fn key(k: u8) -> Vec<u8> {
+        format!("k/{}/{}", k % 3, k).into_bytes()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The store behaves like a map of (value, version) with a revision counter.
+        #[test]
+        fn matches_a_simple_model(ops in prop::collection::vec(prop_oneof![
+            (0u8..8, any::<u8>()).prop_map(|(k, v)| ModelOp::Put(k, v)),
+            (0u8..8).prop_map(ModelOp::Delete),
+            (0u8..3).prop_map(ModelOp::DeletePrefix),
+            (0u8..8, 0i64..3, any::<u8>()).prop_map(|(k, ver, v)| ModelOp::Cas(k, ver, v)),
+        ], 1..60)) {
+            let mut f = Fixture::new();
+            let mut model: BTreeMap<Vec<u8>, (Vec<u8>, i64)> = BTreeMap::new();
+            let mut revision = 0;
+            for op in ops {
+                let before = model.clone();
+                let cmd_ops;
+                let mut compares = vec![];
+                match &op {
+                    ModelOp::Put(k, v) => {
+                        let e = model.entry(key(*k)).or_insert((vec![], 0));
+                        *e = (vec![*v], e.1 + 1);
+                        cmd_ops = vec![Op::Put { key: key(*k), value: vec![*v], lease: 0 }];
+                    }
+                    ModelOp::Delete(k) => {
+                        model.remove(&key(*k));
+                        cmd_ops = vec![Op::Delete { key: key(*k), prefix: false }];
+                    }
+                    ModelOp::DeletePrefix(p) => {
+                        let prefix = format!("k/{p}/").into_bytes();
+                        model.retain(|k, _| !k.starts_with(&prefix));
+                        cmd_ops = vec![Op::Delete { key: prefix, prefix: true }];
+                    }
+                    ModelOp::Cas(k, ver, v) => {
+                        let cur = model.get(&key(*k)).map_or(0, |e| e.1);
+                        if cur == *ver {
+                            model.insert(key(*k), (vec![*v], cur + 1));
+                        }
+                        compares.push(Compare { key: key(*k), op: crate::types::CompareOp::Equal, version: *ver });
+                        cmd_ops = vec![Op::Put { key: key(*k), value: vec![*v], lease: 0 }];
+                    }
+                }
+                if model != before || matches!(op, ModelOp::Put(..)) {
+                    revision += 1;
+                }
+                f.txn(compares, cmd_ops);
+                prop_assert_eq!(f.counters.revision, revision);
+            }
+            let stored: BTreeMap<Vec<u8>, (Vec<u8>, i64)> = scan(&*f.db, b"", &[], usize::MAX, false)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (k, (v.value, v.version)))
+                .collect();
+            prop_assert_eq!(&stored, &model);
+            prop_assert_eq!(f.counters.kv_count, model.len() as i64);
+        }
+    }
+}

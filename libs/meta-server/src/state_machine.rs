@@ -1,0 +1,318 @@
+//! openraft's state-machine interface over the RocksDB keyspace, with snapshots.
+//!
+//! A snapshot is every pair of the state-machine column families, taken from a
+//! RocksDB point-in-time snapshot. The latest one is kept in `snapshot.bin` so it
+//! can be sent to a lagging follower after the log it covers has been purged.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot};
+use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+
+use crate::kv::{Applier, Counters};
+use crate::store::{cf, sm_read_err, sm_write_err, CF_SM_META, STATE_MACHINE_CFS};
+use crate::types::{CommandResult, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::watch::WatchHub;
+
+const KEY_APPLIED: &[u8] = b"applied";
+const KEY_MEMBERSHIP: &[u8] = b"membership";
+
+/// State shared between the state machine (writer) and the request handlers
+/// (readers). Reads go straight to RocksDB; the atomics are for headers/metrics.
+pub struct SmShared {
+    pub db: Arc<DB>,
+    pub watch: Arc<WatchHub>,
+    pub revision: AtomicI64,
+    pub kv_count: AtomicI64,
+    pub lease_count: AtomicI64,
+    pub snapshots_built: AtomicU64,
+    pub snapshots_installed: AtomicU64,
+}
+
+impl SmShared {
+    fn set_counters(&self, c: Counters) {
+        self.revision.store(c.revision, Ordering::Release);
+        self.kv_count.store(c.kv_count, Ordering::Relaxed);
+        self.lease_count.store(c.lease_count, Ordering::Relaxed);
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.revision.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone)]
+pub struct StateMachineStore {
+    shared: Arc<SmShared>,
+    snapshot_path: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// The snapshot payload: (column family, key, value) for every state-machine pair.
+type SnapshotPairs = Vec<(String, Vec<u8>, Vec<u8>)>;
+
+impl StateMachineStore {
+    pub fn open(
+        db: Arc<DB>,
+        snapshot_path: PathBuf,
+        max_watch_events: usize,
+        max_watch_bytes: usize,
+        max_watchers: usize,
+    ) -> Result<Self, crate::kv::KvError> {
+        let counters = Counters::load(&db)?;
+        let watch = WatchHub::new(counters.revision, max_watch_events, max_watch_bytes, max_watchers);
+        let shared = Arc::new(SmShared {
+            db,
+            watch,
+            revision: AtomicI64::new(0),
+            kv_count: AtomicI64::new(0),
+            lease_count: AtomicI64::new(0),
+            snapshots_built: AtomicU64::new(0),
+            snapshots_installed: AtomicU64::new(0),
+        });
+        shared.set_counters(counters);
+        Ok(Self {
+            shared,
+            snapshot_path,
+        })
+    }
+
+    pub fn shared(&self) -> Arc<SmShared> {
+        self.shared.clone()
+    }
+
+    fn db(&self) -> &DB {
+        &self.shared.db
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+        let raw = self
+            .db()
+            .get_cf(cf(self.db(), CF_SM_META), key)
+            .map_err(sm_read_err)?;
+        raw.map(|b| bincode::deserialize(&b).map_err(sm_read_err))
+            .transpose()
+    }
+
+    async fn save_snapshot_file(&self, file: &SnapshotFile) -> Result<(), StorageError> {
+        let bytes = bincode::serialize(file).map_err(sm_write_err)?;
+        let path = self.snapshot_path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(sm_write_err)?
+        .map_err(sm_write_err)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let db = self.shared.db.clone();
+        let (applied, membership, data) = tokio::task::spawn_blocking(move || {
+            // The state machine writes without fsync (the log is the durable
+            // record). Before openraft may purge the log behind this snapshot,
+            // make everything applied so far durable.
+            db.flush_wal(true).map_err(sm_write_err)?;
+            let snap = db.snapshot();
+            let meta_cf = cf(&db, CF_SM_META);
+            let decode = |k: &[u8]| -> Result<Option<Vec<u8>>, StorageError> {
+                snap.get_cf(meta_cf, k).map_err(sm_read_err)
+            };
+            let applied: Option<LogId> = decode(KEY_APPLIED)?
+                .map(|b| bincode::deserialize(&b))
+                .transpose()
+                .map_err(sm_read_err)?;
+            let membership: StoredMembership = decode(KEY_MEMBERSHIP)?
+                .map(|b| bincode::deserialize(&b))
+                .transpose()
+                .map_err(sm_read_err)?
+                .unwrap_or_default();
+            let mut pairs: SnapshotPairs = Vec::new();
+            for name in STATE_MACHINE_CFS {
+                for item in snap.iterator_cf(cf(&db, name), IteratorMode::Start) {
+                    let (k, v) = item.map_err(sm_read_err)?;
+                    pairs.push((name.to_string(), k.to_vec(), v.to_vec()));
+                }
+            }
+            let data = bincode::serialize(&pairs).map_err(sm_write_err)?;
+            Ok::<_, StorageError>((applied, membership, data))
+        })
+        .await
+        .map_err(sm_write_err)??;
+
+        let snapshot_id = format!(
+            "{}-{}-{}",
+            applied.map_or(0, |l| l.leader_id.term),
+            applied.map_or(0, |l| l.index),
+            self.shared.snapshots_built.fetch_add(1, Ordering::Relaxed)
+        );
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let file = SnapshotFile { meta, data };
+        self.save_snapshot_file(&file).await?;
+        tracing::info!(snapshot = %file.meta.snapshot_id, bytes = file.data.len(), "built snapshot");
+        Ok(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(file.data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((
+            self.read_meta(KEY_APPLIED)?,
+            self.read_meta(KEY_MEMBERSHIP)?.unwrap_or_default(),
+        ))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let db = self.shared.db.clone();
+        let meta_cf = cf(&db, CF_SM_META);
+        let mut no_sync = WriteOptions::default();
+        no_sync.set_sync(false);
+        let mut counters = Counters {
+            revision: self.shared.revision(),
+            kv_count: self.shared.kv_count.load(Ordering::Relaxed),
+            lease_count: self.shared.lease_count.load(Ordering::Relaxed),
+        };
+        let mut results = Vec::new();
+        // Each entry is its own atomic batch (state + applied log id). These writes
+        // are unsynced memtable/WAL appends of a few microseconds, done inline.
+        for entry in entries {
+            let (mut batch, result, events) = match &entry.payload {
+                EntryPayload::Normal(cmd) => {
+                    let applied = Applier::apply(&db, counters, entry.log_id.index, cmd)
+                        .map_err(sm_write_err)?;
+                    counters = applied.counters;
+                    (applied.batch, applied.result, applied.events)
+                }
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), m.clone());
+                    let mut batch = WriteBatch::default();
+                    batch.put_cf(
+                        meta_cf,
+                        KEY_MEMBERSHIP,
+                        bincode::serialize(&stored).map_err(sm_write_err)?,
+                    );
+                    (batch, CommandResult::None, Vec::new())
+                }
+                EntryPayload::Blank => (WriteBatch::default(), CommandResult::None, Vec::new()),
+            };
+            batch.put_cf(
+                meta_cf,
+                KEY_APPLIED,
+                bincode::serialize(&Some(entry.log_id)).map_err(sm_write_err)?,
+            );
+            db.write_opt(batch, &no_sync).map_err(sm_write_err)?;
+            self.shared.set_counters(counters);
+            self.shared.watch.publish(events);
+            results.push(result);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let pairs: SnapshotPairs = bincode::deserialize(&data).map_err(sm_read_err)?;
+        let db = self.shared.db.clone();
+        let meta_owned = meta.clone();
+        let counters = tokio::task::spawn_blocking(move || {
+            let mut batch = WriteBatch::default();
+            for name in STATE_MACHINE_CFS {
+                let handle = cf(&db, name);
+                for item in db.iterator_cf(handle, IteratorMode::Start) {
+                    let (k, _) = item.map_err(sm_read_err)?;
+                    batch.delete_cf(handle, k);
+                }
+            }
+            for (name, k, v) in &pairs {
+                if !STATE_MACHINE_CFS.contains(&name.as_str()) {
+                    return Err(sm_read_err(std::io::Error::other(format!(
+                        "snapshot names unknown column family {name}"
+                    ))));
+                }
+                batch.put_cf(cf(&db, name), k, v);
+            }
+            let meta_cf = cf(&db, CF_SM_META);
+            batch.put_cf(
+                meta_cf,
+                KEY_APPLIED,
+                bincode::serialize(&meta_owned.last_log_id).map_err(sm_write_err)?,
+            );
+            batch.put_cf(
+                meta_cf,
+                KEY_MEMBERSHIP,
+                bincode::serialize(&meta_owned.last_membership).map_err(sm_write_err)?,
+            );
+            let mut opts = WriteOptions::default();
+            opts.set_sync(true);
+            db.write_opt(batch, &opts).map_err(sm_write_err)?;
+            Counters::load(&db).map_err(sm_read_err)
+        })
+        .await
+        .map_err(sm_write_err)??;
+        self.shared.set_counters(counters);
+        self.shared.watch.reset(counters.revision);
+        self.shared
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(snapshot = %meta.snapshot_id, revision = counters.revision, "installed snapshot");
+        self.save_snapshot_file(&SnapshotFile {
+            meta: meta.clone(),
+            data,
+        })
+        .await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let path = self.snapshot_path.clone();
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(sm_read_err(e)),
+        };
+        let file: SnapshotFile = bincode::deserialize(&bytes).map_err(sm_read_err)?;
+        Ok(Some(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(file.data)),
+        }))
+    }
+}

@@ -1,0 +1,6 @@
+//! Protobuf and gRPC types generated from the files in `proto/`.
+
+/// The metadata service: the client KV/lease/watch API and Raft peer traffic.
+pub mod meta {
+    tonic::include_proto!("magnetar.meta.v1");
+}

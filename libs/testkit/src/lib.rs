@@ -1,0 +1,12 @@
+//! Real clusters of Magnetar binaries for tests: free loopback ports, temporary
+//! data dirs, readiness waits, and faults (SIGKILL, restart, SIGSTOP/SIGCONT).
+//! Each process logs to a file; when a test panics the tail of every log is
+//! printed so a failure can be read from CI output alone.
+
+pub mod http;
+pub mod linearizability;
+mod meta;
+mod process;
+
+pub use meta::MetaCluster;
+pub use process::{bin_path, free_port, Process};

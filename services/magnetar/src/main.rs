@@ -1,0 +1,49 @@
+//! `magnetar`: the all-in-one binary. `standalone` runs the services in one
+//! process for a laptop; the other subcommands are clients.
+
+mod meta_cli;
+mod standalone;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "magnetar", version, about = "Magnetar: a Pulsar-compatible messaging system")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service in this process with one data directory.
+    Standalone(standalone::StandaloneArgs),
+    /// Talk to the metadata service (like etcdctl).
+    Meta(meta_cli::MetaCli),
+}
+
+fn main() -> ExitCode {
+    if let Err(e) = magnetar_common::config::load_config_file(standalone::ENV_PREFIX) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Command::Standalone(args) => match runtime.block_on(standalone::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Meta(cmd) => runtime.block_on(meta_cli::run(cmd)),
+    }
+}
