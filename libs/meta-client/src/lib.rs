@@ -195,7 +195,7 @@ impl MetaClient {
         let deadline = start + cfg.operation_timeout;
         let mut backoff = Duration::from_millis(20);
         let mut attempts = 0u32;
-        let mut last = String::from("no attempt made");
+        let mut last;
         loop {
             attempts += 1;
             let target = self.pick_target();

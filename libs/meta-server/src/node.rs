@@ -102,6 +102,25 @@ pub struct MetaNode {
     expirer: JoinHandle<()>,
 }
 
+/// Logs each change of leader or term: the first thing to read after a failover.
+async fn log_leader_changes(raft: Raft) {
+    let mut metrics = raft.metrics();
+    let mut last = (None, 0);
+    loop {
+        let now = {
+            let m = metrics.borrow_and_update();
+            (m.current_leader, m.current_term)
+        };
+        if now != last {
+            tracing::info!(leader = ?now.0, term = now.1, "leader changed");
+            last = now;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 impl MetaNode {
     pub async fn start(cfg: NodeConfig) -> Result<Self, NodeError> {
         if !cfg.join && !cfg.peers.contains_key(&cfg.id) {
@@ -207,6 +226,7 @@ impl MetaNode {
             cfg.quorum_timeout,
             shutdown_rx,
         ));
+        tokio::spawn(log_leader_changes(raft.clone()));
         tracing::info!(id = cfg.id, addr = %local_addr, "metadata node started");
         Ok(Self {
             id: cfg.id,

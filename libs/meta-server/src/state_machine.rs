@@ -231,7 +231,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             batch.put_cf(
                 meta_cf,
                 KEY_APPLIED,
-                bincode::serialize(&Some(entry.log_id)).map_err(sm_write_err)?,
+                bincode::serialize(&entry.log_id).map_err(sm_write_err)?,
             );
             db.write_opt(batch, &no_sync).map_err(sm_write_err)?;
             self.shared.set_counters(counters);
@@ -272,11 +272,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 batch.put_cf(cf(&db, name), k, v);
             }
             let meta_cf = cf(&db, CF_SM_META);
-            batch.put_cf(
-                meta_cf,
-                KEY_APPLIED,
-                bincode::serialize(&meta_owned.last_log_id).map_err(sm_write_err)?,
-            );
+            // Stored as a bare LogId (absent = nothing applied), as `apply` writes it.
+            match &meta_owned.last_log_id {
+                Some(log_id) => batch.put_cf(meta_cf, KEY_APPLIED, bincode::serialize(log_id).map_err(sm_write_err)?),
+                None => batch.delete_cf(meta_cf, KEY_APPLIED),
+            }
             batch.put_cf(
                 meta_cf,
                 KEY_MEMBERSHIP,
@@ -314,5 +314,62 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: file.meta,
             snapshot: Box::new(Cursor::new(file.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Command, Op};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    fn entry(index: u64, key: &str) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(3, 1), index),
+            payload: EntryPayload::Normal(Command::Txn {
+                request_id: None,
+                compares: vec![],
+                success: vec![Op::Put {
+                    key: key.into(),
+                    value: b"v".to_vec(),
+                    lease: 0,
+                }],
+                failure: vec![],
+            }),
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> StateMachineStore {
+        let db = crate::store::open(&dir.join("db")).unwrap();
+        StateMachineStore::open(db, dir.join("snapshot.bin"), 100, 1 << 20, 10).unwrap()
+    }
+
+    #[tokio::test]
+    async fn applied_state_and_snapshots_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(dir.path());
+        assert_eq!(sm.applied_state().await.unwrap().0, None);
+        sm.apply(vec![entry(1, "a"), entry(2, "b")]).await.unwrap();
+        let snap = sm.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(2));
+        drop(sm);
+
+        let mut sm = open(dir.path());
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied, Some(LogId::new(CommittedLeaderId::new(3, 1), 2)));
+        assert_eq!(sm.shared().revision(), 2);
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.snapshot_id, snap.meta.snapshot_id);
+
+        // Installing that snapshot on an empty node reproduces the state.
+        let other = tempfile::tempdir().unwrap();
+        let mut sm2 = open(other.path());
+        sm2.apply(vec![entry(1, "stale")]).await.unwrap();
+        sm2.install_snapshot(&current.meta, current.snapshot).await.unwrap();
+        assert_eq!(sm2.applied_state().await.unwrap().0, applied);
+        let db = &sm2.shared().db;
+        assert!(crate::kv::get(&**db, b"stale").unwrap().is_none());
+        assert!(crate::kv::get(&**db, b"b").unwrap().is_some());
+        assert_eq!(sm2.shared().kv_count.load(Ordering::Relaxed), 2);
     }
 }
