@@ -46,11 +46,17 @@ fn scalar(v: &toml::Value) -> Option<String> {
 /// Parses the file into (ENV_NAME, value) pairs.
 pub fn toml_as_env(prefix: &str, path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
-    let table: toml::Table = text.parse().map_err(|e| ConfigError::Parse(path.into(), e))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| ConfigError::Parse(path.into(), e))?;
     let mut out = Vec::new();
     for (key, value) in &table {
         let rendered = match value {
-            toml::Value::Array(items) => items.iter().map(scalar).collect::<Option<Vec<_>>>().map(|v| v.join(",")),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(scalar)
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.join(",")),
             other => scalar(other),
         }
         .ok_or_else(|| ConfigError::Unsupported {
@@ -87,7 +93,11 @@ mod tests {
     fn toml_keys_become_prefixed_env_names() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "id = 2\ndata-dir = \"/d\"\npeers = [\"1=a:1\", \"2=b:2\"]\nsync = true\n").unwrap();
+        std::fs::write(
+            &path,
+            "id = 2\ndata-dir = \"/d\"\npeers = [\"1=a:1\", \"2=b:2\"]\nsync = true\n",
+        )
+        .unwrap();
         let mut env = toml_as_env("MAGNETAR_META_", &path).unwrap();
         env.sort();
         assert_eq!(
@@ -106,16 +116,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "id = \n").unwrap();
-        assert!(matches!(toml_as_env("P_", &path), Err(ConfigError::Parse(..))));
+        assert!(matches!(
+            toml_as_env("P_", &path),
+            Err(ConfigError::Parse(..))
+        ));
         std::fs::write(&path, "[section]\nx = 1\n").unwrap();
-        assert!(matches!(toml_as_env("P_", &path), Err(ConfigError::Unsupported { .. })));
-        assert!(matches!(toml_as_env("P_", &dir.path().join("missing")), Err(ConfigError::Read(..))));
+        assert!(matches!(
+            toml_as_env("P_", &path),
+            Err(ConfigError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            toml_as_env("P_", &dir.path().join("missing")),
+            Err(ConfigError::Read(..))
+        ));
     }
 
     #[test]
     fn config_flag_is_found_in_both_spellings() {
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(config_path_from_args("X_", &args(&["bin", "--config", "a.toml"])), Some("a.toml".into()));
-        assert_eq!(config_path_from_args("X_", &args(&["bin", "--config=b.toml"])), Some("b.toml".into()));
+        assert_eq!(
+            config_path_from_args("X_", &args(&["bin", "--config", "a.toml"])),
+            Some("a.toml".into())
+        );
+        assert_eq!(
+            config_path_from_args("X_", &args(&["bin", "--config=b.toml"])),
+            Some("b.toml".into())
+        );
     }
 }

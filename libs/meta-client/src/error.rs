@@ -6,7 +6,11 @@ use tonic::{Code, Status};
 pub enum Error {
     /// A compare-and-set did not hold.
     #[error("version mismatch on {key:?}: expected version {expected}, found {actual}")]
-    VersionMismatch { key: String, expected: i64, actual: i64 },
+    VersionMismatch {
+        key: String,
+        expected: i64,
+        actual: i64,
+    },
     /// The request was malformed or exceeds a limit; retrying will not help.
     #[error("invalid request: {0}")]
     InvalidArgument(String),

@@ -30,7 +30,9 @@ impl LeaseKeeper {
                     }
                     // Transient: keep trying; the server grants a fresh TTL to
                     // every lease after a leader change.
-                    Err(e) => tracing::warn!(lease = lease.id, error = %e, "lease keep-alive failed"),
+                    Err(e) => {
+                        tracing::warn!(lease = lease.id, error = %e, "lease keep-alive failed")
+                    }
                 }
             }
         });

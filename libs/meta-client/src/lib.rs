@@ -137,7 +137,11 @@ impl MetaClient {
     }
 
     fn channel(&self, addr: &str) -> Result<Channel> {
-        let mut channels = self.inner.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
@@ -159,7 +163,13 @@ impl MetaClient {
     }
 
     fn pick_target(&self) -> String {
-        if let Some(l) = self.inner.leader.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(l) = self
+            .inner
+            .leader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return l;
         }
         let eps = &self.inner.cfg.endpoints;
@@ -249,7 +259,11 @@ impl MetaClient {
     }
 
     /// Read of one key; `serializable` reads whichever node answers (may be stale).
-    pub async fn get_with(&self, key: impl AsRef<[u8]>, serializable: bool) -> Result<Option<KeyValue>> {
+    pub async fn get_with(
+        &self,
+        key: impl AsRef<[u8]>,
+        serializable: bool,
+    ) -> Result<Option<KeyValue>> {
         let req = pb::GetRequest {
             key: key.as_ref().to_vec().into(),
             serializable,
@@ -326,7 +340,12 @@ impl MetaClient {
     }
 
     /// Put with options; a failed compare-and-set is `Error::VersionMismatch`.
-    pub async fn put_with(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, opts: PutOptions) -> Result<PutResult> {
+    pub async fn put_with(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
         let key = key.as_ref();
         let mut txn = Txn::new();
         if let Some(v) = opts.expected_version {
@@ -341,7 +360,7 @@ impl MetaClient {
                 actual: resp.compare_versions.first().copied().unwrap_or(0),
             });
         }
-        let version = match resp.results.first().and_then(|r| r.result.clone()) {
+        let version = match resp.results.first().and_then(|r| r.result) {
             Some(pb::op_result::Result::Put(p)) => p.version,
             _ => 0,
         };
@@ -350,7 +369,11 @@ impl MetaClient {
 
     /// Deletes one key (if `expected_version` is set, only at that version).
     /// Returns whether a key was deleted.
-    pub async fn delete(&self, key: impl AsRef<[u8]>, expected_version: Option<i64>) -> Result<bool> {
+    pub async fn delete(
+        &self,
+        key: impl AsRef<[u8]>,
+        expected_version: Option<i64>,
+    ) -> Result<bool> {
         let key = key.as_ref();
         let mut txn = Txn::new();
         if let Some(v) = expected_version {
@@ -381,10 +404,7 @@ impl MetaClient {
             request_id: Some(self.next_request_id()),
         };
         let resp = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.lease_grant(req).await }
-            })
+            .call(|mut c| async move { c.lease_grant(req).await })
             .await?;
         Ok(Lease {
             id: resp.lease_id,
@@ -395,7 +415,9 @@ impl MetaClient {
     /// Renews a lease once; `Error::NotFound` if it has expired.
     pub async fn lease_keep_alive(&self, lease_id: i64) -> Result<i64> {
         let req = pb::LeaseKeepAliveRequest { lease_id };
-        let resp = self.call(|mut c| async move { c.lease_keep_alive(req).await }).await?;
+        let resp = self
+            .call(|mut c| async move { c.lease_keep_alive(req).await })
+            .await?;
         Ok(resp.ttl_seconds)
     }
 
@@ -411,10 +433,7 @@ impl MetaClient {
             request_id: Some(self.next_request_id()),
         };
         let resp = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.lease_revoke(req).await }
-            })
+            .call(|mut c| async move { c.lease_revoke(req).await })
             .await?;
         Ok(resp.found)
     }
@@ -445,7 +464,12 @@ impl MetaClient {
     /// Status as seen by one particular node.
     pub async fn status_of(&self, addr: &str) -> Result<StatusResponse> {
         let mut c = self.rpc(addr)?;
-        match tokio::time::timeout(self.inner.cfg.request_timeout, c.status(pb::StatusRequest {})).await {
+        match tokio::time::timeout(
+            self.inner.cfg.request_timeout,
+            c.status(pb::StatusRequest {}),
+        )
+        .await
+        {
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(s)) => Err(Error::from_final_status(&s).unwrap_or(Error::Unavailable {
                 elapsed: Duration::ZERO,

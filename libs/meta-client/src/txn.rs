@@ -62,8 +62,14 @@ impl Txn {
         self.put_with_lease(key, value, 0)
     }
 
-    pub fn put_with_lease(mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, lease: i64) -> Self {
-        self.success.push(put_op(key.as_ref(), value.as_ref(), lease));
+    pub fn put_with_lease(
+        mut self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        lease: i64,
+    ) -> Self {
+        self.success
+            .push(put_op(key.as_ref(), value.as_ref(), lease));
         self
     }
 

@@ -17,12 +17,23 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub(crate) async fn start(client: MetaClient, prefix: Vec<u8>, start_revision: i64) -> Result<Self> {
+    pub(crate) async fn start(
+        client: MetaClient,
+        prefix: Vec<u8>,
+        start_revision: i64,
+    ) -> Result<Self> {
         let mut start = start_revision;
         if start <= 0 {
             // "From now": pin "now" to a revision so a reconnect cannot skip events.
             start = client
-                .list(&prefix, crate::ListOptions { limit: 1, keys_only: true, ..Default::default() })
+                .list(
+                    &prefix,
+                    crate::ListOptions {
+                        limit: 1,
+                        keys_only: true,
+                        ..Default::default()
+                    },
+                )
                 .await?
                 .revision
                 + 1;
@@ -88,7 +99,10 @@ impl Watcher {
                 }
                 Ok(None) => self.stream = None,
                 Err(s) => {
-                    if s.code() != Code::Unavailable && s.code() != Code::Unknown && s.code() != Code::Cancelled {
+                    if s.code() != Code::Unavailable
+                        && s.code() != Code::Unknown
+                        && s.code() != Code::Cancelled
+                    {
                         if let Some(e) = Error::from_final_status(&s) {
                             return Err(e);
                         }

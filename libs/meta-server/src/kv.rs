@@ -10,8 +10,12 @@ use std::collections::{BTreeMap, HashMap};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{be_u64, cf, CF_DEDUP, CF_DEDUP_INDEX, CF_KV, CF_LEASES, CF_LEASE_KEYS, CF_SM_META};
-use crate::types::{Command, CommandResult, Compare, KvEvent, Op, OpOutcome, RequestId, StoredValue};
+use crate::store::{
+    be_u64, cf, CF_DEDUP, CF_DEDUP_INDEX, CF_KV, CF_LEASES, CF_LEASE_KEYS, CF_SM_META,
+};
+use crate::types::{
+    Command, CommandResult, Compare, KvEvent, Op, OpOutcome, RequestId, StoredValue,
+};
 
 /// How many log entries a request id is remembered for. A client must retry a
 /// write within this many later writes to be protected from double application.
@@ -105,7 +109,12 @@ pub struct Applier<'a> {
 
 impl<'a> Applier<'a> {
     /// Applies `cmd`, proposed at log `index`, on top of `counters`.
-    pub fn apply(db: &'a DB, counters: Counters, index: u64, cmd: &Command) -> Result<Applied, KvError> {
+    pub fn apply(
+        db: &'a DB,
+        counters: Counters,
+        index: u64,
+        cmd: &Command,
+    ) -> Result<Applied, KvError> {
         let request_id = cmd.request_id();
         if let Some(id) = &request_id {
             if let Some(prev) = db.get_cf(cf(db, CF_DEDUP), dedup_key(id))? {
@@ -152,7 +161,12 @@ impl<'a> Applier<'a> {
         })
     }
 
-    fn remember(&mut self, id: &RequestId, index: u64, result: &CommandResult) -> Result<(), KvError> {
+    fn remember(
+        &mut self,
+        id: &RequestId,
+        index: u64,
+        result: &CommandResult,
+    ) -> Result<(), KvError> {
         let dedup = cf(self.db, CF_DEDUP);
         let dedup_index = cf(self.db, CF_DEDUP_INDEX);
         self.batch
@@ -186,7 +200,12 @@ impl<'a> Applier<'a> {
         lease(self.db, id)
     }
 
-    fn txn(&mut self, compares: &[Compare], success: &[Op], failure: &[Op]) -> Result<CommandResult, KvError> {
+    fn txn(
+        &mut self,
+        compares: &[Compare],
+        success: &[Op],
+        failure: &[Op],
+    ) -> Result<CommandResult, KvError> {
         let mut compare_versions = Vec::with_capacity(compares.len());
         let mut succeeded = true;
         for c in compares {
@@ -240,14 +259,15 @@ impl<'a> Applier<'a> {
         };
         let lease_keys = cf(self.db, CF_LEASE_KEYS);
         match &old {
-            Some(o) if o.lease != lease && o.lease != 0 => {
-                self.batch.delete_cf(lease_keys, lease_key_entry(o.lease, key))
-            }
+            Some(o) if o.lease != lease && o.lease != 0 => self
+                .batch
+                .delete_cf(lease_keys, lease_key_entry(o.lease, key)),
             None => self.counters.kv_count += 1,
             _ => {}
         }
         if lease != 0 {
-            self.batch.put_cf(lease_keys, lease_key_entry(lease, key), []);
+            self.batch
+                .put_cf(lease_keys, lease_key_entry(lease, key), []);
         }
         self.batch
             .put_cf(cf(self.db, CF_KV), key, bincode::serialize(&new)?);
@@ -301,8 +321,11 @@ impl<'a> Applier<'a> {
     fn lease_grant(&mut self, id: i64, ttl_seconds: i64) -> Result<CommandResult, KvError> {
         if self.lease(id)?.is_none() {
             let rec = LeaseRecord { ttl_seconds };
-            self.batch
-                .put_cf(cf(self.db, CF_LEASES), lease_key(id), bincode::serialize(&rec)?);
+            self.batch.put_cf(
+                cf(self.db, CF_LEASES),
+                lease_key(id),
+                bincode::serialize(&rec)?,
+            );
             self.lease_overlay.insert(id, Some(rec));
             self.counters.lease_count += 1;
         }
@@ -359,15 +382,28 @@ impl<'a> Applier<'a> {
 /// Reads anything with `get_cf` / `iterator_cf`: the live DB or a point-in-time snapshot.
 pub trait Reader {
     fn get_raw(&self, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error>;
-    fn scan_raw(&self, cf_name: &str, from: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), rocksdb::Error>;
+    fn scan_raw(
+        &self,
+        cf_name: &str,
+        from: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), rocksdb::Error>;
 }
 
 impl Reader for DB {
     fn get_raw(&self, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
         self.get_cf(cf(self, cf_name), key)
     }
-    fn scan_raw(&self, cf_name: &str, from: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), rocksdb::Error> {
-        for item in self.iterator_cf(cf(self, cf_name), IteratorMode::From(from, Direction::Forward)) {
+    fn scan_raw(
+        &self,
+        cf_name: &str,
+        from: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), rocksdb::Error> {
+        for item in self.iterator_cf(
+            cf(self, cf_name),
+            IteratorMode::From(from, Direction::Forward),
+        ) {
             let (k, v) = item?;
             if !f(&k, &v) {
                 break;
@@ -387,11 +423,16 @@ impl Reader for SnapshotReader<'_> {
     fn get_raw(&self, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
         self.snap.get_cf(cf(self.db, cf_name), key)
     }
-    fn scan_raw(&self, cf_name: &str, from: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), rocksdb::Error> {
-        for item in self
-            .snap
-            .iterator_cf(cf(self.db, cf_name), IteratorMode::From(from, Direction::Forward))
-        {
+    fn scan_raw(
+        &self,
+        cf_name: &str,
+        from: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), rocksdb::Error> {
+        for item in self.snap.iterator_cf(
+            cf(self.db, cf_name),
+            IteratorMode::From(from, Direction::Forward),
+        ) {
             let (k, v) = item?;
             if !f(&k, &v) {
                 break;
@@ -482,8 +523,10 @@ pub fn lease_records(r: &(impl Reader + ?Sized)) -> Result<Vec<(i64, LeaseRecord
 
 /// All leases with the number of keys attached to each.
 pub fn leases(r: &(impl Reader + ?Sized)) -> Result<Vec<(i64, LeaseRecord, i64)>, KvError> {
-    let mut leases: Vec<(i64, LeaseRecord, i64)> =
-        lease_records(r)?.into_iter().map(|(id, rec)| (id, rec, 0)).collect();
+    let mut leases: Vec<(i64, LeaseRecord, i64)> = lease_records(r)?
+        .into_iter()
+        .map(|(id, rec)| (id, rec, 0))
+        .collect();
     for (id, _, keys) in &mut leases {
         let prefix = lease_key(*id);
         r.scan_raw(CF_LEASE_KEYS, &prefix, &mut |k, _| {
@@ -563,19 +606,46 @@ mod tests {
     fn cas_and_versions() {
         let mut f = Fixture::new();
         // version 0 = must not exist
-        assert!(matches!(f.txn(vec![eq("a", 0)], vec![put("a", "1")]), CommandResult::Txn { succeeded: true, revision: 1, .. }));
+        assert!(matches!(
+            f.txn(vec![eq("a", 0)], vec![put("a", "1")]),
+            CommandResult::Txn {
+                succeeded: true,
+                revision: 1,
+                ..
+            }
+        ));
         let r = f.txn(vec![eq("a", 0)], vec![put("a", "2")]);
-        assert!(matches!(r, CommandResult::Txn { succeeded: false, revision: 1, ref compare_versions, .. } if compare_versions == &vec![1]));
-        assert!(matches!(f.txn(vec![eq("a", 1)], vec![put("a", "3")]), CommandResult::Txn { succeeded: true, revision: 2, .. }));
+        assert!(
+            matches!(r, CommandResult::Txn { succeeded: false, revision: 1, ref compare_versions, .. } if compare_versions == &vec![1])
+        );
+        assert!(matches!(
+            f.txn(vec![eq("a", 1)], vec![put("a", "3")]),
+            CommandResult::Txn {
+                succeeded: true,
+                revision: 2,
+                ..
+            }
+        ));
         let v = get(&*f.db, b"a").unwrap().unwrap();
-        assert_eq!((v.value.as_slice(), v.version, v.create_revision, v.mod_revision), (&b"3"[..], 2, 1, 2));
+        assert_eq!(
+            (
+                v.value.as_slice(),
+                v.version,
+                v.create_revision,
+                v.mod_revision
+            ),
+            (&b"3"[..], 2, 1, 2)
+        );
         assert_eq!(f.counters.kv_count, 1);
     }
 
     #[test]
     fn retried_request_is_applied_once() {
         let mut f = Fixture::new();
-        let id = Some(RequestId { client_id: 7, seq: 1 });
+        let id = Some(RequestId {
+            client_id: 7,
+            seq: 1,
+        });
         let cmd = Command::Txn {
             request_id: id,
             compares: vec![eq("k", 0)],
@@ -584,7 +654,10 @@ mod tests {
         };
         let (first, _) = f.run(cmd.clone());
         let (second, events) = f.run(cmd);
-        assert_eq!(first, second, "the retry must get the first answer, not a CAS miss");
+        assert_eq!(
+            first, second,
+            "the retry must get the first answer, not a CAS miss"
+        );
         assert!(events.is_empty());
         assert_eq!(get(&*f.db, b"k").unwrap().unwrap().version, 1);
     }
@@ -597,11 +670,31 @@ mod tests {
             lease_id: 5,
             ttl_seconds: 10,
         });
-        f.txn(vec![], vec![Op::Put { key: "a".into(), value: "1".into(), lease: 5 }, put("b", "2")]);
+        f.txn(
+            vec![],
+            vec![
+                Op::Put {
+                    key: "a".into(),
+                    value: "1".into(),
+                    lease: 5,
+                },
+                put("b", "2"),
+            ],
+        );
         // "c" first on the lease, then moved off it.
-        f.txn(vec![], vec![Op::Put { key: "c".into(), value: "1".into(), lease: 5 }]);
+        f.txn(
+            vec![],
+            vec![Op::Put {
+                key: "c".into(),
+                value: "1".into(),
+                lease: 5,
+            }],
+        );
         f.txn(vec![], vec![put("c", "2")]);
-        assert_eq!(leases(&*f.db).unwrap(), vec![(5, LeaseRecord { ttl_seconds: 10 }, 1)]);
+        assert_eq!(
+            leases(&*f.db).unwrap(),
+            vec![(5, LeaseRecord { ttl_seconds: 10 }, 1)]
+        );
         let (r, events) = f.run(Command::LeaseRevoke {
             request_id: None,
             lease_id: 5,
@@ -612,7 +705,17 @@ mod tests {
         assert!(get(&*f.db, b"a").unwrap().is_none());
         assert!(get(&*f.db, b"c").unwrap().is_some());
         // A put naming a gone lease changes nothing.
-        let r = f.txn(vec![], vec![put("z", "1"), Op::Put { key: "y".into(), value: "1".into(), lease: 5 }]);
+        let r = f.txn(
+            vec![],
+            vec![
+                put("z", "1"),
+                Op::Put {
+                    key: "y".into(),
+                    value: "1".into(),
+                    lease: 5,
+                },
+            ],
+        );
         assert!(matches!(r, CommandResult::Rejected { .. }));
         assert!(get(&*f.db, b"z").unwrap().is_none());
         assert_eq!(f.counters.lease_count, 0);
@@ -624,9 +727,17 @@ mod tests {
         f.txn(vec![], vec![put("p/1", "a"), put("q", "b")]);
         let r = f.txn(
             vec![],
-            vec![put("p/2", "c"), Op::Delete { key: "p/".into(), prefix: true }],
+            vec![
+                put("p/2", "c"),
+                Op::Delete {
+                    key: "p/".into(),
+                    prefix: true,
+                },
+            ],
         );
-        assert!(matches!(r, CommandResult::Txn { ref results, .. } if results[1] == OpOutcome::Delete { deleted: 2 }));
+        assert!(
+            matches!(r, CommandResult::Txn { ref results, .. } if results[1] == OpOutcome::Delete { deleted: 2 })
+        );
         assert_eq!(scan(&*f.db, b"", &[], 100, true).unwrap().len(), 1);
         assert_eq!(f.counters.kv_count, 1);
     }

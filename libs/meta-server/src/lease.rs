@@ -108,7 +108,9 @@ impl LeaseExpirer {
                 };
                 match tokio::time::timeout(write_timeout, raft.client_write(cmd)).await {
                     Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::warn!(lease_id, error = %e, "revoking expired lease failed"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(lease_id, error = %e, "revoking expired lease failed")
+                    }
                     Err(_) => tracing::warn!(lease_id, "revoking expired lease timed out"),
                 }
             }
@@ -126,7 +128,11 @@ mod tests {
         let rec = kv::LeaseRecord { ttl_seconds: 1 };
         assert!(e.expired(Some(1), &[(7, rec)]).is_empty());
         // Force the deadline into the past.
-        e.inner.lock().unwrap().by_lease.insert(7, Instant::now() - Duration::from_millis(1));
+        e.inner
+            .lock()
+            .unwrap()
+            .by_lease
+            .insert(7, Instant::now() - Duration::from_millis(1));
         assert_eq!(e.expired(Some(1), &[(7, rec)]), vec![7]);
         // Same lease under a new term: fresh TTL, not expired.
         assert!(e.expired(Some(2), &[(7, rec)]).is_empty());

@@ -29,8 +29,14 @@ impl LogStore {
         Self { db }
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        let raw = self.db.get_cf(cf(&self.db, CF_RAFT), key).map_err(read_err)?;
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        let raw = self
+            .db
+            .get_cf(cf(&self.db, CF_RAFT), key)
+            .map_err(read_err)?;
         raw.map(|b| bincode::deserialize(&b).map_err(read_err))
             .transpose()
     }
@@ -67,9 +73,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut entries = Vec::new();
         for item in iter {
             let (key, value) = item.map_err(read_err)?;
-            let index = decode_be_u64(&key).ok_or_else(|| {
-                read_err(std::io::Error::other("malformed log key in RocksDB"))
-            })?;
+            let index = decode_be_u64(&key)
+                .ok_or_else(|| read_err(std::io::Error::other("malformed log key in RocksDB")))?;
             if !range.contains(&index) {
                 break;
             }
@@ -117,7 +122,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_meta(KEY_VOTE)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -140,11 +149,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(
-            cf(&self.db, CF_LOG),
-            be_u64(log_id.index),
-            be_u64(u64::MAX),
-        );
+        batch.delete_range_cf(cf(&self.db, CF_LOG), be_u64(log_id.index), be_u64(u64::MAX));
         self.write_synced(batch).await
     }
 

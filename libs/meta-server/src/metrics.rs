@@ -37,18 +37,58 @@ enum Gauge {
 
 const GAUGES: [(Gauge, &str, &str); 13] = [
     (Gauge::Term, "magnetar_meta_raft_term", "Current Raft term."),
-    (Gauge::Leader, "magnetar_meta_raft_leader", "Node id of the known leader (0 = none)."),
-    (Gauge::IsLeader, "magnetar_meta_raft_is_leader", "1 if this node is the leader."),
-    (Gauge::LastLogIndex, "magnetar_meta_raft_last_log_index", "Index of the last log entry."),
-    (Gauge::CommitIndex, "magnetar_meta_raft_commit_index", "Highest log index known committed (as applied by this node)."),
-    (Gauge::AppliedIndex, "magnetar_meta_raft_applied_index", "Index of the last applied entry."),
-    (Gauge::SnapshotIndex, "magnetar_meta_raft_snapshot_index", "Last log index covered by the current snapshot."),
+    (
+        Gauge::Leader,
+        "magnetar_meta_raft_leader",
+        "Node id of the known leader (0 = none).",
+    ),
+    (
+        Gauge::IsLeader,
+        "magnetar_meta_raft_is_leader",
+        "1 if this node is the leader.",
+    ),
+    (
+        Gauge::LastLogIndex,
+        "magnetar_meta_raft_last_log_index",
+        "Index of the last log entry.",
+    ),
+    (
+        Gauge::CommitIndex,
+        "magnetar_meta_raft_commit_index",
+        "Highest log index known committed (as applied by this node).",
+    ),
+    (
+        Gauge::AppliedIndex,
+        "magnetar_meta_raft_applied_index",
+        "Index of the last applied entry.",
+    ),
+    (
+        Gauge::SnapshotIndex,
+        "magnetar_meta_raft_snapshot_index",
+        "Last log index covered by the current snapshot.",
+    ),
     (Gauge::Revision, "magnetar_meta_revision", "Store revision."),
     (Gauge::Keys, "magnetar_meta_keys", "Number of keys."),
-    (Gauge::Leases, "magnetar_meta_leases", "Number of live leases."),
-    (Gauge::Watchers, "magnetar_meta_watchers", "Active watchers on this node."),
-    (Gauge::SnapshotsBuilt, "magnetar_meta_snapshots_built_total", "Snapshots built by this node since start."),
-    (Gauge::SnapshotsInstalled, "magnetar_meta_snapshots_installed_total", "Snapshots received from a leader and installed since start."),
+    (
+        Gauge::Leases,
+        "magnetar_meta_leases",
+        "Number of live leases.",
+    ),
+    (
+        Gauge::Watchers,
+        "magnetar_meta_watchers",
+        "Active watchers on this node.",
+    ),
+    (
+        Gauge::SnapshotsBuilt,
+        "magnetar_meta_snapshots_built_total",
+        "Snapshots built by this node since start.",
+    ),
+    (
+        Gauge::SnapshotsInstalled,
+        "magnetar_meta_snapshots_installed_total",
+        "Snapshots received from a leader and installed since start.",
+    ),
 ];
 
 impl NodeCollector {
@@ -57,7 +97,12 @@ impl NodeCollector {
             .iter()
             .map(|(g, name, help)| Ok((*g, IntGauge::with_opts(Opts::new(*name, *help))?)))
             .collect::<Result<_, prometheus::Error>>()?;
-        Ok(Self { id, raft, sm, gauges })
+        Ok(Self {
+            id,
+            raft,
+            sm,
+            gauges,
+        })
     }
 }
 
@@ -82,7 +127,9 @@ impl Collector for NodeCollector {
                 Gauge::Leases => self.sm.lease_count.load(Ordering::Relaxed),
                 Gauge::Watchers => self.sm.watch.active_watchers() as i64,
                 Gauge::SnapshotsBuilt => self.sm.snapshots_built.load(Ordering::Relaxed) as i64,
-                Gauge::SnapshotsInstalled => self.sm.snapshots_installed.load(Ordering::Relaxed) as i64,
+                Gauge::SnapshotsInstalled => {
+                    self.sm.snapshots_installed.load(Ordering::Relaxed) as i64
+                }
             });
         }
         self.gauges.iter().flat_map(|(_, g)| g.collect()).collect()

@@ -70,7 +70,9 @@ impl NodeConfig {
     }
 
     fn advertised(&self) -> String {
-        self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
     }
 }
 
@@ -126,7 +128,8 @@ impl MetaNode {
         if !cfg.join && !cfg.peers.contains_key(&cfg.id) {
             return Err(NodeError::NotAPeer(cfg.id));
         }
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| NodeError::DataDir(cfg.data_dir.clone(), e))?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| NodeError::DataDir(cfg.data_dir.clone(), e))?;
         let db_dir = cfg.data_dir.join("db");
         let db = {
             let dir = db_dir.clone();
@@ -166,7 +169,9 @@ impl MetaNode {
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| NodeError::Listen(cfg.listen, e))?;
-        let local_addr = listener.local_addr().map_err(|e| NodeError::Listen(cfg.listen, e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| NodeError::Listen(cfg.listen, e))?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let leases = Arc::new(LeaseExpirer::default());
@@ -178,10 +183,13 @@ impl MetaNode {
             leases: leases.clone(),
             quorum_timeout: cfg.quorum_timeout,
         };
-        let max_client_message = cfg.limits.max_value_bytes * 2 + cfg.limits.max_key_bytes * 2 + (64 << 10);
+        let max_client_message =
+            cfg.limits.max_value_bytes * 2 + cfg.limits.max_key_bytes * 2 + (64 << 10);
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(MetaServer::new(service).max_decoding_message_size(max_client_message.max(4 << 20)))
+            .add_service(
+                MetaServer::new(service).max_decoding_message_size(max_client_message.max(4 << 20)),
+            )
             .add_service(
                 RaftPeerServer::new(PeerService { raft: raft.clone() })
                     .max_decoding_message_size(MAX_PEER_MESSAGE)
@@ -212,7 +220,12 @@ impl MetaNode {
                     .iter()
                     .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
                     .collect();
-                members.insert(cfg.id, BasicNode { addr: cfg.advertised() });
+                members.insert(
+                    cfg.id,
+                    BasicNode {
+                        addr: cfg.advertised(),
+                    },
+                );
                 if let Err(e) = raft.initialize(members).await {
                     tracing::info!(error = %e, "not initializing the cluster");
                 }

@@ -22,7 +22,10 @@ use tonic::{Request, Response, Status};
 use crate::kv::{self, SnapshotReader};
 use crate::lease::LeaseExpirer;
 use crate::state_machine::SmShared;
-use crate::types::{Command, CommandResult, Compare, CompareOp, KvEvent, NodeId, Op, OpOutcome, Raft, RequestId, StoredValue};
+use crate::types::{
+    Command, CommandResult, Compare, CompareOp, KvEvent, NodeId, Op, OpOutcome, Raft, RequestId,
+    StoredValue,
+};
 use crate::watch::{WatchBatch, WatchError};
 
 /// Size and count limits, enforced before anything is proposed.
@@ -63,7 +66,10 @@ pub const LEADER_ID_METADATA: &str = "leader-id";
 fn not_leader(f: &ForwardToLeader<NodeId, BasicNode>) -> Status {
     match (&f.leader_id, &f.leader_node) {
         (Some(id), Some(node)) => {
-            let mut s = Status::unavailable(format!("not the leader; the leader is node {id} at {}", node.addr));
+            let mut s = Status::unavailable(format!(
+                "not the leader; the leader is node {id} at {}",
+                node.addr
+            ));
             if let Ok(v) = node.addr.parse() {
                 s.metadata_mut().insert(LEADER_ADDR_METADATA, v);
             }
@@ -132,7 +138,9 @@ impl MetaService {
                 self.quorum_timeout
             ))),
             Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(not_leader(&f)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(not_leader(&f))
+            }
             Ok(Err(e)) => Err(Status::unavailable(format!("write failed: {e}"))),
         }
     }
@@ -146,10 +154,12 @@ impl MetaService {
                 self.quorum_timeout
             ))),
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => Err(not_leader(&f)),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
-                Err(Status::unavailable(format!("cannot confirm leadership: {e}")))
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(not_leader(&f))
             }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => Err(
+                Status::unavailable(format!("cannot confirm leadership: {e}")),
+            ),
             Ok(Err(e)) => Err(Status::unavailable(format!("read failed: {e}"))),
         }
     }
@@ -194,14 +204,18 @@ impl MetaService {
                     if !d.prefix {
                         self.check_key(&d.key)?;
                     } else if d.key.len() > self.limits.max_key_bytes {
-                        return Err(Status::invalid_argument("delete prefix is longer than the key limit"));
+                        return Err(Status::invalid_argument(
+                            "delete prefix is longer than the key limit",
+                        ));
                     }
                     Ok(Op::Delete {
                         key: d.key.to_vec(),
                         prefix: d.prefix,
                     })
                 }
-                None => Err(Status::invalid_argument("transaction op has neither put nor delete")),
+                None => Err(Status::invalid_argument(
+                    "transaction op has neither put nor delete",
+                )),
             })
             .collect()
     }
@@ -218,7 +232,10 @@ impl Meta for MetaService {
             self.linearize().await?;
         }
         let db = &*self.sm.db;
-        let r = SnapshotReader { db, snap: db.snapshot() };
+        let r = SnapshotReader {
+            db,
+            snap: db.snapshot(),
+        };
         let kv = kv::get(&r, &req.key).map_err(kv_err)?;
         let revision = kv::revision(&r).map_err(kv_err)?;
         Ok(Response::new(pb::GetResponse {
@@ -227,10 +244,17 @@ impl Meta for MetaService {
         }))
     }
 
-    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
         let req = req.into_inner();
-        if req.prefix.len() > self.limits.max_key_bytes || req.start_after.len() > self.limits.max_key_bytes {
-            return Err(Status::invalid_argument("prefix or start_after is longer than the key limit"));
+        if req.prefix.len() > self.limits.max_key_bytes
+            || req.start_after.len() > self.limits.max_key_bytes
+        {
+            return Err(Status::invalid_argument(
+                "prefix or start_after is longer than the key limit",
+            ));
         }
         if !req.serializable {
             self.linearize().await?;
@@ -240,8 +264,12 @@ impl Meta for MetaService {
             n => n.min(self.limits.max_list_page),
         };
         let db = &*self.sm.db;
-        let r = SnapshotReader { db, snap: db.snapshot() };
-        let mut kvs = kv::scan(&r, &req.prefix, &req.start_after, limit + 1, req.keys_only).map_err(kv_err)?;
+        let r = SnapshotReader {
+            db,
+            snap: db.snapshot(),
+        };
+        let mut kvs = kv::scan(&r, &req.prefix, &req.start_after, limit + 1, req.keys_only)
+            .map_err(kv_err)?;
         let more = kvs.len() > limit;
         kvs.truncate(limit);
         let revision = kv::revision(&r).map_err(kv_err)?;
@@ -271,7 +299,12 @@ impl Meta for MetaService {
                     Ok(pb::compare::Op::NotEqual) => CompareOp::NotEqual,
                     Ok(pb::compare::Op::Greater) => CompareOp::Greater,
                     Ok(pb::compare::Op::Less) => CompareOp::Less,
-                    Err(_) => return Err(Status::invalid_argument(format!("unknown compare op {}", c.op))),
+                    Err(_) => {
+                        return Err(Status::invalid_argument(format!(
+                            "unknown compare op {}",
+                            c.op
+                        )))
+                    }
                 };
                 Ok(Compare {
                     key: c.key.to_vec(),
@@ -299,7 +332,9 @@ impl Meta for MetaService {
                     .into_iter()
                     .map(|r| pb::OpResult {
                         result: Some(match r {
-                            OpOutcome::Put { version } => pb::op_result::Result::Put(pb::PutResult { version }),
+                            OpOutcome::Put { version } => {
+                                pb::op_result::Result::Put(pb::PutResult { version })
+                            }
                             OpOutcome::Delete { deleted } => {
                                 pb::op_result::Result::Delete(pb::DeleteResult { deleted })
                             }
@@ -315,13 +350,20 @@ impl Meta for MetaService {
 
     type WatchStream = WatchStream;
 
-    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let req = req.into_inner();
         let prefix = req.prefix.to_vec();
-        let sub = self.sm.watch.subscribe(&prefix, req.start_revision).map_err(|e| match e {
-            WatchError::Compacted { .. } => Status::out_of_range(e.to_string()),
-            WatchError::TooManyWatchers(_) => Status::resource_exhausted(e.to_string()),
-        })?;
+        let sub = self
+            .sm
+            .watch
+            .subscribe(&prefix, req.start_revision)
+            .map_err(|e| match e {
+                WatchError::Compacted { .. } => Status::out_of_range(e.to_string()),
+                WatchError::TooManyWatchers(_) => Status::resource_exhausted(e.to_string()),
+            })?;
         // Bounded: a watcher that does not read blocks its forwarder, which then
         // lags the broadcast and is cut off with an error instead of buffering.
         let (tx, rx) = mpsc::channel::<Result<pb::WatchResponse, Status>>(64);
@@ -372,10 +414,15 @@ impl Meta for MetaService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn lease_grant(&self, req: Request<pb::LeaseGrantRequest>) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+    async fn lease_grant(
+        &self,
+        req: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let req = req.into_inner();
         if req.ttl_seconds < 1 || req.ttl_seconds > self.limits.max_lease_ttl_seconds {
             return Err(Status::invalid_argument(format!(
@@ -396,7 +443,8 @@ impl Meta for MetaService {
                 lease_id,
                 ttl_seconds,
             } => {
-                self.leases.keep_alive(lease_id, Duration::from_secs(ttl_seconds as u64));
+                self.leases
+                    .keep_alive(lease_id, Duration::from_secs(ttl_seconds as u64));
                 Ok(Response::new(pb::LeaseGrantResponse {
                     header: Some(self.header(revision)),
                     lease_id,
@@ -434,7 +482,9 @@ impl Meta for MetaService {
             record = kv::lease(&*self.sm.db, lease_id).map_err(kv_err)?;
         }
         let Some(record) = record else {
-            return Err(Status::not_found(format!("lease {lease_id} not found (expired or revoked)")));
+            return Err(Status::not_found(format!(
+                "lease {lease_id} not found (expired or revoked)"
+            )));
         };
         self.leases
             .keep_alive(lease_id, Duration::from_secs(record.ttl_seconds as u64));
@@ -449,22 +499,30 @@ impl Meta for MetaService {
         }))
     }
 
-    async fn lease_revoke(&self, req: Request<pb::LeaseRevokeRequest>) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+    async fn lease_revoke(
+        &self,
+        req: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let req = req.into_inner();
         let cmd = Command::LeaseRevoke {
             request_id: request_id(req.request_id),
             lease_id: req.lease_id,
         };
         match self.write(cmd).await? {
-            CommandResult::LeaseRevoked { revision, found } => Ok(Response::new(pb::LeaseRevokeResponse {
-                header: Some(self.header(revision)),
-                found,
-            })),
+            CommandResult::LeaseRevoked { revision, found } => {
+                Ok(Response::new(pb::LeaseRevokeResponse {
+                    header: Some(self.header(revision)),
+                    found,
+                }))
+            }
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
     }
 
-    async fn lease_list(&self, _req: Request<pb::LeaseListRequest>) -> Result<Response<pb::LeaseListResponse>, Status> {
+    async fn lease_list(
+        &self,
+        _req: Request<pb::LeaseListRequest>,
+    ) -> Result<Response<pb::LeaseListResponse>, Status> {
         self.linearize().await?;
         let leases = kv::leases(&*self.sm.db).map_err(kv_err)?;
         Ok(Response::new(pb::LeaseListResponse {
@@ -483,17 +541,29 @@ impl Meta for MetaService {
         }))
     }
 
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         Ok(Response::new(status(self.id, &self.raft, &self.sm)))
     }
 
-    async fn add_learner(&self, req: Request<pb::AddLearnerRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+    async fn add_learner(
+        &self,
+        req: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
         let req = req.into_inner();
         if req.id == 0 || req.addr.is_empty() {
-            return Err(Status::invalid_argument("learner needs a non-zero id and an address"));
+            return Err(Status::invalid_argument(
+                "learner needs a non-zero id and an address",
+            ));
         }
         let node = BasicNode { addr: req.addr };
-        let res = tokio::time::timeout(self.quorum_timeout * 4, self.raft.add_learner(req.id, node, true)).await;
+        let res = tokio::time::timeout(
+            self.quorum_timeout * 4,
+            self.raft.add_learner(req.id, node, true),
+        )
+        .await;
         self.membership_result(res.map(|r| r.map(|_| ())))
     }
 
@@ -504,21 +574,33 @@ impl Meta for MetaService {
         let req = req.into_inner();
         let voters: BTreeSet<NodeId> = req.voters.into_iter().collect();
         if voters.is_empty() {
-            return Err(Status::invalid_argument("a cluster needs at least one voter"));
+            return Err(Status::invalid_argument(
+                "a cluster needs at least one voter",
+            ));
         }
-        let res = tokio::time::timeout(self.quorum_timeout * 4, self.raft.change_membership(voters, req.retain)).await;
+        let res = tokio::time::timeout(
+            self.quorum_timeout * 4,
+            self.raft.change_membership(voters, req.retain),
+        )
+        .await;
         self.membership_result(res.map(|r| r.map(|_| ())))
     }
 }
 
+type MembershipError = RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>;
+
 impl MetaService {
     fn membership_result(
         &self,
-        res: Result<Result<(), RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>, tokio::time::error::Elapsed>,
+        res: Result<Result<(), MembershipError>, tokio::time::error::Elapsed>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         match res {
-            Err(_) => Err(Status::unavailable("membership change not committed in time")),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(not_leader(&f)),
+            Err(_) => Err(Status::unavailable(
+                "membership change not committed in time",
+            )),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(not_leader(&f))
+            }
             Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
                 Err(Status::failed_precondition(e.to_string()))
             }
@@ -536,7 +618,8 @@ pub fn status(id: NodeId, raft: &Raft, sm: &SmShared) -> pb::StatusResponse {
     let m = m.borrow();
     let membership = m.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-    let nodes: BTreeMap<NodeId, BasicNode> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+    let nodes: BTreeMap<NodeId, BasicNode> =
+        membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
     let leader_addr = m
         .current_leader
         .and_then(|l| nodes.get(&l))

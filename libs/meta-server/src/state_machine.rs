@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::kv::{Applier, Counters};
 use crate::store::{cf, sm_read_err, sm_write_err, CF_SM_META, STATE_MACHINE_CFS};
-use crate::types::{CommandResult, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{
+    CommandResult, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 use crate::watch::WatchHub;
 
 const KEY_APPLIED: &[u8] = b"applied";
@@ -70,7 +72,12 @@ impl StateMachineStore {
         max_watchers: usize,
     ) -> Result<Self, crate::kv::KvError> {
         let counters = Counters::load(&db)?;
-        let watch = WatchHub::new(counters.revision, max_watch_events, max_watch_bytes, max_watchers);
+        let watch = WatchHub::new(
+            counters.revision,
+            max_watch_events,
+            max_watch_bytes,
+            max_watchers,
+        );
         let shared = Arc::new(SmShared {
             db,
             watch,
@@ -95,7 +102,10 @@ impl StateMachineStore {
         &self.shared.db
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
         let raw = self
             .db()
             .get_cf(cf(self.db(), CF_SM_META), key)
@@ -249,7 +259,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let pairs: SnapshotPairs = bincode::deserialize(&data).map_err(sm_read_err)?;
         let db = self.shared.db.clone();
@@ -274,7 +288,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let meta_cf = cf(&db, CF_SM_META);
             // Stored as a bare LogId (absent = nothing applied), as `apply` writes it.
             match &meta_owned.last_log_id {
-                Some(log_id) => batch.put_cf(meta_cf, KEY_APPLIED, bincode::serialize(log_id).map_err(sm_write_err)?),
+                Some(log_id) => batch.put_cf(
+                    meta_cf,
+                    KEY_APPLIED,
+                    bincode::serialize(log_id).map_err(sm_write_err)?,
+                ),
                 None => batch.delete_cf(meta_cf, KEY_APPLIED),
             }
             batch.put_cf(
@@ -365,7 +383,9 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let mut sm2 = open(other.path());
         sm2.apply(vec![entry(1, "stale")]).await.unwrap();
-        sm2.install_snapshot(&current.meta, current.snapshot).await.unwrap();
+        sm2.install_snapshot(&current.meta, current.snapshot)
+            .await
+            .unwrap();
         assert_eq!(sm2.applied_state().await.unwrap().0, applied);
         let db = &sm2.shared().db;
         assert!(crate::kv::get(&**db, b"stale").unwrap().is_none());

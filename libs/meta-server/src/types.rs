@@ -130,7 +130,10 @@ pub enum CommandResult {
     },
     /// The command was valid to propose but could not apply (e.g. a put that names
     /// a lease that expired meanwhile). Nothing was changed.
-    Rejected { revision: i64, reason: String },
+    Rejected {
+        revision: i64,
+        reason: String,
+    },
     /// Membership and blank entries produce no client-visible result.
     None,
 }

@@ -68,7 +68,12 @@ fn event_size(e: &KvEvent) -> usize {
 }
 
 impl WatchHub {
-    pub fn new(current_revision: i64, max_events: usize, max_bytes: usize, max_watchers: usize) -> Arc<Self> {
+    pub fn new(
+        current_revision: i64,
+        max_events: usize,
+        max_bytes: usize,
+        max_watchers: usize,
+    ) -> Arc<Self> {
         // The broadcast buffer bounds how far a slow watcher may lag before it is cut off.
         let (tx, _) = broadcast::channel(4096);
         Arc::new(Self {
@@ -131,7 +136,11 @@ impl WatchHub {
     }
 
     /// Registers a watcher. `start_revision == 0` means "changes after now".
-    pub fn subscribe(self: &Arc<Self>, prefix: &[u8], start_revision: i64) -> Result<Subscription, WatchError> {
+    pub fn subscribe(
+        self: &Arc<Self>,
+        prefix: &[u8],
+        start_revision: i64,
+    ) -> Result<Subscription, WatchError> {
         if self.active.fetch_add(1, Ordering::Relaxed) >= self.max_watchers {
             self.active.fetch_sub(1, Ordering::Relaxed);
             return Err(WatchError::TooManyWatchers(self.max_watchers));
@@ -222,9 +231,15 @@ mod tests {
         let hub = WatchHub::new(5, 10, 1 << 20, 1);
         let sub = hub.subscribe(b"", 0).unwrap();
         assert_eq!(sub.start_revision, 6);
-        assert!(matches!(hub.subscribe(b"", 0), Err(WatchError::TooManyWatchers(1))));
+        assert!(matches!(
+            hub.subscribe(b"", 0),
+            Err(WatchError::TooManyWatchers(1))
+        ));
         // Revisions from before the process started are compacted.
         drop(sub);
-        assert!(matches!(hub.subscribe(b"", 5), Err(WatchError::Compacted { .. })));
+        assert!(matches!(
+            hub.subscribe(b"", 5),
+            Err(WatchError::Compacted { .. })
+        ));
     }
 }

@@ -38,19 +38,32 @@ impl HttpServer {
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let mut buf = Vec::new();
     match TextEncoder::new().encode(&s.registry.gather(), &mut buf) {
-        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            buf,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
 async fn health(State(s): State<AppState>) -> impl IntoResponse {
     let (ok, body) = (s.health)();
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
 /// Serves `/metrics` and `/health` on `addr` until `shutdown` is called.
-pub async fn serve_http(addr: SocketAddr, registry: Registry, health_fn: HealthFn) -> std::io::Result<HttpServer> {
+pub async fn serve_http(
+    addr: SocketAddr,
+    registry: Registry,
+    health_fn: HealthFn,
+) -> std::io::Result<HttpServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
     let app = Router::new()
@@ -65,7 +78,10 @@ pub async fn serve_http(addr: SocketAddr, registry: Registry, health_fn: HealthF
         let stop = async move {
             let _ = rx.changed().await;
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });

@@ -21,21 +21,32 @@ pub async fn get(addr: &str, path: &str, timeout: Duration) -> std::io::Result<(
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("malformed HTTP response: {text:.80}")))?;
         let body = match text.split_once("\r\n\r\n") {
-            Some((head, body)) if head.to_ascii_lowercase().contains("transfer-encoding: chunked") => dechunk(body),
+            Some((head, body))
+                if head
+                    .to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked") =>
+            {
+                dechunk(body)
+            }
             Some((_, body)) => body.to_string(),
             None => String::new(),
         };
         Ok((status, body))
     };
-    tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("GET {addr}{path} timed out")))?
+    tokio::time::timeout(timeout, fut).await.map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("GET {addr}{path} timed out"),
+        )
+    })?
 }
 
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || rest.len() < n {
             break;
         }
@@ -47,10 +58,8 @@ fn dechunk(mut body: &str) -> String {
 
 /// Value of an unlabelled Prometheus sample, e.g. `magnetar_meta_raft_term`.
 pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (n, v) = l.split_once(' ')?;
-            (n == name).then(|| v.trim().parse().ok()).flatten()
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
 }

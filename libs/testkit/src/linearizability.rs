@@ -18,7 +18,12 @@ pub trait Model {
     fn init(&self) -> Self::State;
     /// The state after applying `input` that produced `output`, or None if that
     /// output is impossible in `state`.
-    fn step(&self, state: &Self::State, input: &Self::Input, output: &Self::Output) -> Option<Self::State>;
+    fn step(
+        &self,
+        state: &Self::State,
+        input: &Self::Input,
+        output: &Self::Output,
+    ) -> Option<Self::State>;
 }
 
 #[derive(Clone, Debug)]
@@ -37,7 +42,10 @@ pub enum RegisterInput {
     Read,
     Write(i64),
     /// Write `new` only if the version equals `expected_version`.
-    Cas { expected_version: i64, new: i64 },
+    Cas {
+        expected_version: i64,
+        new: i64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,29 +67,50 @@ impl Model for VersionedRegister {
         (None, 0)
     }
 
-    fn step(&self, s: &Self::State, input: &RegisterInput, output: &RegisterOutput) -> Option<Self::State> {
+    fn step(
+        &self,
+        s: &Self::State,
+        input: &RegisterInput,
+        output: &RegisterOutput,
+    ) -> Option<Self::State> {
         let (_, version) = *s;
         match (input, output) {
-            (RegisterInput::Read, RegisterOutput::Read(v, ver)) => (*v == s.0 && *ver == version).then(|| s.clone()),
-            (RegisterInput::Read, RegisterOutput::Unknown) => Some(s.clone()),
-            (RegisterInput::Write(v), RegisterOutput::Written | RegisterOutput::Unknown) => Some((Some(*v), version + 1)),
-            (RegisterInput::Cas { expected_version, new }, RegisterOutput::Cas(ok)) => {
+            (RegisterInput::Read, RegisterOutput::Read(v, ver)) => {
+                (*v == s.0 && *ver == version).then_some(*s)
+            }
+            (RegisterInput::Read, RegisterOutput::Unknown) => Some(*s),
+            (RegisterInput::Write(v), RegisterOutput::Written | RegisterOutput::Unknown) => {
+                Some((Some(*v), version + 1))
+            }
+            (
+                RegisterInput::Cas {
+                    expected_version,
+                    new,
+                },
+                RegisterOutput::Cas(ok),
+            ) => {
                 let holds = *expected_version == version;
                 if holds != *ok {
                     None
                 } else if holds {
                     Some((Some(*new), version + 1))
                 } else {
-                    Some(s.clone())
+                    Some(*s)
                 }
             }
-            (RegisterInput::Cas { expected_version, new }, RegisterOutput::Unknown) => {
+            (
+                RegisterInput::Cas {
+                    expected_version,
+                    new,
+                },
+                RegisterOutput::Unknown,
+            ) => {
                 // Placed here, it either applied (if it could) or it never happens;
                 // the latter is covered by placing it last.
                 if *expected_version == version {
                     Some((Some(*new), version + 1))
                 } else {
-                    Some(s.clone())
+                    Some(*s)
                 }
             }
             _ => None,
@@ -153,7 +182,12 @@ mod tests {
     use RegisterOutput as O;
 
     fn op(call: u64, ret: u64, input: I, output: O) -> Operation<I, O> {
-        Operation { call, ret, input, output }
+        Operation {
+            call,
+            ret,
+            input,
+            output,
+        }
     }
 
     #[test]
@@ -165,15 +199,35 @@ mod tests {
         ];
         // The second read returned None after the first saw 1: stale, not linearizable.
         assert!(!check(&VersionedRegister, &h));
-        let h = vec![op(0, 10, I::Write(1), O::Written), op(1, 2, I::Read, O::Read(None, 0)), op(3, 4, I::Read, O::Read(Some(1), 1))];
+        let h = vec![
+            op(0, 10, I::Write(1), O::Written),
+            op(1, 2, I::Read, O::Read(None, 0)),
+            op(3, 4, I::Read, O::Read(Some(1), 1)),
+        ];
         assert!(check(&VersionedRegister, &h));
     }
 
     #[test]
     fn two_successful_cas_on_one_version_are_caught() {
         let h = vec![
-            op(0, 5, I::Cas { expected_version: 0, new: 1 }, O::Cas(true)),
-            op(1, 6, I::Cas { expected_version: 0, new: 2 }, O::Cas(true)),
+            op(
+                0,
+                5,
+                I::Cas {
+                    expected_version: 0,
+                    new: 1,
+                },
+                O::Cas(true),
+            ),
+            op(
+                1,
+                6,
+                I::Cas {
+                    expected_version: 0,
+                    new: 2,
+                },
+                O::Cas(true),
+            ),
         ];
         assert!(!check(&VersionedRegister, &h));
     }
@@ -186,7 +240,10 @@ mod tests {
             op(7, 8, I::Read, O::Read(Some(7), 1)),
         ];
         assert!(check(&VersionedRegister, &h));
-        let h = vec![op(0, 1, I::Write(7), O::Written), op(5, 6, I::Read, O::Read(None, 0))];
+        let h = vec![
+            op(0, 1, I::Write(7), O::Written),
+            op(5, 6, I::Read, O::Read(None, 0)),
+        ];
         assert!(!check(&VersionedRegister, &h));
     }
 
@@ -200,7 +257,13 @@ mod tests {
                 1 => (I::Write(*v), O::Written),
                 _ => {
                     let expected_version = v.rem_euclid(3);
-                    (I::Cas { expected_version, new: *v }, O::Cas(expected_version == s.1))
+                    (
+                        I::Cas {
+                            expected_version,
+                            new: *v,
+                        },
+                        O::Cas(expected_version == s.1),
+                    )
                 }
             };
             s = m.step(&s, &input, &output).expect("legal by construction");

@@ -34,7 +34,10 @@ impl MetaCluster {
             .expect("temp dir");
         let bin = bin_path("magnetar-meta");
         let ids: Vec<u64> = (1..=n as u64).collect();
-        let addrs: Vec<String> = ids.iter().map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let addrs: Vec<String> = ids
+            .iter()
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
         let peers = ids
             .iter()
             .zip(&addrs)
@@ -109,7 +112,9 @@ impl MetaCluster {
     /// The node's /health JSON, if it answers.
     pub async fn health(&self, id: u64) -> Option<(u16, String)> {
         let n = self.nodes.iter().find(|n| n.id == id)?;
-        http::get(&n.http, "/health", Duration::from_millis(500)).await.ok()
+        http::get(&n.http, "/health", Duration::from_millis(500))
+            .await
+            .ok()
     }
 
     pub async fn metrics(&self, id: u64) -> String {
@@ -132,7 +137,10 @@ impl MetaCluster {
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "no leader elected within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no leader elected within {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -146,7 +154,10 @@ impl MetaCluster {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "node {id} did not apply index {index} within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not apply index {index} within {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -8,13 +8,20 @@ use std::time::Duration;
 
 use base64::Engine;
 use clap::{Args, Subcommand};
-use magnetar_meta_client::{ClientConfig, CompareOp, Error, EventType, KeyValue, ListOptions, MetaClient, PutOptions, Txn};
+use magnetar_meta_client::{
+    ClientConfig, CompareOp, Error, EventType, KeyValue, ListOptions, MetaClient, PutOptions, Txn,
+};
 use serde_json::{json, Value};
 
 #[derive(Args)]
 pub struct MetaCli {
     /// Metadata service addresses, comma-separated.
-    #[arg(long, global = true, env = "MAGNETAR_META_ENDPOINTS", default_value = "127.0.0.1:7001")]
+    #[arg(
+        long,
+        global = true,
+        env = "MAGNETAR_META_ENDPOINTS",
+        default_value = "127.0.0.1:7001"
+    )]
     meta: String,
     /// Give up after this many seconds (retries included).
     #[arg(long, global = true, default_value_t = 10.0)]
@@ -126,11 +133,18 @@ enum LeaseCommand {
 enum MembersCommand {
     List,
     /// Add a node (started with --join) as a non-voting learner; it catches up.
-    AddLearner { id: u64, addr: String },
+    AddLearner {
+        id: u64,
+        addr: String,
+    },
     /// Make a learner a voter.
-    Promote { id: u64 },
+    Promote {
+        id: u64,
+    },
     /// Remove a node from the cluster.
-    Remove { id: u64 },
+    Remove {
+        id: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -180,7 +194,9 @@ fn kv_json(kv: &KeyValue) -> Value {
     });
     match std::str::from_utf8(&kv.value) {
         Ok(s) => v["value"] = json!(s),
-        Err(_) => v["value_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&kv.value)),
+        Err(_) => {
+            v["value_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&kv.value))
+        }
     }
     v
 }
@@ -198,7 +214,9 @@ fn print(v: Value) {
 async fn execute(cli: MetaCli) -> Result<(), CliError> {
     let mut cfg = ClientConfig::from_list(&cli.meta);
     if !(cli.timeout > 0.0 && cli.timeout.is_finite()) {
-        return Err(CliError::Usage("--timeout must be a positive number of seconds".into()));
+        return Err(CliError::Usage(
+            "--timeout must be a positive number of seconds".into(),
+        ));
     }
     cfg.operation_timeout = Duration::from_secs_f64(cli.timeout);
     cfg.request_timeout = cfg.request_timeout.min(cfg.operation_timeout);
@@ -219,10 +237,12 @@ async fn execute(cli: MetaCli) -> Result<(), CliError> {
                 "members": s.members.iter().map(|m| json!({"id": m.id, "addr": m.addr, "voter": m.voter})).collect::<Vec<_>>(),
             }));
         }
-        MetaCommand::Get { key, serializable } => match client.get_with(&key, serializable).await? {
-            Some(kv) => print(kv_json(&kv)),
-            None => return Err(CliError::Meta(Error::NotFound(format!("key {key:?}")))),
-        },
+        MetaCommand::Get { key, serializable } => {
+            match client.get_with(&key, serializable).await? {
+                Some(kv) => print(kv_json(&kv)),
+                None => return Err(CliError::Meta(Error::NotFound(format!("key {key:?}")))),
+            }
+        }
         MetaCommand::Put {
             key,
             value,
@@ -230,7 +250,14 @@ async fn execute(cli: MetaCli) -> Result<(), CliError> {
             lease,
         } => {
             let r = client
-                .put_with(&key, &value, PutOptions { expected_version: expect_version, lease })
+                .put_with(
+                    &key,
+                    &value,
+                    PutOptions {
+                        expected_version: expect_version,
+                        lease,
+                    },
+                )
                 .await?;
             print(json!({"key": key, "version": r.version, "revision": r.revision}));
         }
@@ -292,7 +319,11 @@ async fn execute(cli: MetaCli) -> Result<(), CliError> {
                 let batch = watcher.next().await?;
                 for e in &batch.events {
                     let kv = e.kv.clone().unwrap_or_default();
-                    let kind = if e.r#type == EventType::Delete as i32 { "DELETE" } else { "PUT" };
+                    let kind = if e.r#type == EventType::Delete as i32 {
+                        "DELETE"
+                    } else {
+                        "PUT"
+                    };
                     let mut v = kv_json(&kv);
                     v["type"] = json!(kind);
                     v["revision"] = json!(batch.revision);
@@ -314,9 +345,9 @@ async fn execute(cli: MetaCli) -> Result<(), CliError> {
             let mut txn = Txn::new();
             for c in &compares {
                 let (k, v) = split_pair(c, "--cmp")?;
-                let version = v
-                    .parse()
-                    .map_err(|_| CliError::Usage(format!("--cmp {c:?}: version must be a number")))?;
+                let version = v.parse().map_err(|_| {
+                    CliError::Usage(format!("--cmp {c:?}: version must be a number"))
+                })?;
                 txn = txn.when(k, CompareOp::Equal, version);
             }
             for p in &puts {
@@ -346,7 +377,14 @@ async fn execute(cli: MetaCli) -> Result<(), CliError> {
                 MembersCommand::List => client.status().await?.members,
                 MembersCommand::AddLearner { id, addr } => client.add_learner(id, &addr).await?,
                 MembersCommand::Promote { id } => {
-                    let mut voters: Vec<u64> = client.status().await?.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+                    let mut voters: Vec<u64> = client
+                        .status()
+                        .await?
+                        .members
+                        .iter()
+                        .filter(|m| m.voter)
+                        .map(|m| m.id)
+                        .collect();
                     voters.push(id);
                     client.change_membership(voters, false).await?
                 }

@@ -52,14 +52,34 @@ async fn cli_reads_writes_and_reports_errors() {
     // CAS: wrong version → exit 2 with a clear message, value unchanged.
     let bad = meta(ep, &["put", "tenants/public", "x", "--expect-version", "7"]);
     assert_eq!(bad.code, 2);
-    assert!(bad.stderr.contains("expected version 7, found 1"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("expected version 7, found 1"),
+        "{}",
+        bad.stderr
+    );
     let ok = meta(ep, &["put", "tenants/public", "y", "--expect-version", "1"]);
     assert_eq!(ok.code, 0, "{}", ok.stderr);
     assert_eq!(ok.json["version"], 2);
 
-    let t = meta(ep, &["txn", "--cmp", "a=0", "--cmp", "tenants/public=2", "--put", "a=1", "--put", "b=2"]);
+    let t = meta(
+        ep,
+        &[
+            "txn",
+            "--cmp",
+            "a=0",
+            "--cmp",
+            "tenants/public=2",
+            "--put",
+            "a=1",
+            "--put",
+            "b=2",
+        ],
+    );
     assert_eq!(t.json["succeeded"], true, "{}", t.stderr);
-    let t = meta(ep, &["txn", "--cmp", "a=0", "--put", "a=9", "--else-del", "b"]);
+    let t = meta(
+        ep,
+        &["txn", "--cmp", "a=0", "--put", "a=9", "--else-del", "b"],
+    );
     assert_eq!(t.json["succeeded"], false);
     assert_eq!(t.json["compare_versions"][0], 1);
     assert_eq!(meta(ep, &["get", "b"]).code, 1, "the else branch deleted b");
@@ -67,7 +87,10 @@ async fn cli_reads_writes_and_reports_errors() {
     let l = meta(ep, &["list", "", "--keys-only"]);
     assert_eq!(l.json["kvs"], serde_json::json!(["a", "tenants/public"]));
 
-    let w = meta(ep, &["watch", "tenants/", "--from-revision", "1", "--count", "2"]);
+    let w = meta(
+        ep,
+        &["watch", "tenants/", "--from-revision", "1", "--count", "2"],
+    );
     assert_eq!(w.code, 0, "{}", w.stderr);
     assert_eq!(w.json["value"], "y", "second event is the CAS update");
 
@@ -84,7 +107,11 @@ async fn cli_reads_writes_and_reports_errors() {
     let leases = meta(ep, &["lease", "list"]);
     assert_eq!(leases.json["leases"][0]["keys"], 1);
     assert_eq!(meta(ep, &["lease", "revoke", &id]).code, 0);
-    assert_eq!(meta(ep, &["get", "owned"]).code, 1, "revoking the lease deleted its key");
+    assert_eq!(
+        meta(ep, &["get", "owned"]).code,
+        1,
+        "revoking the lease deleted its key"
+    );
 
     let m = meta(ep, &["members", "list"]);
     assert_eq!(m.json["members"].as_array().unwrap().len(), 3);
@@ -94,7 +121,16 @@ async fn cli_reads_writes_and_reports_errors() {
 fn cli_without_a_reachable_service_fails_fast_with_exit_3() {
     let port = magnetar_testkit::free_port();
     let out = Command::new(bin_path("magnetar"))
-        .args(["meta", "--meta", &format!("127.0.0.1:{port}"), "--timeout", "1", "put", "k", "v"])
+        .args([
+            "meta",
+            "--meta",
+            &format!("127.0.0.1:{port}"),
+            "--timeout",
+            "1",
+            "put",
+            "k",
+            "v",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));

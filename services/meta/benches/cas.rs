@@ -38,12 +38,23 @@ fn fsync_rate(dir: &std::path::Path) -> (f64, f64) {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
     format!("{cores} cores ({cpu}), {mem_gib:.0} GiB RAM")
 }
@@ -78,7 +89,9 @@ async fn main() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
+    let hist = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+    ));
     let mut tasks = Vec::new();
     for i in 0..CLIENTS {
         let c = MetaClient::new(ClientConfig::from_list(&cluster.endpoints())).unwrap();
@@ -90,7 +103,14 @@ async fn main() {
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 let r = c
-                    .put_with(&key, [0u8; 64], PutOptions { expected_version: Some(version), lease: 0 })
+                    .put_with(
+                        &key,
+                        [0u8; 64],
+                        PutOptions {
+                            expected_version: Some(version),
+                            lease: 0,
+                        },
+                    )
                     .await
                     .expect("CAS put");
                 version = r.version;

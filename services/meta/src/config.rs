@@ -13,7 +13,11 @@ use magnetar_telemetry::LogFormat;
 pub const ENV_PREFIX: &str = "MAGNETAR_META_";
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "magnetar-meta", version, about = "Magnetar metadata service (Raft + RocksDB)")]
+#[command(
+    name = "magnetar-meta",
+    version,
+    about = "Magnetar metadata service (Raft + RocksDB)"
+)]
 pub struct MetaArgs {
     /// TOML config file; its keys are the long flag names.
     #[arg(long, env = "MAGNETAR_META_CONFIG")]
@@ -68,7 +72,10 @@ fn parse_peer(s: &str) -> Result<(u64, String), String> {
     let (id, addr) = s
         .split_once('=')
         .ok_or_else(|| format!("peer {s:?} must look like ID=HOST:PORT"))?;
-    let id: u64 = id.trim().parse().map_err(|_| format!("peer id {id:?} is not a number"))?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("peer id {id:?} is not a number"))?;
     if id == 0 || addr.trim().is_empty() {
         return Err(format!("peer {s:?} needs a non-zero id and an address"));
     }

@@ -15,7 +15,11 @@ use crate::config::{MetaArgs, ENV_PREFIX};
 fn main() -> anyhow::Result<()> {
     magnetar_common::config::load_config_file(ENV_PREFIX)?;
     let args = MetaArgs::parse();
-    let _telemetry = magnetar_telemetry::init("magnetar-meta", args.log_format, args.otlp_endpoint.as_deref())?;
+    let _telemetry = magnetar_telemetry::init(
+        "magnetar-meta",
+        args.log_format,
+        args.otlp_endpoint.as_deref(),
+    )?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -28,7 +32,11 @@ async fn run(args: MetaArgs) -> anyhow::Result<()> {
     let http = match args.http {
         Some(addr) => {
             let registry = Registry::new();
-            registry.register(Box::new(NodeCollector::new(node.id, node.raft.clone(), node.sm.clone())?))?;
+            registry.register(Box::new(NodeCollector::new(
+                node.id,
+                node.raft.clone(),
+                node.sm.clone(),
+            )?))?;
             let (id, raft, sm) = (node.id, node.raft.clone(), node.sm.clone());
             let health = Arc::new(move || {
                 let s = magnetar_meta_server::service::status(id, &raft, &sm);

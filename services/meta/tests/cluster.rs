@@ -74,7 +74,10 @@ async fn cas_increments_are_exact_across_leader_kills() {
     let (value, _) = read_counter(&c, "counter").await;
     let ok = successes.load(Ordering::Relaxed);
     assert!(ok >= 20, "too few increments to mean anything: {ok}");
-    assert_eq!(value, ok, "counter value must equal the successful CAS calls");
+    assert_eq!(
+        value, ok,
+        "counter value must equal the successful CAS calls"
+    );
 }
 
 /// A lease whose holder process is killed expires after its TTL and its keys are
@@ -90,36 +93,70 @@ async fn leases_expire_with_their_holder_and_survive_failover() {
     let mut holder = magnetar_testkit::Process::new(
         "lease-holder",
         magnetar_testkit::bin_path("magnetar"),
-        ["meta", "--meta", &endpoints, "lease", "hold", "--ttl", "2", "--put", "holder/a=1"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        [
+            "meta",
+            "--meta",
+            &endpoints,
+            "lease",
+            "hold",
+            "--ttl",
+            "2",
+            "--put",
+            "holder/a=1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
         cluster.dir.path(),
     );
     holder.start();
     let deadline = Instant::now() + Duration::from_secs(20);
     while c.get("holder/a").await.unwrap().is_none() {
-        assert!(Instant::now() < deadline, "holder never wrote its key:\n{}", holder.log_tail(20));
+        assert!(
+            Instant::now() < deadline,
+            "holder never wrote its key:\n{}",
+            holder.log_tail(20)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // Our own healthy lease, kept alive across a leader kill.
     let lease = c.lease_grant(3).await.unwrap();
-    c.put_with("healthy/x", "1", PutOptions { expected_version: None, lease: lease.id })
-        .await
-        .unwrap();
+    c.put_with(
+        "healthy/x",
+        "1",
+        PutOptions {
+            expected_version: None,
+            lease: lease.id,
+        },
+    )
+    .await
+    .unwrap();
     let keeper = c.keep_alive(lease);
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
     cluster.kill(leader);
     cluster.wait_for_leader(Duration::from_secs(30)).await;
     cluster.start_node(leader);
     tokio::time::sleep(Duration::from_secs(7)).await; // over two TTLs
-    assert!(!keeper.is_lost(), "a kept-alive lease must survive a failover");
-    assert!(c.get("healthy/x").await.unwrap().is_some(), "healthy lease's key vanished");
-    assert!(c.get("holder/a").await.unwrap().is_some(), "holder is alive; its key must stay");
+    assert!(
+        !keeper.is_lost(),
+        "a kept-alive lease must survive a failover"
+    );
+    assert!(
+        c.get("healthy/x").await.unwrap().is_some(),
+        "healthy lease's key vanished"
+    );
+    assert!(
+        c.get("holder/a").await.unwrap().is_some(),
+        "holder is alive; its key must stay"
+    );
 
     // Kill the holder; its key must go within TTL plus slack, and a watcher sees it.
-    let revision = c.list("holder/", Default::default()).await.unwrap().revision;
+    let revision = c
+        .list("holder/", Default::default())
+        .await
+        .unwrap()
+        .revision;
     let mut watcher = c.watch("holder/", revision + 1).await.unwrap();
     holder.kill();
     let killed_at = Instant::now();
@@ -129,9 +166,15 @@ async fn leases_expire_with_their_holder_and_survive_failover() {
         .expect("watch failed");
     let elapsed = killed_at.elapsed();
     assert_eq!(event.events.len(), 1);
-    assert_eq!(event.events[0].r#type, magnetar_meta_client::EventType::Delete as i32);
+    assert_eq!(
+        event.events[0].r#type,
+        magnetar_meta_client::EventType::Delete as i32
+    );
     assert_eq!(&event.events[0].kv.as_ref().unwrap().key[..], b"holder/a");
-    assert!(elapsed >= Duration::from_secs(1), "expired too early: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "expired too early: {elapsed:?}"
+    );
     assert!(c.get("holder/a").await.unwrap().is_none());
     assert!(c.get("healthy/x").await.unwrap().is_some());
 }
@@ -142,7 +185,12 @@ async fn leases_expire_with_their_holder_and_survive_failover() {
 async fn lagging_follower_catches_up_through_a_snapshot() {
     let mut cluster = MetaCluster::start_with(3, &["--snapshot-every", "1000"]);
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
-    let follower = cluster.nodes.iter().map(|n| n.id).find(|id| *id != leader).unwrap();
+    let follower = cluster
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .find(|id| *id != leader)
+        .unwrap();
     cluster.kill(follower);
     let endpoints = cluster.endpoints();
     let mut tasks = Vec::new();
@@ -150,7 +198,9 @@ async fn lagging_follower_catches_up_through_a_snapshot() {
         let c = client(&endpoints, Duration::from_secs(30));
         tasks.push(tokio::spawn(async move {
             for i in 0..625u32 {
-                c.put(format!("k/{t:02}/{i:04}"), format!("v{i}")).await.expect("put");
+                c.put(format!("k/{t:02}/{i:04}"), format!("v{i}"))
+                    .await
+                    .expect("put");
             }
         }));
     }
@@ -159,14 +209,21 @@ async fn lagging_follower_catches_up_through_a_snapshot() {
     }
     let c = client(&endpoints, Duration::from_secs(30));
     let status = c.status().await.unwrap();
-    assert!(status.snapshot_index > 0, "leader should have snapshotted: {status:?}");
+    assert!(
+        status.snapshot_index > 0,
+        "leader should have snapshotted: {status:?}"
+    );
     cluster.start_node(follower);
     cluster
         .wait_applied(follower, status.applied_index, Duration::from_secs(60))
         .await;
     let metrics = cluster.metrics(follower).await;
-    let installed = http::metric(&metrics, "magnetar_meta_snapshots_installed_total").unwrap_or(0.0);
-    assert!(installed >= 1.0, "follower caught up without a snapshot?\n{metrics}");
+    let installed =
+        http::metric(&metrics, "magnetar_meta_snapshots_installed_total").unwrap_or(0.0);
+    assert!(
+        installed >= 1.0,
+        "follower caught up without a snapshot?\n{metrics}"
+    );
     // Read the follower's own state (serializable reads go to the node asked).
     let addr = cluster.node(follower).addr.clone();
     let local = client(&addr, Duration::from_secs(10));
@@ -179,7 +236,15 @@ async fn lagging_follower_catches_up_through_a_snapshot() {
         assert_eq!(&kv.value[..], format!("v{i}").as_bytes());
     }
     let all = local
-        .list("k/", magnetar_meta_client::ListOptions { keys_only: true, serializable: true, limit: 10_000, ..Default::default() })
+        .list(
+            "k/",
+            magnetar_meta_client::ListOptions {
+                keys_only: true,
+                serializable: true,
+                limit: 10_000,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(all.kvs.len(), 10_000);
@@ -192,19 +257,33 @@ async fn writes_fail_cleanly_without_quorum_and_recover() {
     let mut cluster = MetaCluster::start(3);
     cluster.wait_for_leader(Duration::from_secs(30)).await;
     let endpoints = cluster.endpoints();
-    client(&endpoints, Duration::from_secs(20)).put("before", "1").await.unwrap();
+    client(&endpoints, Duration::from_secs(20))
+        .put("before", "1")
+        .await
+        .unwrap();
     cluster.kill(1);
     cluster.kill(2);
     let c = client(&endpoints, Duration::from_secs(4));
     let started = Instant::now();
-    let err = c.put("during", "1").await.expect_err("a write without quorum must fail");
+    let err = c
+        .put("during", "1")
+        .await
+        .expect_err("a write without quorum must fail");
     let elapsed = started.elapsed();
-    assert!(matches!(err, Error::Unavailable { .. }), "unexpected error: {err}");
-    assert!(elapsed < Duration::from_secs(7), "failed only after {elapsed:?}");
+    assert!(
+        matches!(err, Error::Unavailable { .. }),
+        "unexpected error: {err}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(7),
+        "failed only after {elapsed:?}"
+    );
     eprintln!("without quorum: {err}");
     cluster.start_node(2);
     let c = client(&endpoints, Duration::from_secs(30));
-    c.put("after", "1").await.expect("write after quorum returns");
+    c.put("after", "1")
+        .await
+        .expect("write after quorum returns");
     assert!(c.get("before").await.unwrap().is_some());
 }
 
@@ -216,19 +295,47 @@ async fn limit_violations_are_rejected_without_effect() {
     let c = client(&cluster.endpoints(), Duration::from_secs(10));
     let big_key = "k".repeat(5000);
     let err = c.put(&big_key, "v").await.unwrap_err();
-    assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("limit is 4096")), "{err}");
-    let txn = magnetar_meta_client::Txn::new().put("ok", "v").put("big", vec![0u8; 1001]);
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("limit is 4096")),
+        "{err}"
+    );
+    let txn = magnetar_meta_client::Txn::new()
+        .put("ok", "v")
+        .put("big", vec![0u8; 1001]);
     let err = c.txn(txn).await.unwrap_err();
-    assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("limit is 1000")), "{err}");
-    assert!(c.get("ok").await.unwrap().is_none(), "half of a rejected txn was applied");
-    let err = c.put_with("x", "v", PutOptions { expected_version: None, lease: 12345 }).await.unwrap_err();
-    assert!(matches!(&err, Error::Rejected(m) if m.contains("lease 12345 not found")), "{err}");
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("limit is 1000")),
+        "{err}"
+    );
+    assert!(
+        c.get("ok").await.unwrap().is_none(),
+        "half of a rejected txn was applied"
+    );
+    let err = c
+        .put_with(
+            "x",
+            "v",
+            PutOptions {
+                expected_version: None,
+                lease: 12345,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Rejected(m) if m.contains("lease 12345 not found")),
+        "{err}"
+    );
     let err = c.lease_grant(0).await.unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)));
     // History before a restart is compacted: a watcher must re-list.
     c.put("a", "1").await.unwrap();
     cluster.restart(1);
     cluster.wait_for_leader(Duration::from_secs(30)).await;
-    let err = c.watch("", 1).await.err().expect("revision 1 predates this process");
+    let err = c
+        .watch("", 1)
+        .await
+        .err()
+        .expect("revision 1 predates this process");
     assert!(matches!(err, Error::Compacted(_)), "{err}");
 }

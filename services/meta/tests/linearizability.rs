@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use magnetar_meta_client::{ClientConfig, Error, MetaClient, PutOptions};
-use magnetar_testkit::linearizability::{check, Operation, RegisterInput, RegisterOutput, VersionedRegister};
+use magnetar_testkit::linearizability::{
+    check, Operation, RegisterInput, RegisterOutput, VersionedRegister,
+};
 use magnetar_testkit::MetaCluster;
 use rand::Rng;
 
@@ -22,13 +24,16 @@ async fn register_history_is_linearizable_under_kills_and_pauses() {
     cluster.wait_for_leader(Duration::from_secs(30)).await;
     let endpoints = cluster.endpoints();
     let epoch = Instant::now();
-    let histories: Arc<Vec<Mutex<History>>> = Arc::new((0..KEYS).map(|_| Mutex::new(Vec::new())).collect());
+    let histories: Arc<Vec<Mutex<History>>> =
+        Arc::new((0..KEYS).map(|_| Mutex::new(Vec::new())).collect());
     let stop = Arc::new(AtomicBool::new(false));
 
     let mut workers = Vec::new();
     for w in 0..CLIENTS {
         let mut cfg = ClientConfig::from_list(&endpoints);
         cfg.request_timeout = Duration::from_secs(1);
+        // Spread first contacts over the nodes so redirects are exercised too.
+        cfg.endpoints.rotate_left(w % 3);
         cfg.operation_timeout = Duration::from_secs(3);
         let c = MetaClient::new(cfg).unwrap();
         let (histories, stop) = (histories.clone(), stop.clone());
@@ -38,7 +43,12 @@ async fn register_history_is_linearizable_under_kills_and_pauses() {
                 n += 1;
                 let (k, kind, value, guess) = {
                     let mut rng = rand::rng();
-                    (rng.random_range(0..KEYS), rng.random_range(0..3u8), (w as i64) * 1_000_000 + n, rng.random_range(0..4i64))
+                    (
+                        rng.random_range(0..KEYS),
+                        rng.random_range(0..3u8),
+                        (w as i64) * 1_000_000 + n,
+                        rng.random_range(0..4i64),
+                    )
                 };
                 let key = format!("reg/{k}");
                 let call = epoch.elapsed().as_nanos() as u64;
@@ -46,7 +56,10 @@ async fn register_history_is_linearizable_under_kills_and_pauses() {
                     0 => {
                         let r = c.get(&key).await;
                         let out = match r {
-                            Ok(Some(kv)) => RegisterOutput::Read(Some(std::str::from_utf8(&kv.value).unwrap().parse().unwrap()), kv.version),
+                            Ok(Some(kv)) => RegisterOutput::Read(
+                                Some(std::str::from_utf8(&kv.value).unwrap().parse().unwrap()),
+                                kv.version,
+                            ),
                             Ok(None) => RegisterOutput::Read(None, 0),
                             Err(e) if e.is_indeterminate() => continue, // a failed read has no effect
                             Err(e) => panic!("read: {e}"),
@@ -62,14 +75,23 @@ async fn register_history_is_linearizable_under_kills_and_pauses() {
                         (RegisterInput::Write(value), out)
                     }
                     _ => {
-                        let opts = PutOptions { expected_version: Some(guess), lease: 0 };
+                        let opts = PutOptions {
+                            expected_version: Some(guess),
+                            lease: 0,
+                        };
                         let out = match c.put_with(&key, value.to_string(), opts).await {
                             Ok(_) => RegisterOutput::Cas(true),
                             Err(Error::VersionMismatch { .. }) => RegisterOutput::Cas(false),
                             Err(e) if e.is_indeterminate() => RegisterOutput::Unknown,
                             Err(e) => panic!("cas: {e}"),
                         };
-                        (RegisterInput::Cas { expected_version: guess, new: value }, out)
+                        (
+                            RegisterInput::Cas {
+                                expected_version: guess,
+                                new: value,
+                            },
+                            out,
+                        )
                     }
                 };
                 let ret = if output == RegisterOutput::Unknown {
@@ -77,7 +99,12 @@ async fn register_history_is_linearizable_under_kills_and_pauses() {
                 } else {
                     epoch.elapsed().as_nanos() as u64
                 };
-                histories[k].lock().unwrap().push(Operation { call, ret, input, output });
+                histories[k].lock().unwrap().push(Operation {
+                    call,
+                    ret,
+                    input,
+                    output,
+                });
             }
         }));
     }
@@ -91,7 +118,12 @@ async fn register_history_is_linearizable_under_kills_and_pauses() {
     cluster.start_node(leader);
     pause(1500).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
-    let follower = cluster.nodes.iter().map(|n| n.id).find(|id| *id != leader).unwrap();
+    let follower = cluster
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .find(|id| *id != leader)
+        .unwrap();
     cluster.pause(follower);
     pause(1500).await;
     cluster.resume(follower);
@@ -108,11 +140,25 @@ async fn register_history_is_linearizable_under_kills_and_pauses() {
 
     for (k, h) in histories.iter().enumerate() {
         let h = h.lock().unwrap();
-        let unknown = h.iter().filter(|o| o.output == RegisterOutput::Unknown).count();
-        eprintln!("key {k}: {} operations ({unknown} with unknown outcome)", h.len());
-        assert!(h.len() >= 30, "too little history on key {k} to mean anything");
+        let unknown = h
+            .iter()
+            .filter(|o| o.output == RegisterOutput::Unknown)
+            .count();
+        eprintln!(
+            "key {k}: {} operations ({unknown} with unknown outcome)",
+            h.len()
+        );
+        assert!(
+            h.len() >= 30,
+            "too little history on key {k} to mean anything"
+        );
         let started = Instant::now();
-        assert!(check(&VersionedRegister, &h), "history of key {k} is not linearizable: {:#?}", *h);
+        if !check(&VersionedRegister, &h) {
+            if std::env::var_os("MAGNETAR_DUMP_HISTORY").is_some() {
+                eprintln!("{:#?}", *h);
+            }
+            panic!("history of key {k} ({} ops) is not linearizable; MAGNETAR_DUMP_HISTORY=1 prints it", h.len());
+        }
         eprintln!("key {k}: checked in {:?}", started.elapsed());
     }
 }
