@@ -455,7 +455,7 @@ impl MetaClient {
 
     // ---- cluster --------------------------------------------------------
 
-    /// Status as seen by the leader (or, if none is reachable, an error).
+    /// Status as seen by the first node that answers (the known leader, if any).
     pub async fn status(&self) -> Result<StatusResponse> {
         self.call(|mut c| async move { c.status(pb::StatusRequest {}).await })
             .await

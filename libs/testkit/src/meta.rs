@@ -73,6 +73,34 @@ impl MetaCluster {
         Self { nodes, dir }
     }
 
+    /// Starts one more node that waits to be added (`--join`). Its settings go
+    /// through a TOML file and the environment rather than flags, so the layered
+    /// configuration is exercised by a real process.
+    pub fn start_joining_node(&mut self, id: u64) -> &mut MetaNodeProc {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let http = format!("127.0.0.1:{}", free_port());
+        let config = self.dir.path().join(format!("meta-{id}.toml"));
+        let toml = format!("id = {id}\nlisten = \"{addr}\"\njoin = true\nhttp = \"{http}\"\n",);
+        std::fs::write(&config, toml).expect("write node config");
+        let data = self.dir.path().join(format!("meta-{id}"));
+        let args = vec!["--config".to_string(), config.display().to_string()];
+        let mut process = Process::new(
+            &format!("meta-{id}"),
+            bin_path("magnetar-meta"),
+            args,
+            self.dir.path(),
+        )
+        .env("MAGNETAR_META_DATA_DIR", &data.display().to_string());
+        process.start();
+        self.nodes.push(MetaNodeProc {
+            id,
+            addr,
+            http,
+            process,
+        });
+        self.nodes.last_mut().expect("just pushed")
+    }
+
     /// Comma-separated gRPC addresses, as `--meta` takes them.
     pub fn endpoints(&self) -> String {
         self.addrs().join(",")

@@ -339,3 +339,50 @@ async fn limit_violations_are_rejected_without_effect() {
         .expect("revision 1 predates this process");
     assert!(matches!(err, Error::Compacted(_)), "{err}");
 }
+
+/// A node started with `--join` (configured by TOML file and environment) is
+/// added as a learner, promoted to voter, serves the data, and is removed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn membership_add_learner_promote_and_remove() {
+    let mut cluster = MetaCluster::start(3);
+    cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let c = client(&cluster.endpoints(), Duration::from_secs(20));
+    for i in 0..50 {
+        c.put(format!("m/{i}"), "v").await.unwrap();
+    }
+    let addr = cluster.start_joining_node(4).addr.clone();
+    let members = c.add_learner(4, &addr).await.expect("add learner");
+    assert!(members.iter().any(|m| m.id == 4 && !m.voter), "{members:?}");
+    let members = c
+        .change_membership(vec![1, 2, 3, 4], false)
+        .await
+        .expect("promote");
+    assert_eq!(members.iter().filter(|m| m.voter).count(), 4, "{members:?}");
+
+    let applied = c.status().await.unwrap().applied_index;
+    cluster
+        .wait_applied(4, applied, Duration::from_secs(30))
+        .await;
+    let local = client(&addr, Duration::from_secs(10));
+    let kv = local
+        .get_with("m/49", true)
+        .await
+        .unwrap()
+        .expect("new voter has the data");
+    assert_eq!(&kv.value[..], b"v");
+
+    // With 4 voters, 3 are a quorum: losing one original node keeps writes going.
+    cluster.kill(1);
+    c.put("after-promote", "1")
+        .await
+        .expect("write with 3 of 4 voters");
+    cluster.start_node(1);
+
+    let members = c
+        .change_membership(vec![1, 2, 3], false)
+        .await
+        .expect("remove node 4");
+    assert!(members.iter().all(|m| m.id != 4), "{members:?}");
+    let err = c.change_membership(vec![], false).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+}
