@@ -108,11 +108,13 @@ pub struct Applier<'a> {
 }
 
 impl<'a> Applier<'a> {
-    /// Applies `cmd`, proposed at log `index`, on top of `counters`.
+    /// Applies `cmd`, proposed at log `index` (as command `sub` of a batch, 0
+    /// otherwise), on top of `counters`. A nested batch is rejected.
     pub fn apply(
         db: &'a DB,
         counters: Counters,
         index: u64,
+        sub: u32,
         cmd: &Command,
     ) -> Result<Applied, KvError> {
         let request_id = cmd.request_id();
@@ -148,9 +150,13 @@ impl<'a> Applier<'a> {
                 ..
             } => a.lease_grant(*lease_id, *ttl_seconds)?,
             Command::LeaseRevoke { lease_id, .. } => a.lease_revoke(*lease_id)?,
+            Command::Batch(_) => CommandResult::Rejected {
+                revision: a.counters.revision,
+                reason: "nested batch".into(),
+            },
         };
         if let Some(id) = &request_id {
-            a.remember(id, index, &result)?;
+            a.remember(id, index, sub, &result)?;
         }
         a.counters.store(db, &mut a.batch);
         Ok(Applied {
@@ -165,18 +171,32 @@ impl<'a> Applier<'a> {
         &mut self,
         id: &RequestId,
         index: u64,
+        sub: u32,
         result: &CommandResult,
     ) -> Result<(), KvError> {
         let dedup = cf(self.db, CF_DEDUP);
         let dedup_index = cf(self.db, CF_DEDUP_INDEX);
         self.batch
             .put_cf(dedup, dedup_key(id), bincode::serialize(result)?);
-        self.batch.put_cf(dedup_index, be_u64(index), dedup_key(id));
-        // Forget the request remembered DEDUP_WINDOW entries ago, if there was one.
-        if let Some(old_index) = index.checked_sub(DEDUP_WINDOW) {
-            if let Some(old) = self.db.get_cf(dedup_index, be_u64(old_index))? {
-                self.batch.delete_cf(dedup, old);
-                self.batch.delete_cf(dedup_index, be_u64(old_index));
+        let mut index_key = be_u64(index).to_vec();
+        index_key.extend_from_slice(&sub.to_be_bytes());
+        self.batch.put_cf(dedup_index, index_key, dedup_key(id));
+        // Forget the requests remembered DEDUP_WINDOW entries ago (the first
+        // command of a log entry does this for the whole old entry).
+        if sub == 0 {
+            if let Some(old_index) = index.checked_sub(DEDUP_WINDOW) {
+                let prefix = be_u64(old_index);
+                let iter = self
+                    .db
+                    .iterator_cf(dedup_index, IteratorMode::From(&prefix, Direction::Forward));
+                for item in iter {
+                    let (k, old) = item?;
+                    if !k.starts_with(&prefix) {
+                        break;
+                    }
+                    self.batch.delete_cf(dedup, old);
+                    self.batch.delete_cf(dedup_index, k);
+                }
             }
         }
         Ok(())
@@ -558,7 +578,7 @@ mod tests {
     impl Fixture {
         fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
-            let db = store::open(dir.path()).unwrap();
+            let db = store::open_state_machine(dir.path()).unwrap();
             Self {
                 _dir: dir,
                 db,
@@ -569,7 +589,7 @@ mod tests {
 
         fn run(&mut self, cmd: Command) -> (CommandResult, Vec<KvEvent>) {
             self.index += 1;
-            let applied = Applier::apply(&self.db, self.counters, self.index, &cmd).unwrap();
+            let applied = Applier::apply(&self.db, self.counters, self.index, 0, &cmd).unwrap();
             self.db.write(applied.batch).unwrap();
             self.counters = applied.counters;
             (applied.result, applied.events)

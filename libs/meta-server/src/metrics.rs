@@ -33,9 +33,11 @@ enum Gauge {
     Watchers,
     SnapshotsBuilt,
     SnapshotsInstalled,
+    ProposedEntries,
+    ProposedCommands,
 }
 
-const GAUGES: [(Gauge, &str, &str); 13] = [
+const GAUGES: [(Gauge, &str, &str); 15] = [
     (Gauge::Term, "magnetar_meta_raft_term", "Current Raft term."),
     (
         Gauge::Leader,
@@ -89,6 +91,16 @@ const GAUGES: [(Gauge, &str, &str); 13] = [
         "magnetar_meta_snapshots_installed_total",
         "Snapshots received from a leader and installed since start.",
     ),
+    (
+        Gauge::ProposedEntries,
+        "magnetar_meta_proposed_entries_total",
+        "Raft entries proposed for client writes since start.",
+    ),
+    (
+        Gauge::ProposedCommands,
+        "magnetar_meta_proposed_commands_total",
+        "Client writes proposed since start (divided by entries: the batching factor).",
+    ),
 ];
 
 impl NodeCollector {
@@ -129,6 +141,10 @@ impl Collector for NodeCollector {
                 Gauge::SnapshotsBuilt => self.sm.snapshots_built.load(Ordering::Relaxed) as i64,
                 Gauge::SnapshotsInstalled => {
                     self.sm.snapshots_installed.load(Ordering::Relaxed) as i64
+                }
+                Gauge::ProposedEntries => self.sm.proposals.entries.load(Ordering::Relaxed) as i64,
+                Gauge::ProposedCommands => {
+                    self.sm.proposals.commands.load(Ordering::Relaxed) as i64
                 }
             });
         }

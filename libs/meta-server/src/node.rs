@@ -130,17 +130,19 @@ impl MetaNode {
         }
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| NodeError::DataDir(cfg.data_dir.clone(), e))?;
-        let db_dir = cfg.data_dir.join("db");
-        let db = {
-            let dir = db_dir.clone();
-            tokio::task::spawn_blocking(move || store::open(&dir))
-                .await
-                .map_err(|e| NodeError::Raft(e.to_string()))?
-                .map_err(|e| NodeError::Db(db_dir, e))?
-        };
-        let log_store = LogStore::new(db.clone());
+        let open =
+            |dir: PathBuf, f: fn(&std::path::Path) -> Result<Arc<rocksdb::DB>, rocksdb::Error>| async move {
+                let d = dir.clone();
+                tokio::task::spawn_blocking(move || f(&d))
+                    .await
+                    .map_err(|e| NodeError::Raft(e.to_string()))?
+                    .map_err(|e| NodeError::Db(dir, e))
+            };
+        let log_db = open(cfg.data_dir.join("log"), store::open_log).await?;
+        let sm_db = open(cfg.data_dir.join("state"), store::open_state_machine).await?;
+        let log_store = LogStore::new(log_db);
         let sm_store = StateMachineStore::open(
-            db,
+            sm_db,
             cfg.data_dir.join("snapshot.bin"),
             cfg.watch_history_events,
             cfg.watch_history_bytes,
@@ -181,6 +183,13 @@ impl MetaNode {
             sm: sm.clone(),
             limits: cfg.limits.clone(),
             leases: leases.clone(),
+            proposer: crate::proposer::Proposer::start(
+                raft.clone(),
+                sm.proposals.clone(),
+                cfg.quorum_timeout,
+                512,
+                2,
+            ),
             quorum_timeout: cfg.quorum_timeout,
         };
         let max_client_message =

@@ -56,6 +56,7 @@ pub struct MetaService {
     pub sm: Arc<SmShared>,
     pub limits: Limits,
     pub leases: Arc<LeaseExpirer>,
+    pub proposer: crate::proposer::Proposer,
     /// How long a write or read-index may wait for a quorum before failing.
     pub quorum_timeout: Duration,
 }
@@ -63,7 +64,7 @@ pub struct MetaService {
 pub const LEADER_ADDR_METADATA: &str = "leader-addr";
 pub const LEADER_ID_METADATA: &str = "leader-id";
 
-fn not_leader(f: &ForwardToLeader<NodeId, BasicNode>) -> Status {
+pub(crate) fn not_leader(f: &ForwardToLeader<NodeId, BasicNode>) -> Status {
     match (&f.leader_id, &f.leader_node) {
         (Some(id), Some(node)) => {
             let mut s = Status::unavailable(format!(
@@ -130,19 +131,10 @@ impl MetaService {
         }
     }
 
-    /// Proposes a command and waits until it is applied here.
+    /// Proposes a command (batched with concurrent ones, see `proposer`) and
+    /// waits until it is applied here.
     async fn write(&self, cmd: Command) -> Result<CommandResult, Status> {
-        match tokio::time::timeout(self.quorum_timeout, self.raft.client_write(cmd)).await {
-            Err(_) => Err(Status::unavailable(format!(
-                "write not committed within {:?}: no quorum reachable",
-                self.quorum_timeout
-            ))),
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(not_leader(&f))
-            }
-            Ok(Err(e)) => Err(Status::unavailable(format!("write failed: {e}"))),
-        }
+        self.proposer.propose(cmd).await
     }
 
     /// Read index: confirms leadership with a quorum and waits until the local

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::kv::{Applier, Counters};
 use crate::store::{cf, sm_read_err, sm_write_err, CF_SM_META, STATE_MACHINE_CFS};
 use crate::types::{
-    CommandResult, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Command, CommandResult, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 use crate::watch::WatchHub;
 
@@ -34,6 +34,7 @@ pub struct SmShared {
     pub lease_count: AtomicI64,
     pub snapshots_built: AtomicU64,
     pub snapshots_installed: AtomicU64,
+    pub proposals: Arc<crate::proposer::ProposerStats>,
 }
 
 impl SmShared {
@@ -86,6 +87,7 @@ impl StateMachineStore {
             lease_count: AtomicI64::new(0),
             snapshots_built: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
+            proposals: Default::default(),
         });
         shared.set_counters(counters);
         Ok(Self {
@@ -219,33 +221,63 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Each entry is its own atomic batch (state + applied log id). These writes
         // are unsynced memtable/WAL appends of a few microseconds, done inline.
         for entry in entries {
-            let (mut batch, result, events) = match &entry.payload {
-                EntryPayload::Normal(cmd) => {
-                    let applied = Applier::apply(&db, counters, entry.log_id.index, cmd)
-                        .map_err(sm_write_err)?;
-                    counters = applied.counters;
-                    (applied.batch, applied.result, applied.events)
+            let log_id = entry.log_id;
+            let applied_key = bincode::serialize(&log_id).map_err(sm_write_err)?;
+            let result = match entry.payload {
+                EntryPayload::Normal(Command::Batch(cmds)) => {
+                    // Each command of a batch commits on its own (with the applied
+                    // id only on the last), exactly as if proposed separately.
+                    let mut answers = Vec::with_capacity(cmds.len());
+                    let n = cmds.len();
+                    for (sub, cmd) in cmds.iter().enumerate() {
+                        let applied = Applier::apply(&db, counters, log_id.index, sub as u32, cmd)
+                            .map_err(sm_write_err)?;
+                        let mut batch = applied.batch;
+                        if sub + 1 == n {
+                            batch.put_cf(meta_cf, KEY_APPLIED, &applied_key);
+                        }
+                        db.write_opt(batch, &no_sync).map_err(sm_write_err)?;
+                        counters = applied.counters;
+                        self.shared.set_counters(counters);
+                        self.shared.watch.publish(applied.events);
+                        answers.push(applied.result);
+                    }
+                    if n == 0 {
+                        let mut batch = WriteBatch::default();
+                        batch.put_cf(meta_cf, KEY_APPLIED, &applied_key);
+                        db.write_opt(batch, &no_sync).map_err(sm_write_err)?;
+                    }
+                    CommandResult::Batch(answers)
                 }
-                EntryPayload::Membership(m) => {
-                    let stored = StoredMembership::new(Some(entry.log_id), m.clone());
-                    let mut batch = WriteBatch::default();
-                    batch.put_cf(
-                        meta_cf,
-                        KEY_MEMBERSHIP,
-                        bincode::serialize(&stored).map_err(sm_write_err)?,
-                    );
-                    (batch, CommandResult::None, Vec::new())
+                payload => {
+                    let (mut batch, result, events) = match &payload {
+                        EntryPayload::Normal(cmd) => {
+                            let applied = Applier::apply(&db, counters, log_id.index, 0, cmd)
+                                .map_err(sm_write_err)?;
+                            counters = applied.counters;
+                            (applied.batch, applied.result, applied.events)
+                        }
+                        EntryPayload::Membership(m) => {
+                            let stored = StoredMembership::new(Some(log_id), m.clone());
+                            let mut batch = WriteBatch::default();
+                            batch.put_cf(
+                                meta_cf,
+                                KEY_MEMBERSHIP,
+                                bincode::serialize(&stored).map_err(sm_write_err)?,
+                            );
+                            (batch, CommandResult::None, Vec::new())
+                        }
+                        EntryPayload::Blank => {
+                            (WriteBatch::default(), CommandResult::None, Vec::new())
+                        }
+                    };
+                    batch.put_cf(meta_cf, KEY_APPLIED, &applied_key);
+                    db.write_opt(batch, &no_sync).map_err(sm_write_err)?;
+                    self.shared.set_counters(counters);
+                    self.shared.watch.publish(events);
+                    result
                 }
-                EntryPayload::Blank => (WriteBatch::default(), CommandResult::None, Vec::new()),
             };
-            batch.put_cf(
-                meta_cf,
-                KEY_APPLIED,
-                bincode::serialize(&entry.log_id).map_err(sm_write_err)?,
-            );
-            db.write_opt(batch, &no_sync).map_err(sm_write_err)?;
-            self.shared.set_counters(counters);
-            self.shared.watch.publish(events);
             results.push(result);
         }
         Ok(results)
@@ -338,7 +370,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{Command, Op};
+    use crate::types::Op;
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
     fn entry(index: u64, key: &str) -> Entry<TypeConfig> {
@@ -358,7 +390,7 @@ mod tests {
     }
 
     fn open(dir: &std::path::Path) -> StateMachineStore {
-        let db = crate::store::open(&dir.join("db")).unwrap();
+        let db = crate::store::open_state_machine(&dir.join("db")).unwrap();
         StateMachineStore::open(db, dir.join("snapshot.bin"), 100, 1 << 20, 10).unwrap()
     }
 

@@ -93,6 +93,9 @@ pub enum Command {
         request_id: Option<RequestId>,
         lease_id: i64,
     },
+    /// Client commands proposed together as one log entry (see `proposer`);
+    /// applied one after the other, each atomically, each with its own answer.
+    Batch(Vec<Command>),
 }
 
 impl Command {
@@ -101,6 +104,7 @@ impl Command {
             Command::Txn { request_id, .. }
             | Command::LeaseGrant { request_id, .. }
             | Command::LeaseRevoke { request_id, .. } => *request_id,
+            Command::Batch(_) => None,
         }
     }
 }
@@ -134,6 +138,8 @@ pub enum CommandResult {
         revision: i64,
         reason: String,
     },
+    /// The answers to a `Command::Batch`, in order.
+    Batch(Vec<CommandResult>),
     /// Membership and blank entries produce no client-visible result.
     None,
 }
