@@ -14,7 +14,7 @@ DATA_DIR ?= ./data
 # protoc for the gRPC code, a C++ toolchain for RocksDB itself.
 APT_PACKAGES := clang libclang-dev protobuf-compiler build-essential python3-venv
 
-.PHONY: all setup build run test test-unit lint fmt bench bench-meta clean
+.PHONY: all setup build run test test-unit lint fmt bench bench-meta bench-ledger clean
 
 all: build
 
@@ -59,10 +59,14 @@ test-unit: setup
 test: lint test-unit
 
 # Benchmarks are release builds and write their figures to docs/BENCHMARKS.md.
-bench: bench-meta
+bench: bench-meta bench-ledger
 
 bench-meta: setup
 	$(CARGO) bench -p magnetar-meta --bench cas
+
+bench-ledger: setup
+	$(CARGO) build --release --bins
+	$(CARGO) bench -p magnetar-bookie-service --bench ledger
 
 clean:
 	$(CARGO) clean

@@ -4,3 +4,8 @@
 pub mod meta {
     tonic::include_proto!("magnetar.meta.v1");
 }
+
+/// The ledger service (bookie): adds, reads, LAC, fencing.
+pub mod bookie {
+    tonic::include_proto!("magnetar.bookie.v1");
+}

@@ -3,10 +3,12 @@
 //! Each process logs to a file; when a test panics the tail of every log is
 //! printed so a failure can be read from CI output alone.
 
+mod bookie;
 pub mod http;
 pub mod linearizability;
 mod meta;
 mod process;
 
-pub use meta::MetaCluster;
+pub use bookie::{BookieCluster, BookieProc};
+pub use meta::{MetaCluster, MetaNodeProc};
 pub use process::{bin_path, free_port, Process};

@@ -1,6 +1,7 @@
 //! `magnetar`: the all-in-one binary. `standalone` runs the services in one
 //! process for a laptop; the other subcommands are clients.
 
+mod ledger_cli;
 mod meta_cli;
 mod standalone;
 
@@ -25,6 +26,10 @@ enum Command {
     Standalone(standalone::StandaloneArgs),
     /// Talk to the metadata service (like etcdctl).
     Meta(meta_cli::MetaCli),
+    /// Ledger tools: simpletest, read, recover, delete, list.
+    Ledger(ledger_cli::LedgerCli),
+    /// The ledger service's bookies.
+    Bookies(ledger_cli::BookiesCli),
 }
 
 fn main() -> ExitCode {
@@ -52,5 +57,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Meta(cmd) => runtime.block_on(meta_cli::run(cmd)),
+        Command::Ledger(cmd) => runtime.block_on(ledger_cli::run_ledger(cmd)),
+        Command::Bookies(cmd) => runtime.block_on(ledger_cli::run_bookies(cmd)),
     }
 }

@@ -50,6 +50,9 @@ pub struct MetaArgs {
     /// Build a snapshot (and purge the log behind it) every this many entries.
     #[arg(long, env = "MAGNETAR_META_SNAPSHOT_EVERY", default_value_t = 5000)]
     pub snapshot_every: u64,
+    /// Log entries kept behind the latest snapshot, for followers that lag a little.
+    #[arg(long, env = "MAGNETAR_META_LOGS_KEPT_AFTER_SNAPSHOT", default_value_t = 1000)]
+    pub logs_kept_after_snapshot: u64,
     /// How long a write or linearizable read waits for a quorum before failing.
     #[arg(long, env = "MAGNETAR_META_QUORUM_TIMEOUT_MS", default_value_t = 3000)]
     pub quorum_timeout_ms: u64,
@@ -96,6 +99,7 @@ impl MetaArgs {
         cfg.election_timeout_min = Duration::from_millis(self.election_timeout_ms);
         cfg.election_timeout_max = Duration::from_millis(self.election_timeout_ms * 2);
         cfg.snapshot_every = self.snapshot_every;
+        cfg.logs_kept_after_snapshot = self.logs_kept_after_snapshot;
         cfg.quorum_timeout = Duration::from_millis(self.quorum_timeout_ms);
         cfg.limits = Limits {
             max_key_bytes: self.max_key_bytes,

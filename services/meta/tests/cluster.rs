@@ -183,7 +183,10 @@ async fn leases_expire_with_their_holder_and_survive_failover() {
 /// behind snapshots) catches up by installing a snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lagging_follower_catches_up_through_a_snapshot() {
-    let mut cluster = MetaCluster::start_with(3, &["--snapshot-every", "1000"]);
+    let mut cluster = MetaCluster::start_with(
+        3,
+        &["--snapshot-every", "100", "--logs-kept-after-snapshot", "10"],
+    );
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
     let follower = cluster
         .nodes

@@ -1,0 +1,447 @@
+//! The bookie's rules, independent of the RPC layer: what an add, read, fence or
+//! delete does, in which order, and what it answers.
+//!
+//! Ordering that matters for correctness:
+//! - An add is acknowledged only after its journal record is durable, and after
+//!   the entry is visible to reads.
+//! - After the journal write, the fence flag is checked again under the ledger
+//!   lock, and the entry is made readable under that same lock. So once a fence
+//!   has answered, no normal add is acknowledged any more, and every add that was
+//!   acknowledged before is visible to the recovery that follows the fence.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, RwLock};
+
+use crate::entry_store::{EntryStore, LedgerState, StoreError, StoredEntry};
+use crate::journal::{Journal, JournalError, JournalPos};
+
+/// What the journal records. Replaying them is idempotent.
+#[derive(Serialize, Deserialize, Debug)]
+pub enum JournalRecord {
+    Add {
+        ledger: u64,
+        entry: u64,
+        crc32c: u32,
+        lac: i64,
+        master_key: Vec<u8>,
+        payload: Vec<u8>,
+    },
+    Fence {
+        ledger: u64,
+        master_key: Vec<u8>,
+    },
+    Delete {
+        ledger: u64,
+    },
+    /// Written by a checkpoint: everything before it is in entry storage.
+    Checkpoint,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Fenced,
+    Unauthorized,
+    BadChecksum,
+    ReadOnly,
+    NoEntry,
+    NoLedger,
+    Invalid,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BookieError {
+    #[error("refused: {0:?}: {1}")]
+    Refused(Refusal, String),
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+}
+
+fn refuse(r: Refusal, msg: impl Into<String>) -> BookieError {
+    BookieError::Refused(r, msg.into())
+}
+
+pub struct AddEntry {
+    pub ledger: u64,
+    pub entry: i64,
+    pub payload: Vec<u8>,
+    pub crc32c: u32,
+    pub lac: i64,
+    pub master_key: Vec<u8>,
+    pub recovery: bool,
+}
+
+/// In-memory state of one ledger this bookie holds.
+struct Ledger {
+    master_key: Vec<u8>,
+    fenced: bool,
+    /// Highest LAC any add has carried; long-polling readers wait on it.
+    lac: watch::Sender<i64>,
+}
+
+impl Ledger {
+    fn new(master_key: Vec<u8>, fenced: bool) -> Self {
+        Self {
+            master_key,
+            fenced,
+            lac: watch::channel(-1).0,
+        }
+    }
+}
+
+pub struct Bookie {
+    pub id: String,
+    journal: Journal,
+    store: EntryStore,
+    ledgers: Mutex<HashMap<u64, Ledger>>,
+    read_only: AtomicBool,
+    /// Held (shared) by every write from before its journal append until it is
+    /// applied; a checkpoint takes it exclusively to find a clean cut.
+    apply_gate: RwLock<()>,
+    pub max_entry_bytes: usize,
+}
+
+impl Bookie {
+    /// Builds the bookie from storage and replays the journal records after the
+    /// last checkpoint.
+    pub fn recover(
+        id: String,
+        journal: Journal,
+        replay: Vec<(JournalPos, Vec<u8>)>,
+        store: EntryStore,
+        max_entry_bytes: usize,
+    ) -> Result<Self, BookieError> {
+        let mut ledgers = HashMap::new();
+        for (ledger, state) in store.ledgers()? {
+            ledgers.insert(ledger, Ledger::new(state.master_key, state.fenced));
+        }
+        let bookie = Self {
+            id,
+            journal,
+            store,
+            ledgers: Mutex::new(ledgers),
+            read_only: AtomicBool::new(false),
+            apply_gate: RwLock::new(()),
+            max_entry_bytes,
+        };
+        let n = replay.len();
+        for (pos, bytes) in replay {
+            let record: JournalRecord = bincode::deserialize(&bytes).map_err(|e| {
+                BookieError::Store(StoreError::Corrupt(format!(
+                    "journal record at {pos:?}: {e}"
+                )))
+            })?;
+            bookie.apply(record)?;
+        }
+        tracing::info!(records = n, "journal replayed");
+        Ok(bookie)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Ledger>> {
+        self.ledgers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a replayed record to storage and memory (no checks: it was
+    /// accepted before it was journaled).
+    fn apply(&self, record: JournalRecord) -> Result<(), BookieError> {
+        match record {
+            JournalRecord::Add {
+                ledger,
+                entry,
+                crc32c,
+                lac,
+                master_key,
+                payload,
+            } => {
+                let mut ledgers = self.lock();
+                let l = self.ensure_ledger(&mut ledgers, ledger, &master_key)?;
+                l.lac.send_if_modified(|v| raise(v, lac));
+                self.store.put_entry(
+                    ledger,
+                    entry,
+                    &StoredEntry {
+                        crc32c,
+                        lac,
+                        payload,
+                    },
+                )?;
+            }
+            JournalRecord::Fence { ledger, master_key } => {
+                let mut ledgers = self.lock();
+                let l = self.ensure_ledger(&mut ledgers, ledger, &master_key)?;
+                l.fenced = true;
+                let state = LedgerState {
+                    master_key: l.master_key.clone(),
+                    fenced: true,
+                };
+                self.store.put_ledger_state(ledger, &state)?;
+            }
+            JournalRecord::Delete { ledger } => {
+                self.lock().remove(&ledger);
+                self.store.delete_ledger(ledger)?;
+            }
+            JournalRecord::Checkpoint => {}
+        }
+        Ok(())
+    }
+
+    /// The ledger's in-memory state, created (and persisted) on first sight.
+    fn ensure_ledger<'a>(
+        &self,
+        ledgers: &'a mut HashMap<u64, Ledger>,
+        ledger: u64,
+        master_key: &[u8],
+    ) -> Result<&'a mut Ledger, BookieError> {
+        match ledgers.entry(ledger) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let state = LedgerState {
+                    master_key: master_key.to_vec(),
+                    fenced: false,
+                };
+                self.store.put_ledger_state(ledger, &state)?;
+                Ok(v.insert(Ledger::new(master_key.to_vec(), false)))
+            }
+        }
+    }
+
+    pub fn set_read_only(&self, read_only: bool) {
+        if self.read_only.swap(read_only, Ordering::Relaxed) != read_only {
+            tracing::warn!(read_only, "bookie mode changed");
+        }
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Relaxed)
+    }
+
+    pub fn ledger_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub async fn add(&self, req: AddEntry) -> Result<(), BookieError> {
+        if req.entry < 0 {
+            return Err(refuse(Refusal::Invalid, "entry id must not be negative"));
+        }
+        if req.payload.len() > self.max_entry_bytes {
+            return Err(refuse(
+                Refusal::Invalid,
+                format!(
+                    "entry of {} bytes exceeds the limit of {}",
+                    req.payload.len(),
+                    self.max_entry_bytes
+                ),
+            ));
+        }
+        if crc32c::crc32c(&req.payload) != req.crc32c {
+            return Err(refuse(
+                Refusal::BadChecksum,
+                "payload does not match its CRC32C",
+            ));
+        }
+        if self.is_read_only() && !req.recovery {
+            return Err(refuse(
+                Refusal::ReadOnly,
+                "bookie is read-only (disk nearly full)",
+            ));
+        }
+        self.check_writable(req.ledger, &req.master_key, req.recovery)?;
+        let _gate = self.apply_gate.read().await;
+        let record = JournalRecord::Add {
+            ledger: req.ledger,
+            entry: req.entry as u64,
+            crc32c: req.crc32c,
+            lac: req.lac,
+            master_key: req.master_key,
+            payload: req.payload,
+        };
+        let bytes =
+            bincode::serialize(&record).map_err(|e| refuse(Refusal::Invalid, e.to_string()))?;
+        self.journal.append(bytes).await?;
+        let JournalRecord::Add {
+            ledger,
+            entry,
+            crc32c,
+            lac,
+            master_key,
+            payload,
+        } = record
+        else {
+            unreachable!("constructed above")
+        };
+        let mut ledgers = self.lock();
+        let l = self.ensure_ledger(&mut ledgers, ledger, &master_key)?;
+        if l.fenced && !req.recovery {
+            // Fenced while this add was in the journal: it must not be acknowledged.
+            return Err(refuse(
+                Refusal::Fenced,
+                format!("ledger {ledger} is fenced"),
+            ));
+        }
+        self.store.put_entry(
+            ledger,
+            entry,
+            &StoredEntry {
+                crc32c,
+                lac,
+                payload,
+            },
+        )?;
+        l.lac.send_if_modified(|v| raise(v, lac));
+        Ok(())
+    }
+
+    fn check_writable(
+        &self,
+        ledger: u64,
+        master_key: &[u8],
+        recovery: bool,
+    ) -> Result<(), BookieError> {
+        let ledgers = self.lock();
+        if let Some(l) = ledgers.get(&ledger) {
+            if l.master_key != master_key {
+                return Err(refuse(
+                    Refusal::Unauthorized,
+                    format!("wrong master key for ledger {ledger}"),
+                ));
+            }
+            if l.fenced && !recovery {
+                return Err(refuse(
+                    Refusal::Fenced,
+                    format!("ledger {ledger} is fenced"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fences the ledger: from now on normal adds are refused. Answers with the
+    /// LAC and the last entry stored here, which recovery starts from.
+    pub async fn fence(&self, ledger: u64, master_key: Vec<u8>) -> Result<(i64, i64), BookieError> {
+        {
+            let mut ledgers = self.lock();
+            if let Some(l) = ledgers.get(&ledger) {
+                if l.master_key != master_key {
+                    return Err(refuse(
+                        Refusal::Unauthorized,
+                        format!("wrong master key for ledger {ledger}"),
+                    ));
+                }
+            }
+            let l = self.ensure_ledger(&mut ledgers, ledger, &master_key)?;
+            l.fenced = true;
+        }
+        let _gate = self.apply_gate.read().await;
+        let record = JournalRecord::Fence {
+            ledger,
+            master_key: master_key.clone(),
+        };
+        let bytes =
+            bincode::serialize(&record).map_err(|e| refuse(Refusal::Invalid, e.to_string()))?;
+        self.journal.append(bytes).await?;
+        self.store.put_ledger_state(
+            ledger,
+            &LedgerState {
+                master_key,
+                fenced: true,
+            },
+        )?;
+        self.last_confirmed(ledger)
+    }
+
+    /// (LAC, last entry id) as known here; -1 for none.
+    pub fn last_confirmed(&self, ledger: u64) -> Result<(i64, i64), BookieError> {
+        let lac = self.lock().get(&ledger).map_or(-1, |l| *l.lac.borrow());
+        let last = self.store.last_entry_id(ledger)?.map_or(-1, |e| e as i64);
+        Ok((lac, last))
+    }
+
+    pub fn read(&self, ledger: u64, entry: i64) -> Result<(i64, StoredEntry), BookieError> {
+        let id = if entry < 0 {
+            match self.store.last_entry_id(ledger)? {
+                Some(id) => id,
+                None => return Err(self.missing(ledger, entry)),
+            }
+        } else {
+            entry as u64
+        };
+        match self.store.get_entry(ledger, id)? {
+            Some(e) => Ok((id as i64, e)),
+            None => Err(self.missing(ledger, entry)),
+        }
+    }
+
+    fn missing(&self, ledger: u64, entry: i64) -> BookieError {
+        if self.lock().contains_key(&ledger) {
+            refuse(
+                Refusal::NoEntry,
+                format!("no entry {entry} of ledger {ledger}"),
+            )
+        } else {
+            refuse(Refusal::NoLedger, format!("no ledger {ledger}"))
+        }
+    }
+
+    /// Waits (up to `timeout`) until the ledger's LAC exceeds `previous`.
+    pub async fn read_lac(
+        &self,
+        ledger: u64,
+        previous: i64,
+        timeout: Duration,
+    ) -> Result<(i64, i64), BookieError> {
+        let rx = self.lock().get(&ledger).map(|l| l.lac.subscribe());
+        let Some(mut rx) = rx else {
+            return Err(refuse(Refusal::NoLedger, format!("no ledger {ledger}")));
+        };
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|v| *v > previous)).await;
+        self.last_confirmed(ledger)
+    }
+
+    pub async fn delete(&self, ledger: u64) -> Result<(), BookieError> {
+        let _gate = self.apply_gate.read().await;
+        let bytes = bincode::serialize(&JournalRecord::Delete { ledger })
+            .map_err(|e| refuse(Refusal::Invalid, e.to_string()))?;
+        self.journal.append(bytes).await?;
+        self.apply(JournalRecord::Delete { ledger })
+    }
+
+    /// Flushes entry storage and lets the journal drop segments it no longer
+    /// needs. Briefly holds back new writes to find a point where everything
+    /// journaled before it is applied.
+    pub async fn checkpoint(&self) -> Result<usize, BookieError> {
+        let pos = {
+            let _exclusive = self.apply_gate.write().await;
+            let bytes = bincode::serialize(&JournalRecord::Checkpoint)
+                .map_err(|e| refuse(Refusal::Invalid, e.to_string()))?;
+            self.journal.append(bytes).await?
+        };
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.checkpoint(pos))
+            .await
+            .map_err(|e| BookieError::Store(StoreError::Corrupt(e.to_string())))??;
+        Ok(self.journal.checkpoint(pos)?)
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    pub fn store(&self) -> &EntryStore {
+        &self.store
+    }
+}
+
+fn raise(v: &mut i64, lac: i64) -> bool {
+    if lac > *v {
+        *v = lac;
+        true
+    } else {
+        false
+    }
+}

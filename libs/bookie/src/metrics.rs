@@ -1,0 +1,98 @@
+//! Prometheus metrics of a bookie.
+
+use std::time::Duration;
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+
+pub struct BookieMetrics {
+    pub adds: IntCounter,
+    pub add_bytes: IntCounter,
+    pub add_errors: IntCounter,
+    pub add_latency: Histogram,
+    pub reads: IntCounter,
+    pub read_bytes: IntCounter,
+    pub read_latency: Histogram,
+    pub journal_records: IntGauge,
+    pub journal_syncs: IntGauge,
+    pub journal_last_batch: IntGauge,
+    pub read_only: IntGauge,
+    pub free_bytes: IntGauge,
+    pub ledgers: IntGauge,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    // 50 µs .. ~1.6 s
+    prometheus::exponential_buckets(0.00005, 2.0, 16).unwrap_or_default()
+}
+
+impl BookieMetrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let histogram = |name: &str, help: &str| -> Result<Histogram, prometheus::Error> {
+            let h =
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(latency_buckets()))?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        Ok(Self {
+            adds: counter(
+                "magnetar_bookie_adds_total",
+                "Entries added (acknowledged).",
+            )?,
+            add_bytes: counter("magnetar_bookie_add_bytes_total", "Payload bytes added.")?,
+            add_errors: counter(
+                "magnetar_bookie_add_errors_total",
+                "Adds refused or failed.",
+            )?,
+            add_latency: histogram(
+                "magnetar_bookie_add_latency_seconds",
+                "Add latency, receipt to durable.",
+            )?,
+            reads: counter("magnetar_bookie_reads_total", "Entries read.")?,
+            read_bytes: counter("magnetar_bookie_read_bytes_total", "Payload bytes read.")?,
+            read_latency: histogram("magnetar_bookie_read_latency_seconds", "Read latency.")?,
+            journal_records: gauge(
+                "magnetar_bookie_journal_records",
+                "Records written to the journal since start.",
+            )?,
+            journal_syncs: gauge(
+                "magnetar_bookie_journal_syncs",
+                "Journal batches written (each one fdatasync) since start.",
+            )?,
+            journal_last_batch: gauge(
+                "magnetar_bookie_journal_last_batch_records",
+                "Records in the latest journal batch.",
+            )?,
+            read_only: gauge(
+                "magnetar_bookie_read_only",
+                "1 while the bookie refuses adds (disk nearly full).",
+            )?,
+            free_bytes: gauge(
+                "magnetar_bookie_free_bytes",
+                "Free bytes on the ledger disk.",
+            )?,
+            ledgers: gauge("magnetar_bookie_ledgers", "Ledgers stored.")?,
+        })
+    }
+
+    pub fn record_add(&self, latency: Duration, bytes: usize) {
+        self.adds.inc();
+        self.add_bytes.inc_by(bytes as u64);
+        self.add_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn record_read(&self, latency: Duration, bytes: usize) {
+        self.reads.inc();
+        self.read_bytes.inc_by(bytes as u64);
+        self.read_latency.observe(latency.as_secs_f64());
+    }
+}

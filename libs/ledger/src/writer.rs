@@ -1,0 +1,380 @@
+//! Writing a ledger: the single writer appends entries with dense ids, sends each
+//! to the `Qw` bookies of its write set, and completes appends in id order once
+//! `Qa` have acknowledged. A bookie that fails is replaced (ensemble change:
+//! a new fragment from the first unconfirmed entry, CAS'ed into the metadata)
+//! and the unconfirmed entries are resent. A fenced answer means a recovery
+//! took the ledger over: the writer stops and every pending append fails.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use magnetar_proto::bookie as pb;
+use tokio::sync::oneshot;
+
+use crate::bookie_client::AddFailure;
+use crate::client::LedgerClient;
+use crate::error::LedgerError;
+use crate::metadata::{self, Fragment, LedgerState, Versioned};
+use crate::placement;
+use crate::quorum::{write_set, AckTracker};
+
+struct Pending {
+    payload: Arc<Vec<u8>>,
+    crc32c: u32,
+    waiter: Option<oneshot::Sender<Result<i64, LedgerError>>>,
+    /// Which bookie each write-set position was sent to.
+    sent: BTreeMap<usize, String>,
+}
+
+#[derive(Clone, Debug)]
+enum Stopped {
+    Fenced,
+    Closed,
+    Failed(String),
+}
+
+struct State {
+    meta: Versioned,
+    next_entry: i64,
+    tracker: AckTracker,
+    pending: BTreeMap<i64, Pending>,
+    length: u64,
+    stopped: Option<Stopped>,
+}
+
+struct Shared {
+    id: u64,
+    master_key: Vec<u8>,
+    client: LedgerClient,
+    state: Mutex<State>,
+    /// Serializes ensemble changes (each is a metadata CAS).
+    changing: tokio::sync::Mutex<()>,
+    idle: tokio::sync::Notify,
+}
+
+/// The writer of one ledger. Cheap to clone; all clones write the same ledger.
+#[derive(Clone)]
+pub struct LedgerWriter {
+    shared: Arc<Shared>,
+}
+
+impl Stopped {
+    fn error(&self, id: u64) -> LedgerError {
+        match self {
+            Stopped::Fenced => LedgerError::Fenced(id),
+            Stopped::Closed => LedgerError::Closed(id),
+            Stopped::Failed(reason) => LedgerError::Bookie {
+                addr: "ensemble".into(),
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+impl LedgerWriter {
+    pub(crate) fn new(client: LedgerClient, meta: Versioned, master_key: Vec<u8>) -> Self {
+        let id = meta.meta.id;
+        let qa = meta.meta.ack_quorum;
+        Self {
+            shared: Arc::new(Shared {
+                id,
+                master_key,
+                client,
+                state: Mutex::new(State {
+                    meta,
+                    next_entry: 0,
+                    tracker: AckTracker::new(qa, -1),
+                    pending: BTreeMap::new(),
+                    length: 0,
+                    stopped: None,
+                }),
+                changing: tokio::sync::Mutex::new(()),
+                idle: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Last add confirmed: every entry up to it is on `Qa` bookies.
+    pub fn last_add_confirmed(&self) -> i64 {
+        self.lock().tracker.lac()
+    }
+
+    pub fn metadata(&self) -> metadata::LedgerMetadata {
+        self.lock().meta.meta.clone()
+    }
+
+    /// Appends one entry; resolves with its id once `Qa` bookies have it
+    /// (completions arrive in id order).
+    pub async fn append(&self, data: Vec<u8>) -> Result<i64, LedgerError> {
+        if data.len() > self.shared.client.config().max_entry_bytes {
+            return Err(LedgerError::TooLarge(data.len()));
+        }
+        let payload = Arc::new(data);
+        let crc32c = crc32c::crc32c(&payload);
+        let (tx, rx) = oneshot::channel();
+        let (entry, sends) = {
+            let mut s = self.lock();
+            if let Some(stopped) = &s.stopped {
+                return Err(stopped.error(self.shared.id));
+            }
+            let entry = s.next_entry;
+            s.next_entry += 1;
+            s.tracker.track(entry);
+            let m = &s.meta.meta;
+            let frag = m.last_fragment().cloned().unwrap_or(Fragment {
+                first_entry: 0,
+                bookies: vec![],
+            });
+            let sends: BTreeMap<usize, String> = write_set(entry, m.ensemble_size, m.write_quorum)
+                .into_iter()
+                .filter_map(|p| frag.bookies.get(p).map(|a| (p, a.clone())))
+                .collect();
+            s.pending.insert(
+                entry,
+                Pending {
+                    payload: payload.clone(),
+                    crc32c,
+                    waiter: Some(tx),
+                    sent: sends.clone(),
+                },
+            );
+            (entry, sends)
+        };
+        for (pos, addr) in sends {
+            self.send(entry, pos, addr, payload.clone(), crc32c);
+        }
+        rx.await.map_err(|_| LedgerError::Closed(self.shared.id))?
+    }
+
+    fn send(&self, entry: i64, pos: usize, addr: String, payload: Arc<Vec<u8>>, crc32c: u32) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = match this.shared.client.pool().get(&addr) {
+                Err(e) => Err(AddFailure::Transport(e)),
+                Ok(bookie) => {
+                    let req = pb::AddRequest {
+                        ledger_id: this.shared.id,
+                        entry_id: entry,
+                        payload: payload.as_ref().clone().into(),
+                        crc32c,
+                        lac: this.last_add_confirmed(),
+                        master_key: this.shared.master_key.clone().into(),
+                        recovery: false,
+                    };
+                    let rx = bookie.add(req).await;
+                    let timeout = this.shared.client.config().add_timeout;
+                    match tokio::time::timeout(timeout, rx).await {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(_)) => Err(AddFailure::Transport(format!("{addr}: answer lost"))),
+                        Err(_) => Err(AddFailure::Transport(format!(
+                            "{addr}: no answer within {timeout:?}"
+                        ))),
+                    }
+                }
+            };
+            this.on_result(entry, pos, addr, result);
+        });
+    }
+
+    fn on_result(&self, entry: i64, pos: usize, addr: String, result: Result<(), AddFailure>) {
+        match result {
+            Ok(()) => {
+                let mut s = self.lock();
+                // Ignore acks from a bookie that has since been replaced at this position.
+                let current = s
+                    .pending
+                    .get(&entry)
+                    .and_then(|p| p.sent.get(&pos))
+                    .cloned();
+                if current.as_deref() != Some(addr.as_str()) {
+                    return;
+                }
+                for done in s.tracker.ack(entry, pos) {
+                    if let Some(mut p) = s.pending.remove(&done) {
+                        s.length += p.payload.len() as u64;
+                        if let Some(w) = p.waiter.take() {
+                            let _ = w.send(Ok(done));
+                        }
+                    }
+                }
+                if s.pending.is_empty() {
+                    self.shared.idle.notify_waiters();
+                }
+            }
+            Err(AddFailure::Fenced) | Err(AddFailure::Unauthorized) => self.stop(Stopped::Fenced),
+            Err(AddFailure::Refused(reason)) | Err(AddFailure::Transport(reason)) => {
+                tracing::warn!(ledger = self.shared.id, entry, bookie = %addr, %reason, "add failed; replacing bookie");
+                let this = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = this.replace_bookie(&addr).await {
+                        tracing::error!(ledger = this.shared.id, error = %e, "ensemble change failed");
+                        this.stop(Stopped::Failed(e.to_string()));
+                    }
+                });
+            }
+        }
+    }
+
+    /// Stops the writer and fails every pending append.
+    fn stop(&self, why: Stopped) {
+        let waiters: Vec<_> = {
+            let mut s = self.lock();
+            if s.stopped.is_none() {
+                s.stopped = Some(why.clone());
+            }
+            std::mem::take(&mut s.pending)
+                .into_values()
+                .filter_map(|mut p| p.waiter.take())
+                .collect()
+        };
+        for w in waiters {
+            let _ = w.send(Err(why.error(self.shared.id)));
+        }
+        self.shared.idle.notify_waiters();
+    }
+
+    /// Ensemble change: replaces `failed` in the current ensemble from the first
+    /// unconfirmed entry on, then resends what that position had pending.
+    async fn replace_bookie(&self, failed: &str) -> Result<(), LedgerError> {
+        let _one_at_a_time = self.shared.changing.lock().await;
+        let (versioned, first_unconfirmed) = {
+            let s = self.lock();
+            if s.stopped.is_some() {
+                return Ok(());
+            }
+            (s.meta.clone(), s.tracker.lac() + 1)
+        };
+        let mut meta = versioned.meta.clone();
+        let Some(last) = meta.last_fragment().cloned() else {
+            return Err(LedgerError::BadMetadata(meta.id, "no ensemble".into()));
+        };
+        let Some(pos) = last.bookies.iter().position(|b| b == failed) else {
+            // Already replaced by an earlier change: just resend.
+            self.resend_changed();
+            return Ok(());
+        };
+        let available = self.shared.client.available_bookies().await?;
+        let replacement = placement::choose(&available, 1, &last.bookies)?
+            .pop()
+            .ok_or(LedgerError::NotEnoughBookies {
+                needed: 1,
+                available: 0,
+            })?;
+        let mut bookies = last.bookies.clone();
+        bookies[pos] = replacement.clone();
+        if last.first_entry >= first_unconfirmed {
+            if let Some(f) = meta.ensembles.last_mut() {
+                f.bookies = bookies;
+            }
+        } else {
+            meta.ensembles.push(Fragment {
+                first_entry: first_unconfirmed,
+                bookies,
+            });
+        }
+        let version =
+            match metadata::store(&self.shared.client.meta(), &meta, versioned.version).await {
+                Ok(v) => v,
+                Err(LedgerError::MetadataConflict(_)) => {
+                    let now = metadata::load(&self.shared.client.meta(), meta.id).await?;
+                    if now.meta.state != LedgerState::Open {
+                        self.stop(Stopped::Fenced);
+                        return Ok(());
+                    }
+                    return Err(LedgerError::MetadataConflict(meta.id));
+                }
+                Err(e) => return Err(e),
+            };
+        tracing::info!(ledger = meta.id, from_entry = first_unconfirmed, %failed, %replacement, "ensemble changed");
+        {
+            let mut s = self.lock();
+            s.meta = Versioned { meta, version };
+            s.tracker.forget_position(pos);
+        }
+        self.resend_changed();
+        Ok(())
+    }
+
+    /// Sends every pending entry to write-set members it has not been sent to
+    /// under the current ensemble.
+    fn resend_changed(&self) {
+        let mut sends = Vec::new();
+        {
+            let mut s = self.lock();
+            let m = s.meta.meta.clone();
+            for (entry, p) in s.pending.iter_mut() {
+                let Some(frag) = m.fragment_for(*entry) else {
+                    continue;
+                };
+                for pos in write_set(*entry, m.ensemble_size, m.write_quorum) {
+                    let Some(addr) = frag.bookies.get(pos) else {
+                        continue;
+                    };
+                    if p.sent.get(&pos) != Some(addr) {
+                        p.sent.insert(pos, addr.clone());
+                        sends.push((*entry, pos, addr.clone(), p.payload.clone(), p.crc32c));
+                    }
+                }
+            }
+        }
+        for (entry, pos, addr, payload, crc) in sends {
+            self.send(entry, pos, addr, payload, crc);
+        }
+    }
+
+    /// Waits for pending appends, then closes the ledger at its LAC.
+    pub async fn close(&self) -> Result<metadata::LedgerMetadata, LedgerError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let idle = self.shared.idle.notified();
+            {
+                let s = self.lock();
+                if let Some(stopped) = &s.stopped {
+                    return Err(stopped.error(self.shared.id));
+                }
+                if s.pending.is_empty() {
+                    break;
+                }
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return Err(LedgerError::Bookie {
+                    addr: "ensemble".into(),
+                    reason: "appends still pending after 30 s".into(),
+                });
+            }
+        }
+        let _no_changes = self.shared.changing.lock().await;
+        let (mut meta, version, lac, length) = {
+            let s = self.lock();
+            (
+                s.meta.meta.clone(),
+                s.meta.version,
+                s.tracker.lac(),
+                s.length,
+            )
+        };
+        meta.state = LedgerState::Closed;
+        meta.last_entry_id = lac;
+        meta.length = Some(length);
+        match metadata::store(&self.shared.client.meta(), &meta, version).await {
+            Ok(_) => {
+                self.lock().stopped = Some(Stopped::Closed);
+                Ok(meta)
+            }
+            Err(LedgerError::MetadataConflict(id)) => {
+                self.stop(Stopped::Fenced);
+                Err(LedgerError::Fenced(id))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

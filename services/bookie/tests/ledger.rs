@@ -1,0 +1,286 @@
+//! The ledger service under failure: real `magnetar-meta` and `magnetar-bookie`
+//! processes (libs/testkit), the real ledger client in this process.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use magnetar_ledger::{LedgerClient, LedgerClientConfig, LedgerError, LedgerState};
+use magnetar_meta_client::{ClientConfig, MetaClient};
+use magnetar_testkit::{bin_path, BookieCluster, Process};
+
+fn payload(i: i64) -> Vec<u8> {
+    format!("entry-{i:08}-{}", "x".repeat((i % 97) as usize)).into_bytes()
+}
+
+async fn ledger_client(cluster: &BookieCluster, bookies: usize) -> LedgerClient {
+    let meta = MetaClient::new(ClientConfig::from_list(&cluster.meta.endpoints())).unwrap();
+    let cfg = LedgerClientConfig {
+        add_timeout: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let c = LedgerClient::new(meta, cfg);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.available_bookies().await.map_or(0, |b| b.len()) < bookies {
+        assert!(Instant::now() < deadline, "bookies did not register");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c
+}
+
+/// E=3 Qw=2 Qa=2 over 4 bookies; an ensemble bookie is SIGKILLed mid-run. The
+/// writer replaces it (ensemble change) and goes on; every acknowledged entry
+/// reads back intact afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_entries_survive_a_bookie_kill() {
+    let mut cluster = BookieCluster::start(1, 4);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let c = ledger_client(&cluster, 4).await;
+    let w = c.create(3, 2, 2, b"pw").await.unwrap();
+    let victim_addr = w.metadata().ensembles[0].bookies[1].clone();
+    let total = 30_000i64;
+    let kill_at = total / 3;
+    let mut acked = Vec::new();
+    let mut results = futures::stream::iter(0..total)
+        .map(|i| {
+            let w = w.clone();
+            async move { (i, w.append(payload(i)).await) }
+        })
+        .buffered(256);
+    let mut killed = false;
+    while let Some((i, r)) = results.next().await {
+        match r {
+            Ok(id) => {
+                assert_eq!(id, i);
+                acked.push(id);
+            }
+            Err(e) => panic!("append {i} failed although a replacement bookie exists: {e}"),
+        }
+        if !killed && i >= kill_at {
+            let victim = cluster
+                .bookies
+                .iter_mut()
+                .find(|b| b.addr == victim_addr)
+                .unwrap();
+            victim.process.kill();
+            killed = true;
+        }
+    }
+    let meta = w.close().await.unwrap();
+    assert_eq!(meta.last_entry_id, total - 1);
+    assert!(
+        meta.ensembles.len() >= 2,
+        "expected an ensemble change: {:?}",
+        meta.ensembles
+    );
+    assert!(!meta
+        .ensembles
+        .last()
+        .unwrap()
+        .bookies
+        .contains(&victim_addr));
+    let r = c.open(meta.id, b"pw").await.unwrap();
+    let data = r.read_range(0, total - 1).await.unwrap();
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(d, &payload(i as i64), "entry {i}");
+    }
+    assert_eq!(acked.len() as i64, total);
+}
+
+/// A writer process is SIGKILLed mid-stream; recovery by another client closes
+/// the ledger at or after the last entry the writer saw acknowledged, and all
+/// of those entries read back. An in-process writer fenced by a recovery gets
+/// "fenced" on its next append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recovery_fences_the_writer_and_keeps_acknowledged_entries() {
+    let cluster = BookieCluster::start(1, 3);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let c = ledger_client(&cluster, 3).await;
+
+    let args: Vec<String> = [
+        "ledger",
+        "--meta",
+        &cluster.meta.endpoints(),
+        "--password",
+        "pw",
+        "write",
+        "--entries",
+        "1000000",
+        "--entry-size",
+        "200",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut writer = Process::new(
+        "writer",
+        bin_path("magnetar"),
+        args,
+        cluster.meta.dir.path(),
+    );
+    writer.start();
+    let log = writer.log_path.clone();
+    let last_acked = |text: &str| -> i64 {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["acked"].as_i64())
+            .max()
+            .unwrap_or(-1)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while last_acked(&std::fs::read_to_string(&log).unwrap_or_default()) < 2000 {
+        assert!(
+            Instant::now() < deadline,
+            "writer made no progress:\n{}",
+            writer.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    writer.kill();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let seen = last_acked(&text);
+    let ledger = text
+        .lines()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["ledger"].as_u64())
+        .unwrap();
+    let r = c.open_recover(ledger, b"pw").await.unwrap();
+    let meta = r.metadata().clone();
+    assert_eq!(meta.state, LedgerState::Closed);
+    assert!(
+        meta.last_entry_id >= seen,
+        "recovered to {} but the writer saw {seen} acknowledged",
+        meta.last_entry_id
+    );
+    let data = r.read_range(0, meta.last_entry_id).await.unwrap();
+    assert_eq!(data.len() as i64, meta.last_entry_id + 1);
+    // A second recovery agrees.
+    let again = c.open_recover(ledger, b"pw").await.unwrap();
+    assert_eq!(again.metadata().last_entry_id, meta.last_entry_id);
+    // Wrong password is refused before any bookie is touched.
+    assert!(matches!(
+        c.open_recover(ledger, b"nope").await,
+        Err(LedgerError::Unauthorized(_))
+    ));
+
+    // In-process writer, fenced by a concurrent recovery.
+    let w = c.create(3, 2, 2, b"pw2").await.unwrap();
+    for i in 0..100 {
+        w.append(payload(i)).await.unwrap();
+    }
+    let other = ledger_client(&cluster, 3).await;
+    let recovered = other.open_recover(w.id(), b"pw2").await.unwrap();
+    assert!(recovered.metadata().last_entry_id >= 99);
+    let err = w.append(payload(100)).await.unwrap_err();
+    assert!(
+        matches!(err, LedgerError::Fenced(_)),
+        "expected fenced, got {err}"
+    );
+    assert!(
+        w.close().await.is_err(),
+        "a fenced writer cannot close the ledger"
+    );
+}
+
+/// A bookie SIGKILLed before any checkpoint replays its journal on restart: every
+/// acknowledged entry is there. A torn record at the journal's tail is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bookie_restart_replays_the_journal_and_cuts_a_torn_tail() {
+    let mut cluster = BookieCluster::start(1, 1);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let c = ledger_client(&cluster, 1).await;
+    let w = c.create(1, 1, 1, b"pw").await.unwrap();
+    let n = 2000;
+    let mut results = futures::stream::iter(0..n)
+        .map(|i| {
+            let w = w.clone();
+            async move { w.append(payload(i)).await }
+        })
+        .buffered(128);
+    while let Some(r) = results.next().await {
+        r.unwrap();
+    }
+    let id = w.id();
+    cluster.bookies[0].process.kill();
+    // Tear the tail: a partial record after the last good one.
+    let journal_dir = cluster.meta.dir.path().join("bookie-b1").join("journal");
+    let mut segments: Vec<_> = std::fs::read_dir(&journal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    let last = segments.last().expect("a journal segment").clone();
+    let mut bytes = std::fs::read(&last).unwrap();
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3]);
+    std::fs::write(&last, bytes).unwrap();
+    cluster.bookies[0].process.start();
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    // The writer's ledger is still open; read what it confirmed.
+    let r = c.open(id, b"pw").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let data = loop {
+        match r.read_range(0, n - 1).await {
+            Ok(d) => break d,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "entries not readable after restart: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(d, &payload(i as i64));
+    }
+    // The bookie keeps working after the cut.
+    let w2 = c.create(1, 1, 1, b"pw").await.unwrap();
+    assert_eq!(w2.append(b"after".to_vec()).await.unwrap(), 0);
+}
+
+/// `magnetar ledger simpletest` writes, reads back and verifies; `bookies list`
+/// shows the registered bookies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_simpletest_and_bookies_list() {
+    let cluster = BookieCluster::start(1, 3);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let _ = ledger_client(&cluster, 3).await;
+    let ep = cluster.meta.endpoints();
+    let out = std::process::Command::new(bin_path("magnetar"))
+        .args([
+            "ledger",
+            "--meta",
+            &ep,
+            "simpletest",
+            "--ensemble",
+            "3",
+            "--write-quorum",
+            "2",
+            "--ack-quorum",
+            "2",
+            "--entries",
+            "2000",
+            "--entry-size",
+            "1024",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified"], true);
+    assert!(v["write_entries_per_sec"].as_f64().unwrap() > 0.0);
+    let out = std::process::Command::new(bin_path("magnetar"))
+        .args(["bookies", "--meta", &ep, "list"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["bookies"].as_array().unwrap().len(), 3);
+    let out = std::process::Command::new(bin_path("magnetar"))
+        .args(["ledger", "--meta", &ep, "list"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ledgers"].as_array().unwrap().len(), 1);
+}
