@@ -51,7 +51,11 @@ pub struct MetaArgs {
     #[arg(long, env = "MAGNETAR_META_SNAPSHOT_EVERY", default_value_t = 5000)]
     pub snapshot_every: u64,
     /// Log entries kept behind the latest snapshot, for followers that lag a little.
-    #[arg(long, env = "MAGNETAR_META_LOGS_KEPT_AFTER_SNAPSHOT", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "MAGNETAR_META_LOGS_KEPT_AFTER_SNAPSHOT",
+        default_value_t = 1000
+    )]
     pub logs_kept_after_snapshot: u64,
     /// How long a write or linearizable read waits for a quorum before failing.
     #[arg(long, env = "MAGNETAR_META_QUORUM_TIMEOUT_MS", default_value_t = 3000)]

@@ -185,7 +185,12 @@ async fn leases_expire_with_their_holder_and_survive_failover() {
 async fn lagging_follower_catches_up_through_a_snapshot() {
     let mut cluster = MetaCluster::start_with(
         3,
-        &["--snapshot-every", "100", "--logs-kept-after-snapshot", "10"],
+        &[
+            "--snapshot-every",
+            "100",
+            "--logs-kept-after-snapshot",
+            "10",
+        ],
     );
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
     let follower = cluster
