@@ -445,3 +445,127 @@ fn raise(v: &mut i64, lac: i64) -> bool {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::JournalConfig;
+
+    fn open(dir: &std::path::Path) -> Bookie {
+        let store = EntryStore::open(&dir.join("index")).unwrap();
+        let from = store.last_checkpoint().unwrap();
+        let (journal, replay) =
+            Journal::open(JournalConfig::new(dir.join("journal")), from).unwrap();
+        Bookie::recover("b".into(), journal, replay, store, 1 << 20).unwrap()
+    }
+
+    fn add(ledger: u64, entry: i64, data: &[u8], key: &[u8], recovery: bool) -> AddEntry {
+        AddEntry {
+            ledger,
+            entry,
+            payload: data.to_vec(),
+            crc32c: crc32c::crc32c(data),
+            lac: entry - 1,
+            master_key: key.to_vec(),
+            recovery,
+        }
+    }
+
+    fn refusal(r: Result<(), BookieError>) -> Refusal {
+        match r {
+            Err(BookieError::Refused(r, _)) => r,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn fencing_checksums_keys_and_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(dir.path());
+        b.add(add(1, 0, b"a", b"k", false)).await.unwrap();
+        assert_eq!(
+            refusal(b.add(add(1, 1, b"b", b"other", false)).await),
+            Refusal::Unauthorized
+        );
+        let mut bad = add(1, 1, b"b", b"k", false);
+        bad.crc32c ^= 1;
+        assert_eq!(refusal(b.add(bad).await), Refusal::BadChecksum);
+        let (lac, last) = b.fence(1, b"k".to_vec()).await.unwrap();
+        assert_eq!((lac, last), (-1, 0));
+        assert_eq!(
+            refusal(b.add(add(1, 1, b"b", b"k", false)).await),
+            Refusal::Fenced
+        );
+        b.add(add(1, 1, b"b", b"k", true))
+            .await
+            .expect("recovery adds pass the fence");
+        b.set_read_only(true);
+        assert_eq!(
+            refusal(b.add(add(2, 0, b"x", b"k", false)).await),
+            Refusal::ReadOnly
+        );
+        assert_eq!(
+            b.read(1, 1).unwrap().1.payload,
+            b"b".to_vec(),
+            "reads go on when read-only"
+        );
+        assert_eq!(b.read(1, -1).unwrap().0, 1, "-1 reads the last entry");
+        assert!(matches!(
+            b.read(9, 0),
+            Err(BookieError::Refused(Refusal::NoLedger, _))
+        ));
+        assert!(matches!(
+            b.read(1, 5),
+            Err(BookieError::Refused(Refusal::NoEntry, _))
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn fence_and_entries_survive_restart_without_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let b = open(dir.path());
+            for e in 0..10 {
+                b.add(add(3, e, format!("e{e}").as_bytes(), b"k", false))
+                    .await
+                    .unwrap();
+            }
+            b.fence(3, b"k".to_vec()).await.unwrap();
+            b.delete(4).await.unwrap();
+            b.journal().close();
+        }
+        let b = open(dir.path());
+        assert_eq!(b.read(3, 9).unwrap().1.payload, b"e9".to_vec());
+        assert_eq!(
+            refusal(b.add(add(3, 10, b"x", b"k", false)).await),
+            Refusal::Fenced
+        );
+        // After a checkpoint the journal can go and the state is still there.
+        b.checkpoint().await.unwrap();
+        b.journal().close();
+        drop(b);
+        let b = open(dir.path());
+        assert_eq!(b.read(3, 0).unwrap().1.payload, b"e0".to_vec());
+        assert_eq!(
+            refusal(b.add(add(3, 10, b"x", b"k", false)).await),
+            Refusal::Fenced
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn lac_long_poll_wakes_on_a_higher_lac() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = std::sync::Arc::new(open(dir.path()));
+        b.add(add(5, 0, b"a", b"k", false)).await.unwrap();
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.read_lac(5, -1, Duration::from_secs(10)).await.unwrap() })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        b.add(add(5, 1, b"b", b"k", false)).await.unwrap(); // carries LAC 0
+        let started = std::time::Instant::now();
+        let (lac, last) = waiter.await.unwrap();
+        assert_eq!((lac, last), (0, 1));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

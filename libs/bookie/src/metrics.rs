@@ -84,6 +84,15 @@ impl BookieMetrics {
         })
     }
 
+    /// Exposes auto-recovery progress, read at scrape time.
+    pub fn watch_autorecovery(
+        &self,
+        stats: std::sync::Arc<magnetar_ledger::autorecovery::AutoRecoveryStats>,
+        registry: &Registry,
+    ) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(AutoRecoveryCollector::new(stats)?))
+    }
+
     pub fn record_add(&self, latency: Duration, bytes: usize) {
         self.adds.inc();
         self.add_bytes.inc_by(bytes as u64);
@@ -94,5 +103,60 @@ impl BookieMetrics {
         self.reads.inc();
         self.read_bytes.inc_by(bytes as u64);
         self.read_latency.observe(latency.as_secs_f64());
+    }
+}
+
+/// Auto-recovery figures as gauges, computed when scraped.
+struct AutoRecoveryCollector {
+    stats: std::sync::Arc<magnetar_ledger::autorecovery::AutoRecoveryStats>,
+    gauges: [IntGauge; 4],
+}
+
+impl AutoRecoveryCollector {
+    fn new(
+        stats: std::sync::Arc<magnetar_ledger::autorecovery::AutoRecoveryStats>,
+    ) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            stats,
+            gauges: [
+                IntGauge::new(
+                    "magnetar_bookie_auditor",
+                    "1 while this bookie is the auto-recovery auditor.",
+                )?,
+                IntGauge::new(
+                    "magnetar_bookie_underreplicated_ledgers",
+                    "Ledgers marked under-replicated in the last audit.",
+                )?,
+                IntGauge::new(
+                    "magnetar_bookie_fragments_replicated_total",
+                    "Ledger fragments re-replicated by this auditor.",
+                )?,
+                IntGauge::new(
+                    "magnetar_bookie_entries_replicated_total",
+                    "Entries copied by re-replication.",
+                )?,
+            ],
+        })
+    }
+}
+
+impl prometheus::core::Collector for AutoRecoveryCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauges.iter().flat_map(|g| g.desc()).collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        let values = [
+            s.is_auditor.load(Relaxed),
+            s.underreplicated_ledgers.load(Relaxed),
+            s.fragments_replicated.load(Relaxed),
+            s.entries_copied.load(Relaxed),
+        ];
+        for (g, v) in self.gauges.iter().zip(values) {
+            g.set(v as i64);
+        }
+        self.gauges.iter().flat_map(|g| g.collect()).collect()
     }
 }

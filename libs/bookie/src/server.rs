@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use magnetar_ledger::autorecovery::{AutoRecovery, AutoRecoveryConfig};
+use magnetar_ledger::{LedgerClient, LedgerClientConfig};
 use magnetar_meta_client::{ClientConfig, MetaClient, PutOptions};
 use magnetar_proto::bookie::bookie_server::BookieServer;
 use prometheus::Registry;
@@ -40,6 +42,9 @@ pub struct BookieConfig {
     pub checkpoint_interval: Duration,
     pub lease_ttl_seconds: i64,
     pub max_entry_bytes: usize,
+    /// Take part in auto-recovery: campaign for the auditor role and
+    /// re-replicate the ledgers of bookies missing longer than this.
+    pub auditor_grace: Option<Duration>,
 }
 
 impl BookieConfig {
@@ -57,6 +62,7 @@ impl BookieConfig {
             checkpoint_interval: Duration::from_secs(30),
             lease_ttl_seconds: 10,
             max_entry_bytes: 6 << 20,
+            auditor_grace: Some(Duration::from_secs(30)),
         }
     }
 
@@ -181,6 +187,21 @@ impl BookieServerHandle {
                     .clone()
                     .unwrap_or_else(|| local_addr.to_string()),
             );
+            if let Some(grace) = cfg.auditor_grace {
+                let ledgers = LedgerClient::new(client.clone(), LedgerClientConfig::default());
+                let recovery = AutoRecovery::new(
+                    ledgers,
+                    AutoRecoveryConfig {
+                        node: cfg.id.clone(),
+                        grace,
+                        interval: (grace / 4)
+                            .clamp(Duration::from_millis(500), Duration::from_secs(10)),
+                        lease_ttl_seconds: cfg.lease_ttl_seconds,
+                    },
+                );
+                metrics.watch_autorecovery(recovery.stats.clone(), registry)?;
+                tasks.push(tokio::spawn(recovery.run(shutdown_rx.clone())));
+            }
             tasks.push(tokio::spawn(register(
                 client,
                 bookie.clone(),

@@ -122,6 +122,7 @@ impl LedgerClient {
             last_entry_id: -1,
             length: None,
             password_digest: metadata::password_digest(&master_key),
+            master_key_hex: metadata::encode_hex(&master_key),
             created_ms: now_ms(),
             properties: Default::default(),
         };
@@ -209,6 +210,24 @@ impl LedgerClient {
             read_only: info.read_only,
             ledgers: info.ledgers,
         })
+    }
+
+    /// Reads one entry from one particular bookie (diagnostics, replication
+    /// checks): `Ok(None)` if that bookie does not have it.
+    pub async fn read_from_bookie(
+        &self,
+        addr: &str,
+        ledger: u64,
+        entry: i64,
+    ) -> Result<Option<Vec<u8>>, LedgerError> {
+        match crate::reader::read_from(self, addr, ledger, entry).await {
+            crate::reader::EntryAnswer::Found(d) => Ok(Some(d)),
+            crate::reader::EntryAnswer::Missing => Ok(None),
+            crate::reader::EntryAnswer::Failed(reason) => Err(LedgerError::Bookie {
+                addr: addr.to_string(),
+                reason,
+            }),
+        }
     }
 
     pub async fn list(&self) -> Result<Vec<u64>, LedgerError> {

@@ -8,7 +8,9 @@
 //! - `bookie_client`: pipelined connections to bookies
 //! - `writer`, `reader`, `recovery`: the three ways to hold a ledger
 //! - `client`: create / open / open_recover / delete / list
+//! - `autorecovery`: the auditor that re-replicates the ledgers of lost bookies
 
+pub mod autorecovery;
 mod bookie_client;
 mod client;
 mod error;

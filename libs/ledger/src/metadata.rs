@@ -40,6 +40,10 @@ pub struct LedgerMetadata {
     /// Hex SHA-256 of the master key: lets an opener check its password
     /// before touching any bookie.
     pub password_digest: String,
+    /// Hex master key, so that re-replication can write to the bookies (as
+    /// BookKeeper keeps the password in ledger metadata for the same reason).
+    #[serde(default)]
+    pub master_key_hex: String,
     pub created_ms: u64,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -74,9 +78,20 @@ pub fn master_key(password: &[u8]) -> Vec<u8> {
 }
 
 pub fn password_digest(master_key: &[u8]) -> String {
-    Sha256::digest(master_key)
-        .iter()
-        .map(|b| format!("{b:02x}"))
+    encode_hex(&Sha256::digest(master_key))
+}
+
+pub fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
 }
 

@@ -53,6 +53,16 @@ struct Args {
     checkpoint_seconds: u64,
     #[arg(long, env = "MAGNETAR_BOOKIE_LEASE_TTL_SECONDS", default_value_t = 10)]
     lease_ttl_seconds: i64,
+    /// Take part in auto-recovery (auditor election and re-replication).
+    #[arg(long, env = "MAGNETAR_BOOKIE_AUTORECOVERY", default_value_t = true, action = clap::ArgAction::Set)]
+    autorecovery: bool,
+    /// A bookie missing this long is considered lost and its ledgers are re-replicated.
+    #[arg(
+        long,
+        env = "MAGNETAR_BOOKIE_AUDITOR_GRACE_SECONDS",
+        default_value_t = 30
+    )]
+    auditor_grace_seconds: u64,
     #[arg(long, env = "MAGNETAR_BOOKIE_LOG_FORMAT", default_value = "pretty")]
     log_format: LogFormat,
     #[arg(long, env = "MAGNETAR_BOOKIE_OTLP_ENDPOINT")]
@@ -85,6 +95,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     cfg.min_free_bytes = args.min_free_bytes;
     cfg.checkpoint_interval = Duration::from_secs(args.checkpoint_seconds.max(1));
     cfg.lease_ttl_seconds = args.lease_ttl_seconds;
+    cfg.auditor_grace = args
+        .autorecovery
+        .then(|| Duration::from_secs(args.auditor_grace_seconds));
     let registry = Registry::new();
     let server = BookieServerHandle::start(cfg, &registry)
         .await

@@ -284,3 +284,73 @@ async fn cli_simpletest_and_bookies_list() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ledgers"].as_array().unwrap().len(), 1);
 }
+
+/// A bookie gone for good: the auditor (elected among the bookies) copies its
+/// fragments to a new bookie and rewrites the metadata; every entry is back on
+/// `Qw` bookies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_bookie_is_re_replicated_to_a_new_one() {
+    let mut cluster = BookieCluster::start_with(1, 3, &["--auditor-grace-seconds", "2"]);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let c = ledger_client(&cluster, 3).await;
+    let w = c.create(3, 2, 2, b"pw").await.unwrap();
+    let n = 600;
+    let mut results = futures::stream::iter(0..n)
+        .map(|i| {
+            let w = w.clone();
+            async move { w.append(payload(i)).await }
+        })
+        .buffered(64);
+    while let Some(r) = results.next().await {
+        r.unwrap();
+    }
+    let meta = w.close().await.unwrap();
+    let victim = meta.ensembles[0].bookies[0].clone();
+    cluster
+        .bookies
+        .iter_mut()
+        .find(|b| b.addr == victim)
+        .unwrap()
+        .process
+        .kill();
+    cluster.add_bookie();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let meta = loop {
+        let m = c.metadata(meta.id).await.unwrap();
+        if !m.all_bookies().contains(&victim) {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ledger still names the lost bookie: {:?}",
+            m.ensembles
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    for e in 0..n {
+        let frag = meta.fragment_for(e).unwrap();
+        for p in magnetar_ledger::quorum::write_set(e, meta.ensemble_size, meta.write_quorum) {
+            let got = c
+                .read_from_bookie(&frag.bookies[p], meta.id, e)
+                .await
+                .unwrap();
+            assert_eq!(
+                got,
+                Some(payload(e)),
+                "entry {e} missing on {}",
+                frag.bookies[p]
+            );
+        }
+    }
+    let out = std::process::Command::new(bin_path("magnetar"))
+        .args([
+            "ledger",
+            "--meta",
+            &cluster.meta.endpoints(),
+            "underreplicated",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ledgers"].as_array().map(Vec::len), Some(0), "{v}");
+}

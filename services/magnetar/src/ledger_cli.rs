@@ -75,6 +75,8 @@ enum LedgerCommand {
         id: u64,
     },
     List,
+    /// Ledgers the auditor has marked under-replicated (a bookie is lost).
+    Underreplicated,
 }
 
 #[derive(Args)]
@@ -238,6 +240,16 @@ async fn ledger(cli: LedgerCli) -> Result<(), String> {
         }
         LedgerCommand::List => {
             println!("{}", json!({"ledgers": c.list().await.map_err(err)?}));
+        }
+        LedgerCommand::Underreplicated => {
+            let list = magnetar_ledger::autorecovery::underreplicated(&c)
+                .await
+                .map_err(err)?;
+            let ledgers: Vec<_> = list
+                .iter()
+                .map(|(id, lost)| json!({"ledger": id, "lost_bookies": lost}))
+                .collect();
+            println!("{}", json!({"ledgers": ledgers}));
         }
     }
     Ok(())
