@@ -105,6 +105,8 @@ pub struct Bookie {
     /// applied; a checkpoint takes it exclusively to find a clean cut.
     apply_gate: RwLock<()>,
     pub max_entry_bytes: usize,
+    /// Ledgers deleted since the last compaction of entry storage.
+    deletions: std::sync::atomic::AtomicU64,
 }
 
 impl Bookie {
@@ -129,6 +131,7 @@ impl Bookie {
             read_only: AtomicBool::new(false),
             apply_gate: RwLock::new(()),
             max_entry_bytes,
+            deletions: Default::default(),
         };
         let n = replay.len();
         for (pos, bytes) in replay {
@@ -408,7 +411,13 @@ impl Bookie {
         let bytes = bincode::serialize(&JournalRecord::Delete { ledger })
             .map_err(|e| refuse(Refusal::Invalid, e.to_string()))?;
         self.journal.append(bytes).await?;
+        self.deletions.fetch_add(1, Ordering::Relaxed);
         self.apply(JournalRecord::Delete { ledger })
+    }
+
+    /// Ledgers deleted since the last call.
+    pub fn take_deletions(&self) -> u64 {
+        self.deletions.swap(0, Ordering::Relaxed)
     }
 
     /// Flushes entry storage and lets the journal drop segments it no longer

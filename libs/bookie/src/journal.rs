@@ -30,13 +30,30 @@ use tokio::sync::{mpsc, oneshot};
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
 const HEADER: usize = 8;
 
-#[derive(Clone, Debug)]
+/// Called by the writer thread after each batch: (write + fdatasync time,
+/// records in the batch). For metrics; must be cheap.
+pub type BatchObserver = Arc<dyn Fn(std::time::Duration, usize) + Send + Sync>;
+
+#[derive(Clone)]
 pub struct JournalConfig {
     pub dir: PathBuf,
     pub segment_bytes: u64,
     pub sync: bool,
     pub max_batch_bytes: usize,
     pub queue_depth: usize,
+    pub observer: Option<BatchObserver>,
+}
+
+impl std::fmt::Debug for JournalConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalConfig")
+            .field("dir", &self.dir)
+            .field("segment_bytes", &self.segment_bytes)
+            .field("sync", &self.sync)
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("queue_depth", &self.queue_depth)
+            .finish()
+    }
 }
 
 impl JournalConfig {
@@ -47,6 +64,7 @@ impl JournalConfig {
             sync: true,
             max_batch_bytes: 4 << 20,
             queue_depth: 16384,
+            observer: None,
         }
     }
 }
@@ -343,6 +361,20 @@ impl Journal {
         Ok(deleted)
     }
 
+    /// Records queued for the writer thread right now.
+    pub fn queue_depth(&self) -> usize {
+        match self
+            .inner
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            Some(tx) => tx.max_capacity() - tx.capacity(),
+            None => 0,
+        }
+    }
+
     pub fn stats(&self) -> JournalStats {
         let c = &self.inner.counters;
         JournalStats {
@@ -445,6 +477,7 @@ impl Writer {
 
     /// Writes a batch (rolling segments as needed), syncs, completes it.
     fn write_batch(&mut self, batch: Vec<Request>) {
+        let started = std::time::Instant::now();
         if let Some(reason) = &self.failed {
             for r in batch {
                 let _ = r.done.send(Err(JournalError::Failed(reason.clone())));
@@ -477,6 +510,9 @@ impl Writer {
                 self.counters.records.fetch_add(n, Ordering::Relaxed);
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
                 self.counters.last_batch.store(n, Ordering::Relaxed);
+                if let Some(observe) = &self.cfg.observer {
+                    observe(started.elapsed(), batch.len());
+                }
                 for (r, pos) in batch.into_iter().zip(positions) {
                     let _ = r.done.send(Ok(pos));
                 }

@@ -16,6 +16,9 @@ pub struct BookieMetrics {
     pub journal_syncs: IntGauge,
     pub journal_last_batch: IntGauge,
     pub read_only: IntGauge,
+    pub journal_sync_latency: Histogram,
+    pub journal_batch_records: Histogram,
+    pub journal_queue: IntGauge,
     pub free_bytes: IntGauge,
     pub ledgers: IntGauge,
 }
@@ -71,6 +74,25 @@ impl BookieMetrics {
             journal_last_batch: gauge(
                 "magnetar_bookie_journal_last_batch_records",
                 "Records in the latest journal batch.",
+            )?,
+            journal_sync_latency: histogram(
+                "magnetar_bookie_journal_sync_latency_seconds",
+                "Journal batch write + fdatasync time.",
+            )?,
+            journal_batch_records: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "magnetar_bookie_journal_batch_records",
+                        "Records per journal batch (group commit size).",
+                    )
+                    .buckets(prometheus::exponential_buckets(1.0, 2.0, 14).unwrap_or_default()),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            journal_queue: gauge(
+                "magnetar_bookie_journal_queue_depth",
+                "Records waiting for the journal writer.",
             )?,
             read_only: gauge(
                 "magnetar_bookie_read_only",

@@ -122,8 +122,14 @@ impl BookieServerHandle {
                 .map_err(std::io::Error::other)??
         };
         let checkpoint = store.last_checkpoint()?;
+        let metrics = Arc::new(BookieMetrics::new(registry)?);
         let mut jcfg = JournalConfig::new(cfg.journal_dir.clone());
         jcfg.sync = cfg.journal_sync;
+        let observed = metrics.clone();
+        jcfg.observer = Some(Arc::new(move |took, records| {
+            observed.journal_sync_latency.observe(took.as_secs_f64());
+            observed.journal_batch_records.observe(records as f64);
+        }));
         let (journal, replay) = {
             let jcfg = jcfg.clone();
             tokio::task::spawn_blocking(move || Journal::open(jcfg, checkpoint))
@@ -140,7 +146,6 @@ impl BookieServerHandle {
                 .map_err(std::io::Error::other)??,
             )
         };
-        let metrics = Arc::new(BookieMetrics::new(registry)?);
         let disk = Arc::new(DiskMonitor::new(cfg.ledger_dir.clone()));
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -268,6 +273,11 @@ async fn housekeeping(
             match bookie.checkpoint().await {
                 Ok(n) => tracing::debug!(segments_deleted = n, "checkpoint"),
                 Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
+            }
+            if bookie.take_deletions() > 0 {
+                // Deleted ledgers' ranges are tombstones until compacted away.
+                let store = bookie.store().clone();
+                let _ = tokio::task::spawn_blocking(move || store.compact()).await;
             }
         }
     }

@@ -39,6 +39,11 @@ impl BookieCluster {
 
     /// Starts one more bookie; returns its id.
     pub fn add_bookie(&mut self) -> String {
+        self.add_bookie_with(&[])
+    }
+
+    /// Starts one more bookie with extra flags of its own; returns its id.
+    pub fn add_bookie_with(&mut self, extra: &[&str]) -> String {
         let n = self.bookies.len() + 1;
         let id = format!("b{n}");
         let addr = format!("127.0.0.1:{}", free_port());
@@ -65,7 +70,12 @@ impl BookieCluster {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        args.extend(self.extra_args.iter().cloned());
+        for flag_args in [
+            self.extra_args.clone(),
+            extra.iter().map(|s| s.to_string()).collect(),
+        ] {
+            override_flags(&mut args, &flag_args);
+        }
         let mut process = Process::new(
             &format!("bookie-{id}"),
             bin_path("magnetar-bookie"),
@@ -117,5 +127,16 @@ impl BookieCluster {
             .await
             .map(|(_, body)| body)
             .unwrap_or_default()
+    }
+}
+
+/// Appends `extra` (`--flag value` pairs) to `args`, dropping any earlier value
+/// of the same flag so that the later one wins.
+fn override_flags(args: &mut Vec<String>, extra: &[String]) {
+    for pair in extra.chunks(2) {
+        if let Some(i) = args.iter().position(|a| *a == pair[0]) {
+            args.drain(i..(i + 2).min(args.len()));
+        }
+        args.extend(pair.iter().cloned());
     }
 }

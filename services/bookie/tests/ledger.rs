@@ -354,3 +354,97 @@ async fn lost_bookie_is_re_replicated_to_a_new_one() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ledgers"].as_array().map(Vec::len), Some(0), "{v}");
 }
+
+/// Reads stay fast with a stalled (SIGSTOPped) bookie thanks to speculative
+/// reads; a tailing reader's LAC long-poll wakes when the writer confirms more;
+/// a read-only bookie (disk "full") is never chosen for new ledgers; deleting a
+/// ledger removes its data from the bookies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn speculative_reads_tailing_read_only_and_delete() {
+    let mut cluster = BookieCluster::start(1, 3);
+    let read_only = cluster.add_bookie_with(&["--min-free-bytes", "18446744073709551615"]);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let c = ledger_client(&cluster, 4).await;
+    let ro_addr = cluster.bookie(&read_only).addr.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c
+        .available_bookies()
+        .await
+        .unwrap()
+        .iter()
+        .any(|b| b.address == ro_addr && b.read_only)
+    {
+        assert!(Instant::now() < deadline, "bookie never reported read-only");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for _ in 0..5 {
+        let w = c.create(3, 3, 2, b"pw").await.unwrap();
+        assert!(
+            !w.metadata().all_bookies().contains(&ro_addr),
+            "a read-only bookie was chosen"
+        );
+        w.close().await.unwrap();
+    }
+
+    // Tailing: a reader long-polls the LAC of an open ledger.
+    let w = c.create(3, 3, 2, b"pw").await.unwrap();
+    for i in 0..200 {
+        w.append(payload(i)).await.unwrap();
+    }
+    let r = c.open(w.id(), b"pw").await.unwrap();
+    let lac = r.last_add_confirmed().await.unwrap();
+    assert!((198..=199).contains(&lac), "LAC {lac}");
+    let poll = tokio::spawn(async move { r.read_lac(lac, Duration::from_secs(10)).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    w.append(payload(200)).await.unwrap();
+    w.append(payload(201)).await.unwrap();
+    let newer = poll.await.unwrap();
+    assert!(newer > lac, "long-poll returned {newer}, not above {lac}");
+    let meta = w.close().await.unwrap();
+
+    // Speculative reads: stall the first bookie of the ensemble.
+    let stalled = meta.ensembles[0].bookies[0].clone();
+    cluster
+        .bookies
+        .iter()
+        .find(|b| b.addr == stalled)
+        .unwrap()
+        .process
+        .pause();
+    let r = c.open(meta.id, b"pw").await.unwrap();
+    let started = Instant::now();
+    let data = r.read_range(0, meta.last_entry_id).await.unwrap();
+    let took = started.elapsed();
+    cluster
+        .bookies
+        .iter()
+        .find(|b| b.addr == stalled)
+        .unwrap()
+        .process
+        .resume();
+    assert_eq!(data.len(), 202);
+    assert_eq!(data[150], payload(150));
+    // Without speculation, a third of the reads would each wait out the 5 s request timeout.
+    assert!(
+        took < Duration::from_secs(20),
+        "reads took {took:?} with one stalled bookie"
+    );
+
+    // Delete: metadata gone, bookies no longer have the entries.
+    let some_bookie = meta.ensembles[0].bookies[1].clone();
+    assert!(c
+        .read_from_bookie(&some_bookie, meta.id, 1)
+        .await
+        .unwrap()
+        .is_some());
+    c.delete(meta.id).await.unwrap();
+    assert!(matches!(
+        c.metadata(meta.id).await,
+        Err(LedgerError::NoSuchLedger(_))
+    ));
+    assert!(c
+        .read_from_bookie(&some_bookie, meta.id, 1)
+        .await
+        .unwrap()
+        .is_none());
+}
