@@ -160,8 +160,12 @@ impl BookieServerHandle {
             disk: disk.clone(),
         };
         let max_msg = cfg.max_entry_bytes + (64 << 10);
+        // Large flow-control windows: one pipelined add stream per writer
+        // carries many large entries at once (see the ledger client).
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .initial_stream_window_size(Some(16 << 20))
+            .initial_connection_window_size(Some(32 << 20))
             .add_service(
                 BookieServer::new(service)
                     .max_decoding_message_size(max_msg)

@@ -38,6 +38,8 @@ pub struct BookieClient {
 }
 
 const MAX_MESSAGE: usize = 8 << 20;
+pub const STREAM_WINDOW: u32 = 16 << 20;
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
 
 impl BookieClient {
     fn new(addr: &str, timeout: Duration) -> Result<Self, String> {
@@ -45,6 +47,10 @@ impl BookieClient {
             .map_err(|e| format!("bad bookie address {addr:?}: {e}"))?
             .connect_timeout(timeout)
             .tcp_nodelay(true)
+            // One stream carries every add to this bookie: HTTP/2's default
+            // 64 KiB stream window would allow one large entry per round trip.
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW))
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
         Ok(Self {

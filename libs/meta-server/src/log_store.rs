@@ -1,17 +1,25 @@
 //! The Raft log in RocksDB.
 //!
-//! Writes (append, truncate, purge, vote) run on the blocking pool and are awaited,
-//! so openraft sees them in the order it issued them. While an fsync is in flight,
-//! new client proposals queue up in openraft and reach the next `append` together:
-//! that is the group commit that keeps throughput up under many concurrent writers.
+//! `append` does not wait for the disk: it puts the entries in an in-memory
+//! `pending` map (where readers find them at once, as openraft requires) and
+//! hands them to the log writer thread. That thread takes every append queued
+//! while its previous fsync ran, writes them in one synced batch (group commit),
+//! drops them from `pending`, and reports them flushed through openraft's
+//! callback. Meanwhile Raft goes on: replicating to followers overlaps with the
+//! leader's own fsync.
+//!
+//! Truncate, purge and vote go through the same thread, in order after every
+//! earlier append, and are awaited.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogState, RaftLogReader, Vote};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use tokio::sync::oneshot;
 
 use crate::store::{be_u64, cf, decode_be_u64, read_err, write_err, CF_LOG, CF_RAFT};
 use crate::types::{LogId, NodeId, StorageError, TypeConfig};
@@ -19,14 +27,43 @@ use crate::types::{LogId, NodeId, StorageError, TypeConfig};
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
+type Pending = Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>;
+
+enum WriteOp {
+    Append {
+        /// (key, value) of each entry, for the thread's group batch.
+        puts: Vec<([u8; 8], Vec<u8>)>,
+        written: Vec<LogId>,
+        callback: LogFlushed<TypeConfig>,
+    },
+    /// Any other write: applied after all earlier appends, answered when durable.
+    Other {
+        batch: WriteBatch,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    pending: Pending,
+    writer: mpsc::Sender<WriteOp>,
 }
 
 impl LogStore {
     pub fn new(db: Arc<DB>) -> Self {
-        Self { db }
+        let pending: Pending = Arc::default();
+        let (writer, rx) = mpsc::channel();
+        let (wdb, wpending) = (db.clone(), pending.clone());
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || write_loop(wdb, wpending, rx))
+            .expect("spawn the raft log writer thread");
+        Self {
+            db,
+            pending,
+            writer,
+        }
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -41,17 +78,90 @@ impl LogStore {
             .transpose()
     }
 
-    /// Runs a write batch on the blocking pool, fsynced.
-    async fn write_synced(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut opts = WriteOptions::default();
-            opts.set_sync(true);
-            db.write_opt(batch, &opts)
-        })
-        .await
-        .map_err(write_err)?
-        .map_err(write_err)
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry<TypeConfig>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a non-append write on the writer thread, after earlier appends.
+    async fn write_ordered(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let (done, rx) = oneshot::channel();
+        self.writer
+            .send(WriteOp::Other { batch, done })
+            .map_err(|_| write_err(std::io::Error::other("raft log writer stopped")))?;
+        rx.await
+            .map_err(|_| write_err(std::io::Error::other("raft log writer stopped")))?
+            .map_err(|e| write_err(std::io::Error::other(e)))
+    }
+}
+
+/// The writer thread: group-commits appends, applies other writes in order.
+fn write_loop(db: Arc<DB>, pending: Pending, rx: mpsc::Receiver<WriteOp>) {
+    let mut sync = WriteOptions::default();
+    sync.set_sync(true);
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        ops.extend(rx.try_iter());
+        let mut appends: Vec<(Vec<LogId>, LogFlushed<TypeConfig>)> = Vec::new();
+        let mut group = WriteBatch::default();
+        for op in ops {
+            match op {
+                WriteOp::Append {
+                    puts,
+                    written,
+                    callback,
+                } => {
+                    for (k, v) in puts {
+                        group.put_cf(cf(&db, CF_LOG), k, v);
+                    }
+                    appends.push((written, callback));
+                }
+                WriteOp::Other { batch, done } => {
+                    // Earlier appends first, then this write.
+                    flush_appends(
+                        &db,
+                        &pending,
+                        &sync,
+                        std::mem::take(&mut group),
+                        std::mem::take(&mut appends),
+                    );
+                    let r = db.write_opt(batch, &sync).map_err(|e| e.to_string());
+                    let _ = done.send(r);
+                }
+            }
+        }
+        flush_appends(&db, &pending, &sync, group, appends);
+    }
+}
+
+fn flush_appends(
+    db: &DB,
+    pending: &Pending,
+    sync: &WriteOptions,
+    group: WriteBatch,
+    appends: Vec<(Vec<LogId>, LogFlushed<TypeConfig>)>,
+) {
+    if appends.is_empty() {
+        return;
+    }
+    let result = db.write_opt(group, sync);
+    if result.is_ok() {
+        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (written, _) in &appends {
+            for log_id in written {
+                // Only if not replaced by a later append after a truncate.
+                if p.get(&log_id.index).is_some_and(|e| e.log_id == *log_id) {
+                    p.remove(&log_id.index);
+                }
+            }
+        }
+    }
+    for (_, callback) in appends {
+        callback.log_io_completed(
+            result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string())),
+        );
     }
 }
 
@@ -60,6 +170,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        // Pending first: an entry leaves `pending` only after it is in RocksDB,
+        // so reading in this order never misses one.
+        let mut merged: BTreeMap<u64, Entry<TypeConfig>> = self
+            .lock_pending()
+            .range(range.clone())
+            .map(|(i, e)| (*i, e.clone()))
+            .collect();
         let start = match range.start_bound() {
             Bound::Included(i) => *i,
             Bound::Excluded(i) => i + 1,
@@ -70,7 +187,6 @@ impl RaftLogReader<TypeConfig> for LogStore {
             cf(&self.db, CF_LOG),
             IteratorMode::From(&from, Direction::Forward),
         );
-        let mut entries = Vec::new();
         for item in iter {
             let (key, value) = item.map_err(read_err)?;
             let index = decode_be_u64(&key)
@@ -78,9 +194,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&index) {
                 break;
             }
-            entries.push(bincode::deserialize(&value).map_err(read_err)?);
+            if let std::collections::btree_map::Entry::Vacant(slot) = merged.entry(index) {
+                slot.insert(bincode::deserialize(&value).map_err(read_err)?);
+            }
         }
-        Ok(entries)
+        Ok(merged.into_values().collect())
     }
 }
 
@@ -89,18 +207,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
+        let pending_last = self.lock_pending().values().next_back().map(|e| e.log_id);
         let mut iter = self.db.iterator_cf(cf(&self.db, CF_LOG), IteratorMode::End);
-        let last = match iter.next() {
+        let stored_last = match iter.next() {
             Some(item) => {
                 let (_, value) = item.map_err(read_err)?;
                 let entry: Entry<TypeConfig> = bincode::deserialize(&value).map_err(read_err)?;
                 Some(entry.log_id)
             }
-            None => last_purged,
+            None => None,
         };
         Ok(LogState {
             last_purged_log_id: last_purged,
-            last_log_id: last,
+            last_log_id: pending_last.max(stored_last).or(last_purged),
         })
     }
 
@@ -115,7 +234,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             KEY_VOTE,
             bincode::serialize(vote).map_err(write_err)?,
         );
-        self.write_synced(batch).await
+        self.write_ordered(batch).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -131,26 +250,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = WriteBatch::default();
-        let log_cf = cf(&self.db, CF_LOG);
-        for entry in entries {
-            let value = bincode::serialize(&entry).map_err(write_err)?;
-            batch.put_cf(log_cf, be_u64(entry.log_id.index), value);
+        let mut puts = Vec::new();
+        let mut written = Vec::new();
+        {
+            let mut pending = self.lock_pending();
+            for entry in entries {
+                let value = bincode::serialize(&entry).map_err(write_err)?;
+                puts.push((be_u64(entry.log_id.index), value));
+                written.push(entry.log_id);
+                pending.insert(entry.log_id.index, entry);
+            }
         }
-        let result = self.write_synced(batch).await;
-        callback.log_io_completed(
-            result
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| std::io::Error::other(e.to_string())),
-        );
-        result
+        self.writer
+            .send(WriteOp::Append {
+                puts,
+                written,
+                callback,
+            })
+            .map_err(|_| write_err(std::io::Error::other("raft log writer stopped")))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.lock_pending().retain(|i, _| *i < log_id.index);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf(&self.db, CF_LOG), be_u64(log_id.index), be_u64(u64::MAX));
-        self.write_synced(batch).await
+        self.write_ordered(batch).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -161,6 +285,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             bincode::serialize(&log_id).map_err(write_err)?,
         );
         batch.delete_range_cf(cf(&self.db, CF_LOG), be_u64(0), be_u64(log_id.index + 1));
-        self.write_synced(batch).await
+        self.write_ordered(batch).await
     }
 }

@@ -117,7 +117,7 @@ async fn main() {
     let fsync_mb = fsync_bandwidth(cluster.meta.dir.path());
     let mut rows = String::new();
     for (name, q) in [("E=Qw=Qa=1", (1, 1, 1)), ("E=3 Qw=Qa=2", (3, 2, 2))] {
-        for (size, window) in [(1024usize, 512usize), (64 << 10, 64)] {
+        for (size, window) in [(1024usize, 2048usize), (64 << 10, 256)] {
             let max = run(&c, q, size, window, None).await;
             let half = run(&c, q, size, window, Some(max.entries_per_sec / 2.0)).await;
             let line = format!(
