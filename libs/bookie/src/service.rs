@@ -73,8 +73,12 @@ impl BookieRpc for BookieService {
                 let (bookie, metrics, tx) = (bookie.clone(), metrics.clone(), tx.clone());
                 tokio::spawn(async move {
                     let started = Instant::now();
-                    let (ledger_id, entry_id, bytes) =
-                        (add.ledger_id, add.entry_id, add.payload.len());
+                    let (ledger_id, entry_id, request_id, bytes) = (
+                        add.ledger_id,
+                        add.entry_id,
+                        add.request_id,
+                        add.payload.len(),
+                    );
                     let result = bookie
                         .add(AddEntry {
                             ledger: add.ledger_id,
@@ -102,6 +106,7 @@ impl BookieRpc for BookieService {
                             entry_id,
                             code: code as i32,
                             message,
+                            request_id,
                         }))
                         .await;
                     drop(permit);

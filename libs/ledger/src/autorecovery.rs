@@ -283,6 +283,8 @@ impl AutoRecovery {
                         lac: entry - 1,
                         master_key: master_key.to_vec().into(),
                         recovery: true,
+                        // Set by the bookie client.
+                        request_id: 0,
                     };
                     let rx = bookie.add(req).await;
                     return match tokio::time::timeout(self.client.config().add_timeout, rx).await {

@@ -23,7 +23,8 @@ pub enum AddFailure {
     Transport(String),
 }
 
-type Waiters = Arc<Mutex<HashMap<(u64, i64), oneshot::Sender<Result<(), AddFailure>>>>>;
+/// In-flight adds by request id.
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<(), AddFailure>>>>>;
 
 struct AddStream {
     tx: mpsc::Sender<pb::AddRequest>,
@@ -34,6 +35,7 @@ pub struct BookieClient {
     rpc: Rpc<Channel>,
     stream: tokio::sync::Mutex<Option<AddStream>>,
     waiters: Waiters,
+    next_request: std::sync::atomic::AtomicU64,
     timeout: Duration,
 }
 
@@ -60,6 +62,7 @@ impl BookieClient {
                 .max_encoding_message_size(MAX_MESSAGE),
             stream: tokio::sync::Mutex::new(None),
             waiters: Arc::new(Mutex::new(HashMap::new())),
+            next_request: std::sync::atomic::AtomicU64::new(1),
             timeout,
         })
     }
@@ -99,7 +102,7 @@ impl BookieClient {
                         let waiter = waiters
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .remove(&(r.ledger_id, r.entry_id));
+                            .remove(&r.request_id);
                         if let Some(w) = waiter {
                             let _ = w.send(match pb::StatusCode::try_from(r.code) {
                                 Ok(pb::StatusCode::Ok) => Ok(()),
@@ -124,13 +127,16 @@ impl BookieClient {
     }
 
     /// Sends an add; the receiver resolves with the bookie's answer.
-    pub async fn add(&self, req: pb::AddRequest) -> oneshot::Receiver<Result<(), AddFailure>> {
+    pub async fn add(&self, mut req: pb::AddRequest) -> oneshot::Receiver<Result<(), AddFailure>> {
         let (tx, rx) = oneshot::channel();
+        let key = self
+            .next_request
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        req.request_id = key;
         self.waiters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((req.ledger_id, req.entry_id), tx);
-        let key = (req.ledger_id, req.entry_id);
+            .insert(key, tx);
         let mut stream = self.stream.lock().await;
         if stream.as_ref().is_none_or(|s| s.tx.is_closed()) {
             match self.open_stream().await {

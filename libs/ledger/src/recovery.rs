@@ -126,6 +126,8 @@ async fn rewrite(
                 lac: entry - 1,
                 master_key: master_key.to_vec().into(),
                 recovery: true,
+                // Set by the bookie client.
+                request_id: 0,
             };
             let rx = bookie.add(req).await;
             match tokio::time::timeout(client.config().add_timeout, rx).await {

@@ -169,6 +169,8 @@ impl LedgerWriter {
                         lac: this.last_add_confirmed(),
                         master_key: this.shared.master_key.clone().into(),
                         recovery: false,
+                        // Set by the bookie client.
+                        request_id: 0,
                     };
                     let rx = bookie.add(req).await;
                     let timeout = this.shared.client.config().add_timeout;

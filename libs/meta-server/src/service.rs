@@ -13,7 +13,9 @@ use std::time::Duration;
 use futures::Stream;
 use magnetar_proto::meta as pb;
 use magnetar_proto::meta::meta_server::Meta;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError,
+};
 use openraft::BasicNode;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -570,11 +572,27 @@ impl Meta for MetaService {
                 "a cluster needs at least one voter",
             ));
         }
-        let res = tokio::time::timeout(
-            self.quorum_timeout * 4,
-            self.raft.change_membership(voters, req.retain),
-        )
-        .await;
+        // A change right after another (or right after an election, before the
+        // new leader committed the current membership) is refused as "in
+        // progress"; that clears by itself, so wait for it here.
+        let deadline = tokio::time::Instant::now() + self.quorum_timeout * 4;
+        let res = loop {
+            let res = tokio::time::timeout_at(
+                deadline,
+                self.raft.change_membership(voters.clone(), req.retain),
+            )
+            .await;
+            if let Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_),
+            )))) = &res
+            {
+                if tokio::time::Instant::now() + Duration::from_millis(100) < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+            break res;
+        };
         self.membership_result(res.map(|r| r.map(|_| ())))
     }
 }
