@@ -3,6 +3,7 @@
 //! Each process logs to a file; when a test panics the tail of every log is
 //! printed so a failure can be read from CI output alone.
 
+pub mod bench_report;
 mod bookie;
 pub mod http;
 pub mod linearizability;

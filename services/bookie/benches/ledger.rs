@@ -78,33 +78,6 @@ async fn run(
     }
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    format!("{cores} cores ({cpu})")
-}
-
-fn write_report(section: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/BENCHMARKS.md");
-    let (start, end) = ("<!-- bench-ledger:start -->", "<!-- bench-ledger:end -->");
-    let doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let block = format!("{start}\n{section}{end}");
-    let new = match (doc.find(start), doc.find(end)) {
-        (Some(s), Some(e)) if e > s => format!("{}{}{}", &doc[..s], block, &doc[e + end.len()..]),
-        _ => format!("{}\n\n{}\n", doc.trim_end(), block),
-    };
-    std::fs::write(&path, new).expect("write docs/BENCHMARKS.md");
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let cluster = BookieCluster::start(1, 3);
@@ -135,19 +108,17 @@ async fn main() {
             rows.push_str(&line);
         }
     }
-    let date = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let date = magnetar_testkit::bench_report::now_utc();
     let section = format!(
         "## Ledger service: appends (`make bench-ledger`)\n\n- date: {date}\n- machine: {}\n- command: `make bench-ledger` (release build; 1 `magnetar-meta`, 3 `magnetar-bookie` on loopback sharing one disk, journal fsync on; the ledger client in the bench process; {}s per run)\n- disk: sequential 1 MiB write + fdatasync = {fsync_mb:.0} MB/s (same run, same filesystem)\n\n\
          | quorum | entry | entries/s (max) | MB/s | MB/s ÷ disk fsync MB/s | add p50 / p99 at max (ms) | add p50 / p99 at half max (ms) |\n|---|---|---|---|---|---|---|\n{rows}\n\
          Targets (issue): at Qw=1, 64 KiB entries ≥ 50% of the raw fsync bandwidth; add p99 ≤ 2 ms at half the maximum rate. \
          With E=3 all three bookies journal on the same disk, so each entry is fsynced Qw times on one device.\n\n",
-        machine(),
+        magnetar_testkit::bench_report::machine(),
         RUN.as_secs()
     );
-    write_report(&section);
+    let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/BENCHMARKS.md");
+    magnetar_testkit::bench_report::write_section(&doc, "bench-ledger", &section)
+        .expect("write docs/BENCHMARKS.md");
     println!("updated docs/BENCHMARKS.md");
 }

@@ -12,6 +12,19 @@ fn payload(i: i64) -> Vec<u8> {
     format!("entry-{i:08}-{}", "x".repeat((i % 97) as usize)).into_bytes()
 }
 
+/// Appends `payload(0..n)` with `window` in flight; every append must succeed.
+async fn append_all(w: &magnetar_ledger::LedgerWriter, n: i64, window: usize) {
+    let mut results = futures::stream::iter(0..n)
+        .map(|i| {
+            let w = w.clone();
+            async move { w.append(payload(i)).await }
+        })
+        .buffered(window);
+    while let Some(r) = results.next().await {
+        r.unwrap();
+    }
+}
+
 async fn ledger_client(cluster: &BookieCluster, bookies: usize) -> LedgerClient {
     let meta = MetaClient::new(ClientConfig::from_list(&cluster.meta.endpoints())).unwrap();
     let cfg = LedgerClientConfig {
@@ -189,15 +202,7 @@ async fn bookie_restart_replays_the_journal_and_cuts_a_torn_tail() {
     let c = ledger_client(&cluster, 1).await;
     let w = c.create(1, 1, 1, b"pw").await.unwrap();
     let n = 2000;
-    let mut results = futures::stream::iter(0..n)
-        .map(|i| {
-            let w = w.clone();
-            async move { w.append(payload(i)).await }
-        })
-        .buffered(128);
-    while let Some(r) = results.next().await {
-        r.unwrap();
-    }
+    append_all(&w, n, 128).await;
     let id = w.id();
     cluster.bookies[0].process.kill();
     // Tear the tail: a partial record after the last good one.
@@ -295,15 +300,7 @@ async fn lost_bookie_is_re_replicated_to_a_new_one() {
     let c = ledger_client(&cluster, 3).await;
     let w = c.create(3, 2, 2, b"pw").await.unwrap();
     let n = 600;
-    let mut results = futures::stream::iter(0..n)
-        .map(|i| {
-            let w = w.clone();
-            async move { w.append(payload(i)).await }
-        })
-        .buffered(64);
-    while let Some(r) = results.next().await {
-        r.unwrap();
-    }
+    append_all(&w, n, 64).await;
     let meta = w.close().await.unwrap();
     let victim = meta.ensembles[0].bookies[0].clone();
     cluster

@@ -35,52 +35,6 @@ fn fsync_rate(dir: &std::path::Path) -> (f64, f64) {
     (rate, lat.value_at_quantile(0.5) as f64 / 1000.0)
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
-    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB RAM")
-}
-
-fn today() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn write_report(section: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/BENCHMARKS.md");
-    let (start, end) = ("<!-- bench-meta:start -->", "<!-- bench-meta:end -->");
-    let doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let block = format!("{start}\n{section}{end}");
-    let new = match (doc.find(start), doc.find(end)) {
-        (Some(s), Some(e)) if e > s => format!("{}{}{}", &doc[..s], block, &doc[e + end.len()..]),
-        _ => format!("{}\n{}\n", doc.trim_end(), block),
-    };
-    std::fs::write(&path, new).expect("write docs/BENCHMARKS.md");
-    println!("updated {}", path.display());
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     // MAGNETAR_BENCH_CLIENTS overrides the client count for exploration; the
@@ -155,8 +109,8 @@ async fn main() {
          | CAS puts per disk fsync (group-commit factor) | {:.1} |\n\
          | writes per Raft log entry (proposal batching) | {:.1} |\n\
          | target (issue) | ≥ 10,000 puts/s, p99 < 10 ms |\n\n",
-        today(),
-        machine(),
+        magnetar_testkit::bench_report::now_utc(),
+        magnetar_testkit::bench_report::machine(),
         MEASURE.as_secs(),
         WARMUP.as_secs(),
         rate,
@@ -169,5 +123,8 @@ async fn main() {
         per_entry,
     );
     print!("{section}");
-    write_report(&section);
+    let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/BENCHMARKS.md");
+    magnetar_testkit::bench_report::write_section(&doc, "bench-meta", &section)
+        .expect("write docs/BENCHMARKS.md");
+    println!("updated {}", doc.display());
 }

@@ -1,0 +1,71 @@
+//! Shared by the benchmarks: how to describe the machine and the date, and how
+//! to replace one benchmark's section of docs/BENCHMARKS.md.
+
+use std::path::Path;
+
+/// e.g. "2 cores (AMD EPYC), 24 GiB RAM"
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB RAM")
+}
+
+/// The current UTC date and time, e.g. "2026-11-25 01:34 UTC".
+pub fn now_utc() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Replaces the section between `<!-- {name}:start -->` and `<!-- {name}:end -->`
+/// in `doc` (appending it if absent).
+pub fn write_section(doc: &Path, name: &str, section: &str) -> std::io::Result<()> {
+    let (start, end) = (
+        format!("<!-- {name}:start -->"),
+        format!("<!-- {name}:end -->"),
+    );
+    let text = std::fs::read_to_string(doc).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let block = format!("{start}\n{section}{end}");
+    let new = match (text.find(&start), text.find(&end)) {
+        (Some(s), Some(e)) if e > s => format!("{}{}{}", &text[..s], block, &text[e + end.len()..]),
+        _ => format!("{}\n\n{}\n", text.trim_end(), block),
+    };
+    std::fs::write(doc, new)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sections_are_replaced_in_place_or_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = dir.path().join("B.md");
+        std::fs::write(&doc, "# B\n").unwrap();
+        super::write_section(&doc, "x", "one\n").unwrap();
+        super::write_section(&doc, "y", "two\n").unwrap();
+        super::write_section(&doc, "x", "three\n").unwrap();
+        let text = std::fs::read_to_string(&doc).unwrap();
+        assert!(text.contains("<!-- x:start -->\nthree\n<!-- x:end -->"));
+        assert!(text.contains("<!-- y:start -->\ntwo\n<!-- y:end -->"));
+        assert!(!text.contains("one"));
+    }
+}
