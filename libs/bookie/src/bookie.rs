@@ -81,6 +81,8 @@ pub struct AddEntry {
 struct Ledger {
     master_key: Vec<u8>,
     fenced: bool,
+    /// Deleted: refuses every add, reads find nothing.
+    deleted: bool,
     /// Highest LAC any add has carried; long-polling readers wait on it.
     lac: watch::Sender<i64>,
 }
@@ -90,6 +92,7 @@ impl Ledger {
         Self {
             master_key,
             fenced,
+            deleted: false,
             lac: watch::channel(-1).0,
         }
     }
@@ -121,7 +124,9 @@ impl Bookie {
     ) -> Result<Self, BookieError> {
         let mut ledgers = HashMap::new();
         for (ledger, state) in store.ledgers()? {
-            ledgers.insert(ledger, Ledger::new(state.master_key, state.fenced));
+            let mut l = Ledger::new(state.master_key, state.fenced);
+            l.deleted = state.deleted;
+            ledgers.insert(ledger, l);
         }
         let bookie = Self {
             id,
@@ -182,12 +187,18 @@ impl Bookie {
                 let state = LedgerState {
                     master_key: l.master_key.clone(),
                     fenced: true,
+                    deleted: l.deleted,
                 };
                 self.store.put_ledger_state(ledger, &state)?;
             }
             JournalRecord::Delete { ledger } => {
-                self.lock().remove(&ledger);
-                self.store.delete_ledger(ledger)?;
+                let mut ledgers = self.lock();
+                let l = ledgers
+                    .entry(ledger)
+                    .or_insert_with(|| Ledger::new(Vec::new(), true));
+                l.fenced = true;
+                l.deleted = true;
+                self.store.delete_ledger(ledger, &l.master_key)?;
             }
             JournalRecord::Checkpoint => {}
         }
@@ -207,6 +218,7 @@ impl Bookie {
                 let state = LedgerState {
                     master_key: master_key.to_vec(),
                     fenced: false,
+                    deleted: false,
                 };
                 self.store.put_ledger_state(ledger, &state)?;
                 Ok(v.insert(Ledger::new(master_key.to_vec(), false)))
@@ -225,7 +237,7 @@ impl Bookie {
     }
 
     pub fn ledger_count(&self) -> usize {
-        self.lock().len()
+        self.lock().values().filter(|l| !l.deleted).count()
     }
 
     pub async fn add(&self, req: AddEntry) -> Result<(), BookieError> {
@@ -280,7 +292,7 @@ impl Bookie {
         };
         let mut ledgers = self.lock();
         let l = self.ensure_ledger(&mut ledgers, ledger, &master_key)?;
-        if l.fenced && !req.recovery {
+        if l.deleted || l.fenced && !req.recovery {
             // Fenced while this add was in the journal: it must not be acknowledged.
             return Err(refuse(
                 Refusal::Fenced,
@@ -308,6 +320,12 @@ impl Bookie {
     ) -> Result<(), BookieError> {
         let ledgers = self.lock();
         if let Some(l) = ledgers.get(&ledger) {
+            if l.deleted {
+                return Err(refuse(
+                    Refusal::Fenced,
+                    format!("ledger {ledger} was deleted"),
+                ));
+            }
             if l.master_key != master_key {
                 return Err(refuse(
                     Refusal::Unauthorized,
@@ -338,6 +356,12 @@ impl Bookie {
                 }
             }
             let l = self.ensure_ledger(&mut ledgers, ledger, &master_key)?;
+            if l.deleted {
+                return Err(refuse(
+                    Refusal::NoLedger,
+                    format!("ledger {ledger} was deleted"),
+                ));
+            }
             l.fenced = true;
         }
         let _gate = self.apply_gate.read().await;
@@ -353,6 +377,7 @@ impl Bookie {
             &LedgerState {
                 master_key,
                 fenced: true,
+                deleted: false,
             },
         )?;
         self.last_confirmed(ledger)
@@ -381,7 +406,7 @@ impl Bookie {
     }
 
     fn missing(&self, ledger: u64, entry: i64) -> BookieError {
-        if self.lock().contains_key(&ledger) {
+        if self.lock().get(&ledger).is_some_and(|l| !l.deleted) {
             refuse(
                 Refusal::NoEntry,
                 format!("no entry {entry} of ledger {ledger}"),
@@ -530,6 +555,31 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn a_deleted_ledger_refuses_late_adds_even_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let b = open(dir.path());
+            b.add(add(4, 0, b"x", b"k", false)).await.unwrap();
+            b.delete(4).await.unwrap();
+            assert_eq!(b.ledger_count(), 0);
+            let err = b.add(add(4, 1, b"late", b"k", false)).await.unwrap_err();
+            assert!(
+                matches!(err, BookieError::Refused(Refusal::Fenced, _)),
+                "{err}"
+            );
+            // Also a ledger this bookie never held.
+            b.delete(5).await.unwrap();
+            assert!(b.add(add(5, 0, b"late", b"k", false)).await.is_err());
+        }
+        let b = open(dir.path());
+        assert!(b.add(add(4, 1, b"late", b"k", false)).await.is_err());
+        assert!(matches!(
+            b.read(4, 0),
+            Err(BookieError::Refused(Refusal::NoLedger, _))
+        ));
+    }
+
+    #[tokio::test]
     async fn fence_and_entries_survive_restart_without_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         {

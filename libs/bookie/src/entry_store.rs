@@ -33,6 +33,9 @@ pub enum StoreError {
 pub struct LedgerState {
     pub master_key: Vec<u8>,
     pub fenced: bool,
+    /// A deleted ledger keeps this tombstone so that a writer that has not yet
+    /// learned of the deletion is refused instead of recreating the ledger.
+    pub deleted: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,8 +198,15 @@ impl EntryStore {
         Ok(out)
     }
 
-    /// Removes a ledger's entries and state. The space returns as RocksDB compacts.
-    pub fn delete_ledger(&self, ledger: u64) -> Result<(), StoreError> {
+    /// Removes a ledger's entries and replaces its state by a tombstone. The
+    /// space returns as RocksDB compacts.
+    pub fn delete_ledger(&self, ledger: u64, master_key: &[u8]) -> Result<(), StoreError> {
+        let tombstone = bincode::serialize(&LedgerState {
+            master_key: master_key.to_vec(),
+            fenced: true,
+            deleted: true,
+        })
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(
             self.cf(CF_ENTRIES),
@@ -204,7 +214,7 @@ impl EntryStore {
             entry_key(ledger, u64::MAX),
         );
         batch.delete_cf(self.cf(CF_ENTRIES), entry_key(ledger, u64::MAX));
-        batch.delete_cf(self.cf(CF_LEDGERS), ledger.to_be_bytes());
+        batch.put_cf(self.cf(CF_LEDGERS), ledger.to_be_bytes(), tombstone);
         self.db.write_opt(batch, &self.no_wal)?;
         Ok(())
     }
@@ -264,14 +274,16 @@ mod tests {
             &LedgerState {
                 master_key: b"k".to_vec(),
                 fenced: true,
+                deleted: false,
             },
         )
         .unwrap();
         assert!(s.ledger_state(1).unwrap().unwrap().fenced);
-        s.delete_ledger(1).unwrap();
+        s.delete_ledger(1, b"k").unwrap();
         assert_eq!(s.get_entry(1, 0).unwrap(), None);
         assert_eq!(s.last_entry_id(1).unwrap(), None);
-        assert_eq!(s.ledger_state(1).unwrap(), None);
+        // A tombstone stays.
+        assert!(s.ledger_state(1).unwrap().unwrap().deleted);
         assert_eq!(s.get_entry(2, 0).unwrap(), Some(entry(b"c")));
     }
 

@@ -25,4 +25,4 @@ pub use client::{BookieStatus, LedgerClient, LedgerClientConfig, AVAILABLE_BOOKI
 pub use error::LedgerError;
 pub use metadata::{Fragment, LedgerMetadata, LedgerState};
 pub use reader::LedgerReader;
-pub use writer::LedgerWriter;
+pub use writer::{LedgerWriter, PendingAppend};

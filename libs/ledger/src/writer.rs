@@ -18,6 +18,7 @@ use crate::error::LedgerError;
 use crate::metadata::{self, Fragment, LedgerState, Versioned};
 use crate::placement;
 use crate::quorum::{write_set, AckTracker};
+use crate::reader::LedgerReader;
 
 struct Pending {
     payload: Arc<Vec<u8>>,
@@ -51,6 +52,26 @@ struct Shared {
     /// Serializes ensemble changes (each is a metadata CAS).
     changing: tokio::sync::Mutex<()>,
     idle: tokio::sync::Notify,
+}
+
+/// An append that has been sent; resolves once `Qa` bookies confirmed it.
+pub struct PendingAppend {
+    ledger: u64,
+    entry: i64,
+    rx: oneshot::Receiver<Result<i64, LedgerError>>,
+}
+
+impl PendingAppend {
+    /// The entry id this append was given.
+    pub fn entry_id(&self) -> i64 {
+        self.entry
+    }
+
+    pub async fn wait(self) -> Result<i64, LedgerError> {
+        self.rx
+            .await
+            .map_err(|_| LedgerError::Closed(self.ledger))?
+    }
 }
 
 /// The writer of one ledger. Cheap to clone; all clones write the same ledger.
@@ -115,6 +136,14 @@ impl LedgerWriter {
     /// Appends one entry; resolves with its id once `Qa` bookies have it
     /// (completions arrive in id order).
     pub async fn append(&self, data: Vec<u8>) -> Result<i64, LedgerError> {
+        self.start_append(data)?.wait().await
+    }
+
+    /// Assigns the next entry id and sends the entry now, without waiting: the
+    /// order of calls is the order of entry ids. The returned handle resolves
+    /// once `Qa` bookies have the entry. Callers that must keep several appends
+    /// in a known order (a managed ledger) use this instead of `append`.
+    pub fn start_append(&self, data: Vec<u8>) -> Result<PendingAppend, LedgerError> {
         if data.len() > self.shared.client.config().max_entry_bytes {
             return Err(LedgerError::TooLarge(data.len()));
         }
@@ -152,7 +181,17 @@ impl LedgerWriter {
         for (pos, addr) in sends {
             self.send(entry, pos, addr, payload.clone(), crc32c);
         }
-        rx.await.map_err(|_| LedgerError::Closed(self.shared.id))?
+        Ok(PendingAppend {
+            ledger: self.shared.id,
+            entry,
+            rx,
+        })
+    }
+
+    /// A reader over what this writer has confirmed, with the writer's current
+    /// ensembles (they change when a bookie is replaced).
+    pub fn reader(&self) -> LedgerReader {
+        LedgerReader::new(self.shared.client.clone(), self.metadata())
     }
 
     fn send(&self, entry: i64, pos: usize, addr: String, payload: Arc<Vec<u8>>, crc32c: u32) {
