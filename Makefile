@@ -14,7 +14,7 @@ DATA_DIR ?= ./data
 # protoc for the gRPC code, a C++ toolchain for RocksDB itself.
 APT_PACKAGES := clang libclang-dev protobuf-compiler build-essential python3-venv
 
-.PHONY: all setup build run test test-unit lint fmt bench bench-meta bench-ledger clean
+.PHONY: all setup python-env build run test test-unit lint fmt bench bench-meta bench-ledger bench-managed-ledger clean
 
 all: build
 
@@ -37,6 +37,15 @@ setup:
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "make: cargo not found; install Rust from your distribution or rustup"; exit 1; }
 
+# The official Pulsar Python client drives the compatibility tests.
+PY_VENV := $(HOME)/.cache/magnetar/venv
+PULSAR_CLIENT := pulsar-client==3.13.0
+
+python-env: setup
+	@$(PY_VENV)/bin/python -c 'import pulsar' 2>/dev/null || { \
+	  echo "make: installing $(PULSAR_CLIENT) into $(PY_VENV)"; \
+	  python3 -m venv $(PY_VENV) && $(PY_VENV)/bin/pip install -q '$(PULSAR_CLIENT)'; }
+
 build: setup
 	$(CARGO) build --workspace --bins
 
@@ -52,14 +61,14 @@ fmt:
 
 # Unit, property and multi-process tests. Cluster tests start their own
 # processes on loopback through libs/testkit.
-test-unit: setup
+test-unit: setup python-env
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
 
 test: lint test-unit
 
 # Benchmarks are release builds and write their figures to docs/BENCHMARKS.md.
-bench: bench-meta bench-ledger
+bench: bench-meta bench-ledger bench-managed-ledger
 
 bench-meta: setup
 	$(CARGO) bench -p magnetar-meta --bench cas
@@ -67,6 +76,10 @@ bench-meta: setup
 bench-ledger: setup
 	$(CARGO) build --release --bins
 	$(CARGO) bench -p magnetar-bookie-service --bench ledger
+
+bench-managed-ledger: setup
+	$(CARGO) build --release --bins
+	$(CARGO) bench -p magnetar-managed-ledger --bench managed_ledger
 
 clean:
 	$(CARGO) clean

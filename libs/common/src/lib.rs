@@ -1,6 +1,7 @@
 //! Helpers shared by every Magnetar service.
 
 pub mod config;
+pub mod names;
 
 /// Resolves on SIGINT or SIGTERM: the signal to drain and stop.
 pub async fn shutdown_signal() {

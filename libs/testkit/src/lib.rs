@@ -5,11 +5,13 @@
 
 pub mod bench_report;
 mod bookie;
+mod broker;
 pub mod http;
 pub mod linearizability;
 mod meta;
 mod process;
 
 pub use bookie::{BookieCluster, BookieProc};
+pub use broker::{python, run_python, BrokerCluster, BrokerProc, PulsarService, Standalone};
 pub use meta::{MetaCluster, MetaNodeProc};
 pub use process::{bin_path, free_port, Process};

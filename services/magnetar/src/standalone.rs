@@ -1,13 +1,14 @@
-//! `magnetar standalone`: every service in one process over one data directory.
-//! Today that is a single-node metadata service; the ledger service and the
-//! broker join it as they are built.
+//! `magnetar standalone`: every service in one process over one data
+//! directory: a single-node metadata service, one bookie and one broker.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use magnetar_bookie::{BookieConfig, BookieServerHandle};
+use magnetar_broker::{BrokerConfig, BrokerHandle};
+use magnetar_meta_client::{ClientConfig, MetaClient};
 use magnetar_meta_server::metrics::NodeCollector;
 use magnetar_meta_server::{MetaNode, NodeConfig};
 use magnetar_telemetry::prometheus::Registry;
@@ -29,13 +30,36 @@ pub struct StandaloneArgs {
         default_value = "127.0.0.1:7001"
     )]
     pub meta_listen: SocketAddr,
-    /// /metrics and /health.
+    /// Bookie (ledger service, gRPC) address.
+    #[arg(
+        long,
+        env = "MAGNETAR_STANDALONE_BOOKIE_LISTEN",
+        default_value = "127.0.0.1:3181"
+    )]
+    pub bookie_listen: SocketAddr,
+    /// Pulsar binary protocol.
+    #[arg(
+        long,
+        env = "MAGNETAR_STANDALONE_BROKER_LISTEN",
+        default_value = "127.0.0.1:6650"
+    )]
+    pub broker_listen: SocketAddr,
+    /// Admin REST, /metrics and /health.
     #[arg(
         long,
         env = "MAGNETAR_STANDALONE_HTTP",
         default_value = "127.0.0.1:8080"
     )]
     pub http: SocketAddr,
+    /// Host name clients are given to reach the broker.
+    #[arg(long, env = "MAGNETAR_STANDALONE_ADVERTISED_ADDRESS")]
+    pub advertised_address: Option<String>,
+    /// The bookie turns read-only below this much free disk space.
+    #[arg(long, env = "MAGNETAR_STANDALONE_MIN_FREE_BYTES", default_value_t = 256 << 20)]
+    pub min_free_bytes: u64,
+    /// fdatasync the bookie journal before acknowledging (benchmarks only turn it off).
+    #[arg(long, env = "MAGNETAR_STANDALONE_JOURNAL_SYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub journal_sync: bool,
     #[arg(long, env = "MAGNETAR_STANDALONE_LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
     #[arg(long, env = "MAGNETAR_STANDALONE_OTLP_ENDPOINT")]
@@ -59,39 +83,49 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         node.raft.clone(),
         node.sm.clone(),
     )?))?;
-    let (raft, sm) = (node.raft.clone(), node.sm.clone());
-    let health = Arc::new(move || {
-        let s = magnetar_meta_server::service::status(1, &raft, &sm);
-        (
-            s.leader != 0,
-            format!(
-                r#"{{"meta":{{"leader":{},"revision":{}}}}}"#,
-                s.leader, s.revision
-            ),
-        )
-    });
-    let http = magnetar_telemetry::serve_http(args.http, registry, health)
+    let meta_addr = node.local_addr.to_string();
+
+    let mut bookie_cfg = BookieConfig::new(
+        "standalone",
+        args.bookie_listen,
+        args.data_dir.join("bookie"),
+    );
+    bookie_cfg.meta = Some(meta_addr.clone());
+    bookie_cfg.min_free_bytes = args.min_free_bytes;
+    bookie_cfg.journal_sync = args.journal_sync;
+    // One bookie: nothing to re-replicate to.
+    bookie_cfg.auditor_grace = None;
+    let bookie = BookieServerHandle::start(bookie_cfg, &registry)
         .await
-        .with_context(|| format!("serving HTTP on {}", args.http))?;
+        .context("starting the bookie")?;
+
+    let meta = MetaClient::new(ClientConfig::new([meta_addr.clone()]))?;
+    let mut broker_cfg = BrokerConfig::new(args.broker_listen, args.http);
+    broker_cfg.advertised_address = args.advertised_address.clone();
+    broker_cfg.ensemble_size = 1;
+    broker_cfg.write_quorum = 1;
+    broker_cfg.ack_quorum = 1;
+    let broker = BrokerHandle::start(broker_cfg, meta, registry, true)
+        .await
+        .context("starting the broker")?;
 
     println!(
         "Magnetar standalone is running (data in {}):",
         args.data_dir.display()
     );
+    println!("  Pulsar protocol   pulsar://{}", broker.local_addr);
     println!(
-        "  metadata service  {}   (try: magnetar meta status --meta {})",
-        node.local_addr, node.local_addr
+        "  admin REST        http://{}/admin/v2/tenants   (metrics: /metrics, health: /health)",
+        broker.http_addr
     );
-    println!(
-        "  metrics / health  http://{}/metrics  http://{}/health",
-        http.local_addr, http.local_addr
-    );
-    println!("The ledger service and the Pulsar-protocol broker are not part of this build yet.");
+    println!("  metadata service  {meta_addr}");
+    println!("  bookie            {}", args.bookie_listen);
     println!("Stop with Ctrl-C.");
 
     magnetar_common::shutdown_signal().await;
     tracing::info!("shutting down");
-    http.shutdown().await;
+    broker.shutdown().await;
+    bookie.shutdown().await;
     node.shutdown().await;
     Ok(())
 }

@@ -1,0 +1,77 @@
+//! What a broker is told at start.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// Pulsar binary protocol listener.
+    pub listen: SocketAddr,
+    /// Admin REST, /metrics, /health.
+    pub http: SocketAddr,
+    /// Host name clients are told to reach this broker by (default: the
+    /// listener's IP).
+    pub advertised_address: Option<String>,
+    pub cluster: String,
+    /// Largest message payload accepted (SEND_ERROR beyond it).
+    pub max_message_size: usize,
+    /// Sends of one producer in flight to storage; the connection stops
+    /// reading while a producer is at its limit.
+    pub max_pending_per_producer: usize,
+    /// Entries a subscription reads ahead per read.
+    pub dispatch_batch: usize,
+    /// Messages a subscription holds back (e.g. for busy Key_Shared keys)
+    /// before it stops reading ahead.
+    pub max_held_entries: usize,
+    /// Bytes queued for one connection's socket beyond which its consumers
+    /// get nothing more until it drains.
+    pub max_outbound_bytes: usize,
+    pub allow_auto_topic_creation: bool,
+    pub ensemble_size: usize,
+    pub write_quorum: usize,
+    pub ack_quorum: usize,
+    /// Default retention when a namespace sets none (Pulsar's defaults: 0).
+    pub default_retention_minutes: i64,
+    pub default_retention_mb: i64,
+    pub max_entries_per_ledger: i64,
+    pub cache_max_bytes: usize,
+    pub housekeeping_interval: Duration,
+    /// How often the broker pings idle clients (and closes silent ones after
+    /// twice this).
+    pub keepalive: Duration,
+    /// How often deduplication state is written (in messages).
+    pub dedup_snapshot_interval: u64,
+}
+
+impl BrokerConfig {
+    pub fn new(listen: SocketAddr, http: SocketAddr) -> Self {
+        Self {
+            listen,
+            http,
+            advertised_address: None,
+            cluster: "standalone".into(),
+            max_message_size: 5 << 20,
+            max_pending_per_producer: 1000,
+            dispatch_batch: 100,
+            max_held_entries: 1000,
+            max_outbound_bytes: 32 << 20,
+            allow_auto_topic_creation: true,
+            ensemble_size: 1,
+            write_quorum: 1,
+            ack_quorum: 1,
+            default_retention_minutes: 0,
+            default_retention_mb: 0,
+            max_entries_per_ledger: 50_000,
+            cache_max_bytes: 256 << 20,
+            housekeeping_interval: Duration::from_secs(30),
+            keepalive: Duration::from_secs(30),
+            dedup_snapshot_interval: 1000,
+        }
+    }
+
+    pub fn advertised_host(&self) -> String {
+        self.advertised_address
+            .clone()
+            .unwrap_or_else(|| self.listen.ip().to_string())
+    }
+}

@@ -1,0 +1,32 @@
+//! The Magnetar broker: speaks the Apache Pulsar binary protocol to clients,
+//! stores each topic as a managed ledger, and serves Pulsar's admin REST API.
+//!
+//! - `connection`: one client connection (protocol state, producers, consumers)
+//! - `topic`: a loaded topic (producers, publish path, subscriptions)
+//! - `subscription`: one subscription's task: consumers, permits, dispatch
+//! - `key_shared`: Key_Shared routing (pure)
+//! - `dedup`: deduplication by producer name and sequence id
+//! - `resources`: tenants, namespaces, policies, partitioned topics in metadata
+//! - `schema`: stored topic schemas
+//! - `service`: shared state and topic loading
+//! - `admin`: the HTTP API
+//! - `server`: listeners and lifecycle
+
+pub mod admin;
+pub mod config;
+mod connection;
+mod dedup;
+pub mod error;
+pub mod key_shared;
+mod outbound;
+pub mod resources;
+mod schema;
+pub mod server;
+pub mod service;
+pub mod subscription;
+pub mod topic;
+
+pub use config::BrokerConfig;
+pub use error::BrokerError;
+pub use server::BrokerHandle;
+pub use service::BrokerService;

@@ -1,0 +1,286 @@
+//! Clusters, tenants, namespaces (with their policies), partitioned topics
+//! and schemas, kept as JSON in the metadata service. Pulsar's JSON field
+//! names are kept so admin tools read them unchanged.
+//!
+//! Keys:
+//! - `/admin/clusters/{cluster}` → `ClusterData`
+//! - `/admin/tenants/{tenant}` → `TenantInfo`
+//! - `/admin/policies/{tenant}/{namespace}` → `Policies`
+//! - `/admin/partitioned-topics/{tenant}/{namespace}/{topic}` → `PartitionedTopicMetadata`
+//! - `/schemas/{tenant}/{namespace}/{topic}` → `StoredSchemas`
+
+use magnetar_common::names::{NamespaceName, TopicName};
+use magnetar_meta_client::{Error as MetaError, MetaClient, PutOptions};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BrokerError, Result};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClusterData {
+    pub service_url: String,
+    pub broker_service_url: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TenantInfo {
+    pub admin_roles: Vec<String>,
+    pub allowed_clusters: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionPolicies {
+    /// -1 = forever.
+    pub retention_time_in_minutes: i64,
+    /// -1 = no size bound.
+    #[serde(rename = "retentionSizeInMB")]
+    pub retention_size_in_mb: i64,
+}
+
+/// A namespace's policies (the subset Magnetar enforces, Pulsar's names).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Policies {
+    pub retention_policies: Option<RetentionPolicies>,
+    pub message_ttl_in_seconds: Option<i64>,
+    #[serde(rename = "deduplicationEnabled")]
+    pub deduplication_enabled: Option<bool>,
+    pub replication_clusters: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionedTopicMetadata {
+    pub partitions: u32,
+}
+
+/// One version of a topic's schema.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaVersion {
+    /// Pulsar's `Schema.Type` number.
+    pub schema_type: i32,
+    pub name: String,
+    /// The schema definition (bytes, e.g. an Avro JSON document).
+    pub data: Vec<u8>,
+    pub properties: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSchemas {
+    pub versions: Vec<SchemaVersion>,
+}
+
+const CLUSTERS: &str = "/admin/clusters/";
+const TENANTS: &str = "/admin/tenants/";
+const POLICIES: &str = "/admin/policies/";
+const PARTITIONED: &str = "/admin/partitioned-topics/";
+const SCHEMAS: &str = "/schemas/";
+
+/// Typed access to the broker's records in the metadata service.
+#[derive(Clone)]
+pub struct Resources {
+    meta: MetaClient,
+}
+
+impl Resources {
+    pub fn new(meta: MetaClient) -> Self {
+        Self { meta }
+    }
+
+    pub fn meta(&self) -> &MetaClient {
+        &self.meta
+    }
+
+    async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, i64)>> {
+        match self.meta.get(key).await? {
+            None => Ok(None),
+            Some(kv) => {
+                let v = serde_json::from_slice(&kv.value).map_err(|e| {
+                    BrokerError::Internal(format!("stored record {key} is not valid: {e}"))
+                })?;
+                Ok(Some((v, kv.version)))
+            }
+        }
+    }
+
+    /// Stores `value` if the key is at `expected` (0 = must not exist).
+    async fn put<T: Serialize>(&self, key: &str, value: &T, expected: Option<i64>) -> Result<()> {
+        let raw = serde_json::to_vec(value).map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let opts = PutOptions {
+            expected_version: expected,
+            lease: 0,
+        };
+        match self.meta.put_with(key, raw, opts).await {
+            Ok(_) => Ok(()),
+            Err(MetaError::VersionMismatch { .. }) => Err(BrokerError::Conflict(format!(
+                "{key} was changed concurrently or already exists"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn children(&self, prefix: &str) -> Result<Vec<String>> {
+        let page = self.meta.list_all(prefix).await?;
+        Ok(page
+            .kvs
+            .iter()
+            .filter_map(|kv| std::str::from_utf8(&kv.key[prefix.len()..]).ok())
+            .filter(|rest| !rest.contains('/'))
+            .map(str::to_string)
+            .collect())
+    }
+
+    // ---- clusters -------------------------------------------------------
+
+    pub async fn clusters(&self) -> Result<Vec<String>> {
+        self.children(CLUSTERS).await
+    }
+
+    pub async fn cluster(&self, name: &str) -> Result<Option<ClusterData>> {
+        Ok(self.get(&format!("{CLUSTERS}{name}")).await?.map(|v| v.0))
+    }
+
+    /// Creates or replaces a cluster record.
+    pub async fn set_cluster(&self, name: &str, data: &ClusterData) -> Result<()> {
+        self.put(&format!("{CLUSTERS}{name}"), data, None).await
+    }
+
+    pub async fn create_cluster(&self, name: &str, data: &ClusterData) -> Result<()> {
+        self.put(&format!("{CLUSTERS}{name}"), data, Some(0))
+            .await
+            .map_err(|e| match e {
+                BrokerError::Conflict(_) => {
+                    BrokerError::Conflict(format!("cluster {name} already exists"))
+                }
+                e => e,
+            })
+    }
+
+    // ---- tenants --------------------------------------------------------
+
+    pub async fn tenants(&self) -> Result<Vec<String>> {
+        self.children(TENANTS).await
+    }
+
+    pub async fn tenant(&self, name: &str) -> Result<Option<(TenantInfo, i64)>> {
+        self.get(&format!("{TENANTS}{name}")).await
+    }
+
+    /// Creates (`expected` = 0) or updates (`expected` = current version).
+    pub async fn put_tenant(&self, name: &str, info: &TenantInfo, expected: i64) -> Result<()> {
+        self.put(&format!("{TENANTS}{name}"), info, Some(expected))
+            .await
+    }
+
+    pub async fn delete_tenant(&self, name: &str) -> Result<bool> {
+        Ok(self.meta.delete(format!("{TENANTS}{name}"), None).await?)
+    }
+
+    // ---- namespaces -----------------------------------------------------
+
+    pub async fn namespaces(&self, tenant: &str) -> Result<Vec<String>> {
+        self.children(&format!("{POLICIES}{tenant}/")).await
+    }
+
+    pub async fn policies(&self, ns: &NamespaceName) -> Result<Option<(Policies, i64)>> {
+        self.get(&format!("{POLICIES}{ns}")).await
+    }
+
+    pub async fn put_policies(
+        &self,
+        ns: &NamespaceName,
+        p: &Policies,
+        expected: i64,
+    ) -> Result<()> {
+        self.put(&format!("{POLICIES}{ns}"), p, Some(expected))
+            .await
+    }
+
+    /// Read-modify-write of a namespace's policies with CAS retries.
+    pub async fn update_policies(
+        &self,
+        ns: &NamespaceName,
+        mut change: impl FnMut(&mut Policies),
+    ) -> Result<Policies> {
+        for _ in 0..10 {
+            let Some((mut p, version)) = self.policies(ns).await? else {
+                return Err(BrokerError::NotFound(format!(
+                    "namespace {ns} does not exist"
+                )));
+            };
+            change(&mut p);
+            match self.put_policies(ns, &p, version).await {
+                Ok(()) => return Ok(p),
+                Err(BrokerError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(BrokerError::Conflict(format!(
+            "namespace {ns} policies keep changing concurrently"
+        )))
+    }
+
+    pub async fn delete_namespace(&self, ns: &NamespaceName) -> Result<bool> {
+        Ok(self.meta.delete(format!("{POLICIES}{ns}"), None).await?)
+    }
+
+    // ---- partitioned topics --------------------------------------------
+
+    pub async fn partitioned(&self, topic: &TopicName) -> Result<Option<PartitionedTopicMetadata>> {
+        Ok(self.get(&partitioned_key(topic)).await?.map(|v| v.0))
+    }
+
+    pub async fn partitioned_with_version(
+        &self,
+        topic: &TopicName,
+    ) -> Result<Option<(PartitionedTopicMetadata, i64)>> {
+        self.get(&partitioned_key(topic)).await
+    }
+
+    pub async fn put_partitioned(
+        &self,
+        topic: &TopicName,
+        md: PartitionedTopicMetadata,
+        expected: i64,
+    ) -> Result<()> {
+        self.put(&partitioned_key(topic), &md, Some(expected)).await
+    }
+
+    pub async fn delete_partitioned(&self, topic: &TopicName) -> Result<bool> {
+        Ok(self.meta.delete(partitioned_key(topic), None).await?)
+    }
+
+    pub async fn partitioned_topics(&self, ns: &NamespaceName) -> Result<Vec<String>> {
+        self.children(&format!("{PARTITIONED}{ns}/")).await
+    }
+
+    // ---- schemas --------------------------------------------------------
+
+    pub async fn schemas(&self, topic: &TopicName) -> Result<Option<(StoredSchemas, i64)>> {
+        self.get(&schema_key(topic)).await
+    }
+
+    pub async fn put_schemas(
+        &self,
+        topic: &TopicName,
+        s: &StoredSchemas,
+        expected: i64,
+    ) -> Result<()> {
+        self.put(&schema_key(topic), s, Some(expected)).await
+    }
+
+    pub async fn delete_schemas(&self, topic: &TopicName) -> Result<()> {
+        self.meta.delete(schema_key(topic), None).await?;
+        Ok(())
+    }
+}
+
+fn partitioned_key(topic: &TopicName) -> String {
+    format!("{PARTITIONED}{}/{}", topic.namespace, topic.local)
+}
+
+fn schema_key(topic: &TopicName) -> String {
+    format!("{SCHEMAS}{}/{}", topic.namespace, topic.local)
+}

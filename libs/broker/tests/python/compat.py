@@ -1,0 +1,615 @@
+"""Compatibility cases run with the official Apache Pulsar Python client.
+
+Usage: compat.py CASE [CASE...]   (PULSAR_URL and PULSAR_WEB name the service)
+
+Each case raises on any deviation from what a Pulsar broker does; the Rust
+test that runs this script fails with the output.
+"""
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pulsar
+from pulsar import ConsumerType, InitialPosition, MessageId
+
+URL = os.environ["PULSAR_URL"]
+WEB = os.environ["PULSAR_WEB"]
+LOGGER = pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn)
+
+
+def client():
+    return pulsar.Client(URL, operation_timeout_seconds=15, logger=LOGGER)
+
+
+def topic(name):
+    return f"persistent://public/default/{name}-{uuid.uuid4().hex[:8]}"
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def receive_all(consumer, n, timeout_ms=10000, ack=True):
+    out = []
+    for _ in range(n):
+        m = consumer.receive(timeout_millis=timeout_ms)
+        out.append(m)
+        if ack:
+            consumer.acknowledge(m)
+    return out
+
+
+def expect_nothing(consumer, timeout_ms=1000):
+    try:
+        m = consumer.receive(timeout_millis=timeout_ms)
+    except pulsar.Timeout:
+        return
+    raise AssertionError(f"unexpected message {m.data()!r} id={m.message_id()}")
+
+
+def http(method, path, body=None):
+    data = None
+    headers = {}
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(WEB + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            raw = r.read()
+            return r.status, (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, raw
+
+
+# ---- cases ------------------------------------------------------------------
+
+
+def case_ordered_with_properties_and_keys():
+    c = client()
+    t = topic("ordered")
+    consumer = c.subscribe(t, "sub", initial_position=InitialPosition.Earliest)
+    producer = c.create_producer(t)
+    for i in range(500):
+        producer.send(
+            f"msg-{i}".encode(),
+            properties={"i": str(i), "kind": "test"},
+            partition_key=f"key-{i % 7}",
+            event_timestamp=1_700_000_000_000 + i,
+        )
+    msgs = receive_all(consumer, 500)
+    for i, m in enumerate(msgs):
+        check(m.data() == f"msg-{i}".encode(), f"order broken at {i}: {m.data()!r}")
+        check(m.properties() == {"i": str(i), "kind": "test"}, f"properties {m.properties()}")
+        check(m.partition_key() == f"key-{i % 7}", f"key {m.partition_key()}")
+        check(m.event_timestamp() == 1_700_000_000_000 + i, "event time")
+        check(m.publish_timestamp() > 0, "publish time")
+        check(m.redelivery_count() == 0, "redelivery count")
+    expect_nothing(consumer)
+    c.close()
+
+
+def case_batched_compressed_async():
+    c = client()
+    for kind in [
+        pulsar.CompressionType.LZ4,
+        pulsar.CompressionType.ZLib,
+        pulsar.CompressionType.ZSTD,
+        pulsar.CompressionType.SNAPPY,
+    ]:
+        t = topic(f"batch-{kind}")
+        consumer = c.subscribe(t, "sub", initial_position=InitialPosition.Earliest)
+        producer = c.create_producer(
+            t,
+            batching_enabled=True,
+            batching_max_messages=500,
+            batching_max_publish_delay_ms=5,
+            compression_type=kind,
+            block_if_queue_full=True,
+        )
+        n = 20_000 if kind == pulsar.CompressionType.LZ4 else 5_000
+        errors = []
+
+        def done(res, _msg_id):
+            if res != pulsar.Result.Ok:
+                errors.append(res)
+
+        for i in range(n):
+            producer.send_async(f"payload-{i:06d}-{'x' * 80}".encode(), done)
+        producer.flush()
+        check(not errors, f"send errors with {kind}: {errors[:5]}")
+        seen = 0
+        for m in receive_all(consumer, n):
+            check(m.data().startswith(f"payload-{seen:06d}".encode()), f"order with {kind} at {seen}")
+            seen += 1
+        expect_nothing(consumer)
+        producer.close()
+        consumer.close()
+    c.close()
+
+
+def case_large_messages():
+    c = client()
+    t = topic("large")
+    consumer = c.subscribe(t, "sub")
+    producer = c.create_producer(t)
+    blobs = [os.urandom(1 << 20) for _ in range(5)]
+    for b in blobs:
+        producer.send(b)
+    for b, m in zip(blobs, receive_all(consumer, 5)):
+        check(m.data() == b, "1 MiB payload mismatch")
+    # Beyond the 5 MiB limit the client refuses it (it learned the limit at CONNECT).
+    try:
+        producer.send(b"x" * (6 << 20))
+        raise AssertionError("oversize message accepted")
+    except pulsar.MessageTooBig:
+        pass
+    producer.send(b"still-works")
+    check(consumer.receive(timeout_millis=10000).data() == b"still-works", "after oversize")
+    c.close()
+
+
+def case_exclusive():
+    c = client()
+    t = topic("exclusive")
+    first = c.subscribe(t, "sub", consumer_type=ConsumerType.Exclusive)
+    try:
+        c.subscribe(t, "sub", consumer_type=ConsumerType.Exclusive)
+        raise AssertionError("second exclusive consumer accepted")
+    except pulsar.ConsumerBusy:
+        pass
+    try:
+        c.subscribe(t, "sub", consumer_type=ConsumerType.Shared)
+        raise AssertionError("different type accepted on a busy subscription")
+    except pulsar.ConsumerBusy:
+        pass
+    first.close()
+    second = c.subscribe(t, "sub", consumer_type=ConsumerType.Exclusive)
+    second.close()
+    c.close()
+
+
+def case_shared():
+    c = client()
+    t = topic("shared")
+    consumers = [
+        c.subscribe(t, "sub", consumer_type=ConsumerType.Shared, receiver_queue_size=10)
+        for _ in range(3)
+    ]
+    producer = c.create_producer(t)
+    n = 300
+    for i in range(n):
+        producer.send(str(i).encode())
+    got = {}
+    deadline = time.time() + 30
+    while sum(len(v) for v in got.values()) < n and time.time() < deadline:
+        for idx, consumer in enumerate(consumers):
+            try:
+                m = consumer.receive(timeout_millis=50)
+            except pulsar.Timeout:
+                continue
+            got.setdefault(idx, []).append(int(m.data()))
+            consumer.acknowledge(m)
+    everything = sorted(x for v in got.values() for x in v)
+    check(everything == list(range(n)), f"shared: got {len(everything)} of {n}")
+    check(len(got) == 3 and all(len(v) > 30 for v in got.values()), f"not spread: { {k: len(v) for k, v in got.items()} }")
+    c.close()
+
+
+def case_failover():
+    c = client()
+    t = topic("failover")
+    a = c.subscribe(t, "sub", consumer_type=ConsumerType.Failover, consumer_name="a")
+    b = c.subscribe(t, "sub", consumer_type=ConsumerType.Failover, consumer_name="b")
+    producer = c.create_producer(t)
+    for i in range(20):
+        producer.send(str(i).encode())
+    for i, m in enumerate(receive_all(a, 20)):
+        check(int(m.data()) == i, "failover order")
+    expect_nothing(b, 500)
+    # The active consumer leaves: the other takes over, with nothing lost.
+    for i in range(20, 30):
+        producer.send(str(i).encode())
+    a.close()
+    for i, m in enumerate(receive_all(b, 10)):
+        check(int(m.data()) == 20 + i, f"after failover got {m.data()!r}")
+    c.close()
+
+
+def case_key_shared():
+    c = client()
+    t = topic("keyshared")
+    consumers = [
+        c.subscribe(t, "sub", consumer_type=ConsumerType.KeyShared, consumer_name=f"c{i}")
+        for i in range(3)
+    ]
+    producer = c.create_producer(t, batching_enabled=False)
+    keys = [f"k{i}" for i in range(30)]
+    n = 600
+    for i in range(n):
+        producer.send(str(i).encode(), partition_key=keys[i % len(keys)])
+    owner = {}
+    last = {}
+    total = 0
+    deadline = time.time() + 30
+    while total < n and time.time() < deadline:
+        for idx, consumer in enumerate(consumers):
+            try:
+                m = consumer.receive(timeout_millis=50)
+            except pulsar.Timeout:
+                continue
+            k = m.partition_key()
+            v = int(m.data())
+            check(owner.setdefault(k, idx) == idx, f"key {k} went to two consumers")
+            check(last.get(k, -1) < v, f"key {k} out of order: {v} after {last.get(k)}")
+            last[k] = v
+            consumer.acknowledge(m)
+            total += 1
+    check(total == n, f"key_shared: got {total} of {n}")
+    check(len(set(owner.values())) >= 2, "all keys went to one consumer")
+    c.close()
+
+
+def case_cumulative_ack():
+    c = client()
+    t = topic("cumulative")
+    consumer = c.subscribe(t, "sub")
+    producer = c.create_producer(t)
+    for i in range(10):
+        producer.send(str(i).encode())
+    msgs = receive_all(consumer, 10, ack=False)
+    consumer.acknowledge_cumulative(msgs[5])
+    consumer.close()
+    time.sleep(0.3)
+    consumer = c.subscribe(t, "sub")
+    rest = receive_all(consumer, 4)
+    check([int(m.data()) for m in rest] == [6, 7, 8, 9], f"after cumulative ack: {[m.data() for m in rest]}")
+    expect_nothing(consumer)
+    c.close()
+
+
+def case_nack_redelivery_count():
+    c = client()
+    t = topic("nack")
+    consumer = c.subscribe(
+        t, "sub", consumer_type=ConsumerType.Shared, negative_ack_redelivery_delay_ms=100
+    )
+    producer = c.create_producer(t)
+    producer.send(b"again")
+    for expected in range(3):
+        m = consumer.receive(timeout_millis=10000)
+        check(m.data() == b"again", "payload")
+        check(m.redelivery_count() == expected, f"redelivery count {m.redelivery_count()} != {expected}")
+        consumer.negative_acknowledge(m)
+    m = consumer.receive(timeout_millis=10000)
+    consumer.acknowledge(m)
+    expect_nothing(consumer)
+    c.close()
+
+
+def case_dead_letter_queue():
+    c = client()
+    t = topic("dlq")
+    dlq = t + "-DLQ"
+    dlq_consumer = c.subscribe(dlq, "dlq-sub", initial_position=InitialPosition.Earliest)
+    consumer = c.subscribe(
+        t,
+        "sub",
+        consumer_type=ConsumerType.Shared,
+        negative_ack_redelivery_delay_ms=100,
+        dead_letter_policy=pulsar.ConsumerDeadLetterPolicy(max_redeliver_count=2, dead_letter_topic=dlq),
+    )
+    producer = c.create_producer(t)
+    producer.send(b"poison")
+    producer.send(b"fine")
+    deadline = time.time() + 30
+    fine = False
+    while time.time() < deadline and not fine:
+        try:
+            m = consumer.receive(timeout_millis=500)
+        except pulsar.Timeout:
+            continue
+        if m.data() == b"poison":
+            consumer.negative_acknowledge(m)
+        else:
+            consumer.acknowledge(m)
+            fine = True
+    check(fine, "the good message never arrived")
+    dead = dlq_consumer.receive(timeout_millis=20000)
+    check(dead.data() == b"poison", f"DLQ got {dead.data()!r}")
+    c.close()
+
+
+def case_ack_timeout():
+    c = client()
+    t = topic("acktimeout")
+    consumer = c.subscribe(t, "sub", consumer_type=ConsumerType.Shared, unacked_messages_timeout_ms=1000)
+    producer = c.create_producer(t)
+    producer.send(b"late")
+    m1 = consumer.receive(timeout_millis=10000)
+    m2 = consumer.receive(timeout_millis=10000)  # redelivered after the timeout
+    check(m1.data() == m2.data() == b"late", "ack timeout redelivery")
+    check(m2.redelivery_count() >= 1, f"redelivery count {m2.redelivery_count()}")
+    consumer.acknowledge(m2)
+    c.close()
+
+
+def case_readers():
+    c = client()
+    t = topic("reader")
+    producer = c.create_producer(t)
+    ids = [producer.send(str(i).encode()) for i in range(10)]
+    r = c.create_reader(t, MessageId.earliest)
+    check([int(r.read_next(10000).data()) for _ in range(10)] == list(range(10)), "reader from earliest")
+    check(not r.has_message_available(), "reader at end should have nothing available")
+    r.close()
+    r = c.create_reader(t, MessageId.latest)
+    check(not r.has_message_available(), "latest reader has nothing yet")
+    producer.send(b"10")
+    check(r.read_next(10000).data() == b"10", "reader from latest")
+    r.close()
+    r = c.create_reader(t, ids[4])
+    check(r.read_next(10000).data() == b"5", "reader after id (exclusive)")
+    r.close()
+    r = c.create_reader(t, ids[4], start_message_id_inclusive=True)
+    check(r.read_next(10000).data() == b"4", "reader at id (inclusive)")
+    r.close()
+    c.close()
+
+
+def case_seek():
+    c = client()
+    t = topic("seek")
+    consumer = c.subscribe(t, "sub")
+    producer = c.create_producer(t)
+    ids = []
+    times = []
+    for i in range(10):
+        times.append(int(time.time() * 1000))
+        ids.append(producer.send(str(i).encode()))
+        time.sleep(0.02)
+    receive_all(consumer, 10)
+    consumer.seek(ids[3])
+    got = [int(consumer.receive(timeout_millis=10000).data()) for _ in range(3)]
+    check(got == [3, 4, 5], f"seek by id: {got}")
+    consumer.seek(times[7])
+    got = [int(consumer.receive(timeout_millis=10000).data()) for _ in range(3)]
+    check(got == [7, 8, 9], f"seek by time: {got}")
+    consumer.seek(MessageId.earliest)
+    check(consumer.receive(timeout_millis=10000).data() == b"0", "seek to earliest")
+    c.close()
+
+
+def case_last_message_id():
+    c = client()
+    t = topic("lastid")
+    consumer = c.subscribe(t, "sub")
+    producer = c.create_producer(t)
+    last = None
+    for i in range(5):
+        last = producer.send(str(i).encode())
+    got = consumer.get_last_message_id()
+    check(
+        (got.ledger_id(), got.entry_id()) == (last.ledger_id(), last.entry_id()),
+        f"last message id {got} != {last}",
+    )
+    c.close()
+
+
+def case_delayed_delivery():
+    c = client()
+    t = topic("delayed")
+    consumer = c.subscribe(t, "sub", consumer_type=ConsumerType.Shared)
+    producer = c.create_producer(t)
+    start = time.time()
+    producer.send(b"later", deliver_after=__import__("datetime").timedelta(seconds=2))
+    producer.send(b"now")
+    m = consumer.receive(timeout_millis=10000)
+    check(m.data() == b"now", f"first should be the undelayed one, got {m.data()!r}")
+    consumer.acknowledge(m)
+    m = consumer.receive(timeout_millis=10000)
+    waited = time.time() - start
+    check(m.data() == b"later", "delayed message")
+    check(waited >= 1.8, f"delayed message came after {waited:.2f}s")
+    consumer.acknowledge(m)
+    c.close()
+
+
+def case_dedup_across_reconnect():
+    status, _ = http("POST", "/admin/v2/namespaces/public/default/deduplication", True)
+    check(status == 204, f"enable dedup: {status}")
+    try:
+        c = client()
+        t = topic("dedup")
+        consumer = c.subscribe(t, "sub")
+        p = c.create_producer(t, producer_name="dedup-producer")
+        for i in range(5):
+            p.send(str(i).encode(), sequence_id=i)
+        check(p.last_sequence_id() == 4, f"last seq {p.last_sequence_id()}")
+        p.close()
+        p = c.create_producer(t, producer_name="dedup-producer")
+        check(p.last_sequence_id() == 4, f"after reconnect last seq {p.last_sequence_id()}")
+        # Resends of 3 and 4 are duplicates; 5 is new.
+        for i in [3, 4, 5]:
+            p.send(str(i).encode(), sequence_id=i)
+        got = [int(m.data()) for m in receive_all(consumer, 6)]
+        check(got == [0, 1, 2, 3, 4, 5], f"dedup: {got}")
+        expect_nothing(consumer)
+        c.close()
+    finally:
+        http("DELETE", "/admin/v2/namespaces/public/default/deduplication")
+
+
+def case_partitioned():
+    name = f"parted-{uuid.uuid4().hex[:8]}"
+    t = f"persistent://public/default/{name}"
+    status, _ = http("PUT", f"/admin/v2/persistent/public/default/{name}/partitions", 3)
+    check(status == 204, f"create partitioned: {status}")
+    status, body = http("GET", f"/admin/v2/persistent/public/default/{name}/partitions")
+    check(status == 200 and body["partitions"] == 3, f"partitions: {body}")
+    c = client()
+    consumer = c.subscribe(t, "sub", consumer_type=ConsumerType.Shared)
+    producer = c.create_producer(t, message_routing_mode=pulsar.PartitionsRoutingMode.RoundRobinDistribution)
+    n = 90
+    partitions = set()
+    for i in range(n):
+        mid = producer.send(str(i).encode(), partition_key=f"k{i}")
+        partitions.add(mid.partition())
+    check(partitions == {0, 1, 2}, f"partitions used: {partitions}")
+    got = sorted(int(m.data()) for m in receive_all(consumer, n))
+    check(got == list(range(n)), "partitioned consume")
+    c.close()
+    status, body = http("GET", "/admin/v2/persistent/public/default")
+    check(all(f"{t}-partition-{i}" in body for i in range(3)), f"topic list: {body}")
+
+
+def case_admin_rest():
+    tenant = f"t{uuid.uuid4().hex[:6]}"
+    ok = lambda s, what: check(s in (200, 204), f"{what}: {s}")
+    s, body = http("GET", "/admin/v2/clusters")
+    check(s == 200 and "standalone" in body, f"clusters {body}")
+    ok(http("PUT", f"/admin/v2/tenants/{tenant}", {"adminRoles": ["admin"], "allowedClusters": ["standalone"]})[0], "create tenant")
+    check(http("PUT", f"/admin/v2/tenants/{tenant}", {"allowedClusters": ["standalone"]})[0] == 409, "tenant twice")
+    s, body = http("PUT", "/admin/v2/tenants/bad-clusters", {"allowedClusters": ["nowhere"]})
+    check(s == 412 and "reason" in body, f"unknown cluster: {s} {body}")
+    s, body = http("PUT", f"/admin/v2/tenants/{tenant}x", b"{not json")
+    check(s == 400 and "reason" in body, f"bad JSON: {s} {body}")
+    s, body = http("GET", f"/admin/v2/tenants/{tenant}")
+    check(s == 200 and body["adminRoles"] == ["admin"], f"get tenant {body}")
+    check(http("GET", "/admin/v2/tenants/nope")[0] == 404, "missing tenant")
+    ok(http("PUT", f"/admin/v2/namespaces/{tenant}/ns1")[0], "create namespace")
+    check(http("PUT", f"/admin/v2/namespaces/{tenant}/ns1")[0] == 409, "namespace twice")
+    check(http("PUT", "/admin/v2/namespaces/nope/ns1")[0] == 404, "namespace of missing tenant")
+    s, body = http("GET", f"/admin/v2/namespaces/{tenant}")
+    check(body == [f"{tenant}/ns1"], f"namespaces {body}")
+    ok(http("POST", f"/admin/v2/namespaces/{tenant}/ns1/retention", {"retentionTimeInMinutes": 60, "retentionSizeInMB": 100})[0], "retention")
+    s, body = http("GET", f"/admin/v2/namespaces/{tenant}/ns1/retention")
+    check(body == {"retentionTimeInMinutes": 60, "retentionSizeInMB": 100}, f"retention {body}")
+    check(http("POST", f"/admin/v2/namespaces/{tenant}/ns1/retention", {"retentionTimeInMinutes": "x"})[0] == 400, "bad retention")
+    ok(http("POST", f"/admin/v2/namespaces/{tenant}/ns1/messageTTL", 120)[0], "ttl")
+    check(http("GET", f"/admin/v2/namespaces/{tenant}/ns1/messageTTL")[1] == 120, "ttl value")
+    check(http("POST", f"/admin/v2/namespaces/{tenant}/ns1/messageTTL", -5)[0] == 400, "negative ttl")
+    ok(http("POST", f"/admin/v2/namespaces/{tenant}/ns1/deduplication", True)[0], "dedup")
+    check(http("GET", f"/admin/v2/namespaces/{tenant}/ns1")[1]["deduplicationEnabled"] is True, "policies")
+    # Topics.
+    ok(http("PUT", f"/admin/v2/persistent/{tenant}/ns1/t1")[0], "create topic")
+    check(http("PUT", f"/admin/v2/persistent/{tenant}/ns1/t1")[0] == 409, "topic twice")
+    check(http("PUT", f"/admin/v2/persistent/{tenant}/ns1/p1/partitions", 0)[0] == 400, "zero partitions")
+    ok(http("PUT", f"/admin/v2/persistent/{tenant}/ns1/p1/partitions", 2)[0], "partitioned")
+    check(http("GET", f"/admin/v2/persistent/{tenant}/ns1/partitioned")[1] == [f"persistent://{tenant}/ns1/p1"], "partitioned list")
+    c = client()
+    t1 = f"persistent://{tenant}/ns1/t1"
+    consumer = c.subscribe(t1, "s1")
+    producer = c.create_producer(t1)
+    for i in range(10):
+        producer.send(b"x" * 100)
+    s, stats = http("GET", f"/admin/v2/persistent/{tenant}/ns1/t1/stats")
+    check(s == 200 and stats["msgInCounter"] == 10, f"stats {stats}")
+    check(stats["subscriptions"]["s1"]["msgBacklog"] == 10, f"backlog {stats['subscriptions']}")
+    check(len(stats["publishers"]) == 1 and len(stats["subscriptions"]["s1"]["consumers"]) == 1, "clients in stats")
+    s, internal = http("GET", f"/admin/v2/persistent/{tenant}/ns1/t1/internalStats")
+    check(s == 200 and internal["numberOfEntries"] == 10 and "s1" in internal["cursors"], f"internal {internal}")
+    check(http("GET", f"/admin/v2/persistent/{tenant}/ns1/t1/subscriptions")[1] == ["s1"], "subscriptions")
+    check(http("GET", f"/admin/v2/persistent/{tenant}/ns1/nope/stats")[0] == 404, "stats of missing topic")
+    check(http("DELETE", f"/admin/v2/persistent/{tenant}/ns1/t1")[0] == 412, "delete topic in use")
+    check(http("DELETE", f"/admin/v2/namespaces/{tenant}/ns1")[0] == 412, "delete non-empty namespace")
+    check(http("DELETE", f"/admin/v2/tenants/{tenant}")[0] == 409, "delete tenant with namespaces")
+    c.close()
+    ok(http("DELETE", f"/admin/v2/persistent/{tenant}/ns1/t1")[0], "delete topic")
+    ok(http("DELETE", f"/admin/v2/persistent/{tenant}/ns1/p1/partitions")[0], "delete partitioned")
+    check(http("GET", f"/admin/v2/persistent/{tenant}/ns1")[1] == [], "no topics left")
+    ok(http("DELETE", f"/admin/v2/namespaces/{tenant}/ns1")[0], "delete namespace")
+    ok(http("DELETE", f"/admin/v2/tenants/{tenant}")[0], "delete tenant")
+    check(http("GET", "/admin/v2/nonsense")[0] == 404, "unknown path")
+    # Unknown names over the binary protocol get clear errors.
+    c = client()
+    try:
+        c.create_producer(f"persistent://{tenant}/missing-ns/t")
+        raise AssertionError("producer on a missing namespace")
+    except (pulsar.TopicNotFound, pulsar.LookupError, pulsar.ServiceUnitNotReady, pulsar.BrokerMetadataError):
+        pass
+    c.close()
+
+
+def case_producer_access_modes():
+    import threading
+
+    c = client()
+    t = topic("access")
+    exclusive = c.create_producer(t, access_mode=pulsar.ProducerAccessMode.Exclusive)
+    for mode in [pulsar.ProducerAccessMode.Shared, pulsar.ProducerAccessMode.Exclusive]:
+        try:
+            c.create_producer(t, access_mode=mode)
+            raise AssertionError(f"{mode} producer accepted beside an exclusive one")
+        except (pulsar.ProducerBusy, pulsar.ProducerFenced):
+            pass
+    # WaitForExclusive: created only once the exclusive producer has left.
+    waited = {}
+
+    def wait():
+        p = c.create_producer(t, access_mode=pulsar.ProducerAccessMode.WaitForExclusive)
+        waited["at"] = time.time()
+        waited["producer"] = p
+
+    th = threading.Thread(target=wait)
+    th.start()
+    time.sleep(1.0)
+    check("at" not in waited, "WaitForExclusive producer became ready while another was exclusive")
+    closed_at = time.time()
+    exclusive.send(b"from-first")
+    exclusive.close()
+    th.join(15)
+    check("at" in waited, "WaitForExclusive producer never became ready")
+    check(waited["at"] - closed_at < 5, f"took {waited['at'] - closed_at:.1f}s after the first left")
+    waited["producer"].send(b"from-second")
+    consumer = c.subscribe(t, "sub", initial_position=InitialPosition.Earliest)
+    check([m.data() for m in receive_all(consumer, 2)] == [b"from-first", b"from-second"], "both producers' messages")
+    # ExclusiveWithFencing takes the topic from the current exclusive producer.
+    fencing = c.create_producer(t, access_mode=pulsar.ProducerAccessMode.ExclusiveWithFencing)
+    fencing.send(b"from-fencer")
+    check(consumer.receive(timeout_millis=10000).data() == b"from-fencer", "fencing producer")
+    c.close()
+
+
+def case_restart_write():
+    """Writes 100 messages, consumes and acks the first 40 (then exits)."""
+    c = client()
+    t = "persistent://public/default/restart-test"
+    consumer = c.subscribe(t, "durable", initial_position=InitialPosition.Earliest)
+    producer = c.create_producer(t)
+    for i in range(100):
+        producer.send(str(i).encode())
+    for m in receive_all(consumer, 40):
+        pass
+    consumer.close()
+    c.close()
+
+
+def case_restart_read():
+    c = client()
+    t = "persistent://public/default/restart-test"
+    consumer = c.subscribe(t, "durable")
+    got = [int(m.data()) for m in receive_all(consumer, 60)]
+    check(got == list(range(40, 100)), f"after restart: {got[:5]}...")
+    expect_nothing(consumer)
+    c.close()
+
+
+CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
+
+if __name__ == "__main__":
+    for name in sys.argv[1:]:
+        fn = CASES[name]
+        started = time.time()
+        fn()
+        print(f"ok {name} ({time.time() - started:.1f}s)", flush=True)

@@ -1,0 +1,92 @@
+//! `magnetar-broker`: a stateless broker speaking the Pulsar protocol.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use magnetar_broker::{BrokerConfig, BrokerHandle};
+use magnetar_meta_client::{ClientConfig, MetaClient};
+use magnetar_telemetry::prometheus::Registry;
+use magnetar_telemetry::LogFormat;
+
+const ENV_PREFIX: &str = "MAGNETAR_BROKER_";
+
+/// Every flag is also `MAGNETAR_BROKER_<FLAG>` and a key of the `--config` TOML file.
+#[derive(Parser, Debug)]
+#[command(
+    name = "magnetar-broker",
+    version,
+    about = "Magnetar broker (Pulsar protocol)"
+)]
+struct Args {
+    #[arg(long, env = "MAGNETAR_BROKER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Metadata service addresses, comma-separated.
+    #[arg(long, env = "MAGNETAR_BROKER_META")]
+    meta: String,
+    /// Pulsar binary protocol.
+    #[arg(long, env = "MAGNETAR_BROKER_LISTEN", default_value = "127.0.0.1:6650")]
+    listen: SocketAddr,
+    /// Admin REST, /metrics and /health.
+    #[arg(long, env = "MAGNETAR_BROKER_HTTP", default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Host name clients are given to reach this broker.
+    #[arg(long, env = "MAGNETAR_BROKER_ADVERTISED_ADDRESS")]
+    advertised_address: Option<String>,
+    #[arg(long, env = "MAGNETAR_BROKER_CLUSTER", default_value = "standalone")]
+    cluster: String,
+    #[arg(long, env = "MAGNETAR_BROKER_ENSEMBLE_SIZE", default_value_t = 2)]
+    ensemble_size: usize,
+    #[arg(long, env = "MAGNETAR_BROKER_WRITE_QUORUM", default_value_t = 2)]
+    write_quorum: usize,
+    #[arg(long, env = "MAGNETAR_BROKER_ACK_QUORUM", default_value_t = 2)]
+    ack_quorum: usize,
+    /// Largest message payload in bytes.
+    #[arg(long, env = "MAGNETAR_BROKER_MAX_MESSAGE_SIZE", default_value_t = 5 << 20)]
+    max_message_size: usize,
+    /// Create the cluster record, tenant `public` and `public/default` if missing.
+    #[arg(long, env = "MAGNETAR_BROKER_BOOTSTRAP", default_value_t = true, action = clap::ArgAction::Set)]
+    bootstrap: bool,
+    #[arg(long, env = "MAGNETAR_BROKER_LOG_FORMAT", default_value = "pretty")]
+    log_format: LogFormat,
+    #[arg(long, env = "MAGNETAR_BROKER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    magnetar_common::config::load_config_file(ENV_PREFIX)?;
+    let args = Args::parse();
+    let _telemetry = magnetar_telemetry::init(
+        "magnetar-broker",
+        args.log_format,
+        args.otlp_endpoint.as_deref(),
+    )?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let meta = MetaClient::new(ClientConfig::from_list(&args.meta)).context("metadata client")?;
+    let mut cfg = BrokerConfig::new(args.listen, args.http);
+    cfg.advertised_address = args.advertised_address;
+    cfg.cluster = args.cluster;
+    cfg.ensemble_size = args.ensemble_size;
+    cfg.write_quorum = args.write_quorum;
+    cfg.ack_quorum = args.ack_quorum;
+    cfg.max_message_size = args.max_message_size;
+    let broker = BrokerHandle::start(cfg, meta, Registry::new(), args.bootstrap)
+        .await
+        .context("starting the broker")?;
+    println!(
+        "magnetar-broker serving pulsar://{} and http://{}",
+        broker.local_addr, broker.http_addr
+    );
+    magnetar_common::shutdown_signal().await;
+    tracing::info!("shutting down");
+    broker.shutdown().await;
+    Ok(())
+}
