@@ -711,16 +711,10 @@ impl Conn {
             let after = match &c.start_message_id {
                 Some(id) if id.ledger_id == u64::MAX => list.before_first(),
                 Some(id) if id.ledger_id == i64::MAX as u64 => list.last_confirmed(),
-                Some(id) => {
-                    let p = position_of(id);
-                    if id.batch_index.unwrap_or(-1) >= 0 {
-                        // Deliver that batch again; the client skips the part
-                        // before the index.
-                        list.previous(p)
-                    } else {
-                        p
-                    }
-                }
+                // Like Pulsar, start *at* the given entry: the client drops
+                // what lies before its start id (the id itself too unless the
+                // reader is inclusive), which also covers a start inside a batch.
+                Some(id) => list.previous(position_of(id)),
                 None if latest => list.last_confirmed(),
                 None => list.before_first(),
             };

@@ -321,15 +321,18 @@ enum Event {
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
-        let mut read: Option<ReadFuture> = None;
+        // The read in progress, whether it re-reads redeliveries, and the
+        // generation it started in.
+        let mut read: Option<(ReadFuture, bool, u64)> = None;
         while !self.stopped {
             if read.is_none() {
-                read = self.next_read();
+                let replay = self.needs_replay_read();
+                read = self.next_read().map(|f| (f, replay, self.generation));
             }
             let timer = self.next_timer();
             let ev = tokio::select! {
                 c = rx.recv() => Event::Cmd(c),
-                (generation, r, replayed) = async { read.as_mut().expect("guarded").await }, if read.is_some() => {
+                (generation, r, replayed) = async { (&mut read.as_mut().expect("guarded").0).await }, if read.is_some() => {
                     Event::Read(generation, r, replayed)
                 }
                 _ = tokio::time::sleep(timer.unwrap_or(READ_WAIT)), if timer.is_some() => Event::Timer,
@@ -342,6 +345,15 @@ impl Actor {
                     self.on_read(generation, r, replayed);
                 }
                 Event::Timer => self.release_due_delayed(),
+            }
+            // A read of new entries (which may be waiting for the tail) must
+            // not hold up redeliveries or a seek: drop it and start over.
+            // Cursor reads move the read position only when they complete,
+            // so dropping one loses nothing.
+            if let Some((_, replay, generation)) = &read {
+                if *generation != self.generation || (!*replay && self.needs_replay_read()) {
+                    read = None;
+                }
             }
             self.dispatch();
         }
@@ -356,6 +368,11 @@ impl Actor {
         if let SubCursor::Durable(c) = &self.cursor {
             let _ = c.flush().await;
         }
+    }
+
+    /// Whether positions taken back for redelivery still have to be read.
+    fn needs_replay_read(&self) -> bool {
+        self.replay.iter().any(|p| !self.held.contains_key(p))
     }
 
     fn next_timer(&self) -> Option<Duration> {
@@ -515,7 +532,7 @@ impl Actor {
 
     fn dispatch(&mut self) {
         // Redeliveries still to be read come before anything held.
-        if self.replay.iter().any(|p| !self.held.contains_key(p)) {
+        if self.needs_replay_read() {
             return;
         }
         if self.consumers.is_empty() || self.held.is_empty() {
