@@ -1,8 +1,10 @@
 //! `magnetar`: the all-in-one binary. `standalone` runs the services in one
 //! process for a laptop; the other subcommands are clients.
 
+mod client_cli;
 mod ledger_cli;
 mod meta_cli;
+mod perf;
 mod standalone;
 
 use std::process::ExitCode;
@@ -30,6 +32,13 @@ enum Command {
     Ledger(ledger_cli::LedgerCli),
     /// The ledger service's bookies.
     Bookies(ledger_cli::BookiesCli),
+    /// Send messages to a topic (any Pulsar-protocol broker).
+    Produce(client_cli::ProduceArgs),
+    /// Receive (and acknowledge) messages from a subscription.
+    Consume(client_cli::ConsumeArgs),
+    /// Load generator: `perf produce` / `perf consume`, like pulsar-perf.
+    #[command(subcommand)]
+    Perf(perf::PerfCli),
 }
 
 fn main() -> ExitCode {
@@ -59,5 +68,8 @@ fn main() -> ExitCode {
         Command::Meta(cmd) => runtime.block_on(meta_cli::run(cmd)),
         Command::Ledger(cmd) => runtime.block_on(ledger_cli::run_ledger(cmd)),
         Command::Bookies(cmd) => runtime.block_on(ledger_cli::run_bookies(cmd)),
+        Command::Produce(args) => runtime.block_on(client_cli::produce(args)),
+        Command::Consume(args) => runtime.block_on(client_cli::consume(args)),
+        Command::Perf(cmd) => runtime.block_on(perf::run(cmd)),
     }
 }

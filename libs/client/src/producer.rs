@@ -1,0 +1,524 @@
+//! A producer: messages are grouped into batches (by count, size and delay),
+//! compressed, and sent; receipts come back in send order and resolve each
+//! message's future with its id.
+//!
+//! At most `max_pending` messages are unacknowledged at a time: `send_async`
+//! waits for room, which is how a fast application is slowed to what the
+//! broker and bookies sustain.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use magnetar_wire::batch::{self, SingleMessage};
+use magnetar_wire::compression::compress;
+use magnetar_wire::{pb, CompressionType, Frame, MessageMetadata, Payload, SingleMessageMetadata};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::connection::{Connection, ProducerEvent};
+use crate::error::{ClientError, Result};
+use crate::message::{key_values, MessageId, OutgoingMessage};
+use crate::unexpected;
+
+#[derive(Clone, Debug)]
+pub struct ProducerOptions {
+    /// Unique per topic; the broker picks one if `None`.
+    pub name: Option<String>,
+    pub batching: bool,
+    pub batch_max_messages: usize,
+    pub batch_max_bytes: usize,
+    /// How long the first message of a batch waits for company.
+    pub batch_delay: Duration,
+    pub compression: CompressionType,
+    /// Messages sent and not yet acknowledged by the broker.
+    pub max_pending: usize,
+    pub access_mode: pb::ProducerAccessMode,
+}
+
+impl Default for ProducerOptions {
+    fn default() -> Self {
+        ProducerOptions {
+            name: None,
+            batching: true,
+            batch_max_messages: 1000,
+            batch_max_bytes: 128 << 10,
+            batch_delay: Duration::from_millis(1),
+            compression: CompressionType::None,
+            max_pending: 1000,
+            access_mode: pb::ProducerAccessMode::Shared,
+        }
+    }
+}
+
+type Waiter = oneshot::Sender<Result<MessageId>>;
+
+/// A SEND awaiting its receipt.
+struct InFlight {
+    sequence_id: u64,
+    /// One per message; more than one means the entry is a batch.
+    waiters: Vec<Waiter>,
+    batched: bool,
+    _permits: Vec<OwnedSemaphorePermit>,
+}
+
+struct Queued {
+    msg: OutgoingMessage,
+    waiter: Waiter,
+    permit: OwnedSemaphorePermit,
+}
+
+#[derive(Default)]
+struct State {
+    next_sequence: u64,
+    batch: Vec<Queued>,
+    batch_bytes: usize,
+    batch_since: Option<Instant>,
+    in_flight: VecDeque<InFlight>,
+}
+
+struct Inner {
+    conn: Connection,
+    producer_id: u64,
+    name: String,
+    topic: String,
+    opts: ProducerOptions,
+    state: Mutex<State>,
+    permits: Arc<Semaphore>,
+    closed: AtomicBool,
+}
+
+pub struct Producer {
+    inner: Arc<Inner>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Producer {
+    pub(crate) async fn create(
+        conn: Connection,
+        topic: &str,
+        opts: ProducerOptions,
+    ) -> Result<Producer> {
+        if opts.max_pending == 0 || opts.batch_max_messages == 0 {
+            return Err(ClientError::InvalidConfig(
+                "max_pending and batch_max_messages must be positive".into(),
+            ));
+        }
+        let producer_id = conn.next_id();
+        let request_id = conn.next_id();
+        let events = conn.register_producer(producer_id);
+        let reply = conn
+            .request(
+                request_id,
+                pb::CommandProducer {
+                    topic: topic.to_string(),
+                    producer_id,
+                    request_id,
+                    producer_name: opts.name.clone(),
+                    user_provided_producer_name: Some(opts.name.is_some()),
+                    producer_access_mode: Some(opts.access_mode as i32),
+                    ..Default::default()
+                },
+            )
+            .await;
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                conn.unregister_producer(producer_id);
+                return Err(e);
+            }
+        };
+        let ok = reply
+            .producer_success
+            .as_ref()
+            .ok_or_else(|| unexpected("PRODUCER", &reply))?;
+        let last = ok.last_sequence_id.unwrap_or(-1);
+        let inner = Arc::new(Inner {
+            conn,
+            producer_id,
+            name: ok.producer_name.clone(),
+            topic: topic.to_string(),
+            permits: Arc::new(Semaphore::new(opts.max_pending)),
+            opts,
+            state: Mutex::new(State {
+                next_sequence: (last + 1).max(0) as u64,
+                ..Default::default()
+            }),
+            closed: AtomicBool::new(false),
+        });
+        let mut tasks = vec![tokio::spawn(receipts(inner.clone(), events))];
+        if inner.opts.batching {
+            tasks.push(tokio::spawn(flush_on_delay(Arc::downgrade(&inner))));
+        }
+        Ok(Producer { inner, tasks })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+
+    /// The sequence id the next message gets (the broker's last stored one
+    /// plus one when deduplication is on).
+    pub fn next_sequence_id(&self) -> u64 {
+        self.inner.lock().next_sequence
+    }
+
+    /// Sends and waits for the broker's receipt.
+    pub async fn send(&self, msg: OutgoingMessage) -> Result<MessageId> {
+        self.send_async(msg).await?.await
+    }
+
+    /// Queues a message (waiting while `max_pending` are unacknowledged) and
+    /// returns a future of its id.
+    pub async fn send_async(
+        &self,
+        msg: OutgoingMessage,
+    ) -> Result<impl Future<Output = Result<MessageId>> + Send + 'static> {
+        let max = self.inner.conn.max_message_size();
+        if msg.payload.len() > max {
+            return Err(ClientError::MessageTooBig {
+                size: msg.payload.len(),
+                max,
+            });
+        }
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(ClientError::Closed);
+        }
+        let (tx, rx) = oneshot::channel();
+        let inner = &self.inner;
+        {
+            let mut st = inner.lock();
+            let alone = !inner.opts.batching || msg.deliver_at.is_some();
+            if alone {
+                // Delayed messages travel alone, so each keeps its own delivery time.
+                flush_batch(inner, &mut st);
+                send_single(
+                    inner,
+                    &mut st,
+                    Queued {
+                        msg,
+                        waiter: tx,
+                        permit,
+                    },
+                );
+            } else {
+                if st.batch_bytes + msg.payload.len() > inner.opts.batch_max_bytes {
+                    flush_batch(inner, &mut st);
+                }
+                st.batch_bytes += msg.payload.len();
+                st.batch_since.get_or_insert_with(Instant::now);
+                st.batch.push(Queued {
+                    msg,
+                    waiter: tx,
+                    permit,
+                });
+                if st.batch.len() >= inner.opts.batch_max_messages {
+                    flush_batch(inner, &mut st);
+                }
+            }
+        }
+        Ok(async move { rx.await.unwrap_or(Err(ClientError::Closed)) })
+    }
+
+    /// Sends what is batched and waits until every message sent so far is
+    /// acknowledged (or failed).
+    pub async fn flush(&self) -> Result<()> {
+        flush_batch(&self.inner, &mut self.inner.lock());
+        let all = self.inner.opts.max_pending as u32;
+        let _all = self
+            .inner
+            .permits
+            .acquire_many(all)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        Ok(())
+    }
+
+    pub async fn close(mut self) -> Result<()> {
+        let flushed = self.flush().await;
+        self.inner.closed.store(true, Ordering::Relaxed);
+        let conn = &self.inner.conn;
+        let request_id = conn.next_id();
+        let r = conn
+            .request(
+                request_id,
+                pb::CommandCloseProducer {
+                    producer_id: self.inner.producer_id,
+                    request_id,
+                    ..Default::default()
+                },
+            )
+            .await;
+        conn.unregister_producer(self.inner.producer_id);
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        flushed.and(r.map(|_| ()))
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn metadata_base(inner: &Inner, sequence_id: u64) -> MessageMetadata {
+    MessageMetadata {
+        producer_name: inner.name.clone(),
+        sequence_id,
+        publish_time: now_ms(),
+        ..Default::default()
+    }
+}
+
+/// Compresses `body` into `md` per the producer's codec.
+fn compressed(inner: &Inner, md: &mut MessageMetadata, body: Bytes) -> Result<Bytes> {
+    let kind = inner.opts.compression;
+    if kind == CompressionType::None {
+        return Ok(body);
+    }
+    md.compression = Some(kind as i32);
+    md.uncompressed_size = Some(body.len() as u32);
+    Ok(compress(kind, &body)?)
+}
+
+fn send_single(inner: &Inner, st: &mut State, q: Queued) {
+    let sequence_id = st.next_sequence;
+    st.next_sequence += 1;
+    let mut md = metadata_base(inner, sequence_id);
+    md.partition_key = q.msg.key.clone();
+    md.properties = key_values(&q.msg.properties);
+    md.event_time = q.msg.event_time;
+    md.deliver_at_time = q.msg.deliver_at;
+    let body = match compressed(inner, &mut md, q.msg.payload) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = q.waiter.send(Err(e));
+            return;
+        }
+    };
+    let cmd = pb::CommandSend {
+        producer_id: inner.producer_id,
+        sequence_id,
+        ..Default::default()
+    };
+    dispatch(
+        inner,
+        st,
+        cmd,
+        Payload::new(md, body),
+        vec![q.waiter],
+        false,
+        vec![q.permit],
+    );
+}
+
+fn flush_batch(inner: &Inner, st: &mut State) {
+    if st.batch.is_empty() {
+        return;
+    }
+    let queued = std::mem::take(&mut st.batch);
+    st.batch_bytes = 0;
+    st.batch_since = None;
+    let first = st.next_sequence;
+    let n = queued.len() as u64;
+    st.next_sequence += n;
+    let mut messages = Vec::with_capacity(queued.len());
+    let mut waiters = Vec::with_capacity(queued.len());
+    let mut permits = Vec::with_capacity(queued.len());
+    for (i, q) in queued.into_iter().enumerate() {
+        messages.push(SingleMessage {
+            metadata: SingleMessageMetadata {
+                properties: key_values(&q.msg.properties),
+                partition_key: q.msg.key,
+                payload_size: q.msg.payload.len() as i32,
+                event_time: q.msg.event_time,
+                sequence_id: Some(first + i as u64),
+                ..Default::default()
+            },
+            payload: q.msg.payload,
+        });
+        waiters.push(q.waiter);
+        permits.push(q.permit);
+    }
+    let mut md = metadata_base(inner, first);
+    md.num_messages_in_batch = Some(n as i32);
+    md.highest_sequence_id = Some(first + n - 1);
+    let body = match compressed(inner, &mut md, batch::build(&messages)) {
+        Ok(b) => b,
+        Err(e) => {
+            let msg = e.to_string();
+            for w in waiters {
+                let _ = w.send(Err(ClientError::Protocol(msg.clone())));
+            }
+            return;
+        }
+    };
+    let cmd = pb::CommandSend {
+        producer_id: inner.producer_id,
+        sequence_id: first,
+        num_messages: Some(n as i32),
+        highest_sequence_id: Some(first + n - 1),
+        ..Default::default()
+    };
+    dispatch(
+        inner,
+        st,
+        cmd,
+        Payload::new(md, body),
+        waiters,
+        true,
+        permits,
+    );
+}
+
+/// Records the send as in flight and queues its frame, under the state lock
+/// so frames and the in-flight queue stay in the same order.
+fn dispatch(
+    inner: &Inner,
+    st: &mut State,
+    cmd: pb::CommandSend,
+    payload: Payload,
+    waiters: Vec<Waiter>,
+    batched: bool,
+    permits: Vec<OwnedSemaphorePermit>,
+) {
+    let sequence_id = cmd.sequence_id;
+    if let Err(e) = inner.conn.send(Frame::with_payload(cmd, payload)) {
+        let msg = e.to_string();
+        for w in waiters {
+            let _ = w.send(Err(ClientError::Protocol(msg.clone())));
+        }
+        return;
+    }
+    st.in_flight.push_back(InFlight {
+        sequence_id,
+        waiters,
+        batched,
+        _permits: permits,
+    });
+}
+
+/// Resolves in-flight sends as receipts and errors arrive.
+async fn receipts(inner: Arc<Inner>, mut events: mpsc::UnboundedReceiver<ProducerEvent>) {
+    while let Some(ev) = events.recv().await {
+        match ev {
+            ProducerEvent::Receipt { sequence_id, id } => {
+                let done = {
+                    let mut st = inner.lock();
+                    match st.in_flight.front() {
+                        Some(f) if f.sequence_id == sequence_id => st.in_flight.pop_front(),
+                        // A receipt for something already settled (e.g. a duplicate).
+                        Some(f) if sequence_id < f.sequence_id => None,
+                        _ => {
+                            tracing::warn!(producer = %inner.name, sequence_id, "receipt out of order; failing pending sends");
+                            drop(st);
+                            fail_everything(&inner, || {
+                                ClientError::Protocol("receipt out of order".into())
+                            });
+                            return;
+                        }
+                    }
+                };
+                if let Some(f) = done {
+                    let base = id
+                        .as_ref()
+                        .map(MessageId::from_wire)
+                        .unwrap_or(MessageId::EARLIEST);
+                    for (i, w) in f.waiters.into_iter().enumerate() {
+                        let batch_index = if f.batched { i as i32 } else { -1 };
+                        let _ = w.send(Ok(MessageId {
+                            batch_index,
+                            ..base
+                        }));
+                    }
+                }
+            }
+            ProducerEvent::Error { sequence_id, error } => {
+                let failed = {
+                    let mut st = inner.lock();
+                    match st.in_flight.front() {
+                        Some(f) if f.sequence_id == sequence_id => st.in_flight.pop_front(),
+                        _ => None,
+                    }
+                };
+                if let Some(f) = failed {
+                    let text = error.to_string();
+                    let code = error
+                        .server_error()
+                        .map_or(pb::ServerError::UnknownError as i32, |e| e as i32);
+                    for w in f.waiters {
+                        let _ = w.send(Err(ClientError::Server {
+                            code,
+                            message: text.clone(),
+                        }));
+                    }
+                }
+            }
+            ProducerEvent::Closed => {
+                fail_everything(&inner, || ClientError::Disconnected);
+                return;
+            }
+        }
+    }
+}
+
+fn fail_everything(inner: &Inner, error: impl Fn() -> ClientError) {
+    inner.closed.store(true, Ordering::Relaxed);
+    inner.permits.close();
+    let mut st = inner.lock();
+    for f in st.in_flight.drain(..) {
+        for w in f.waiters {
+            let _ = w.send(Err(error()));
+        }
+    }
+    for q in st.batch.drain(..) {
+        let _ = q.waiter.send(Err(error()));
+    }
+}
+
+/// Sends a batch whose first message has waited `batch_delay`.
+async fn flush_on_delay(inner: std::sync::Weak<Inner>) {
+    let delay = match inner.upgrade() {
+        Some(i) => i.opts.batch_delay.max(Duration::from_micros(100)),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(delay);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let mut st = inner.lock();
+        if st.batch_since.is_some_and(|t| t.elapsed() >= delay) {
+            flush_batch(&inner, &mut st);
+        }
+    }
+}
