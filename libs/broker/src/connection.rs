@@ -798,6 +798,7 @@ impl Conn {
                 consumer: s.key,
                 kind,
                 ids,
+                durable: c.request_id.is_some(),
             })
             .await;
         if let Some(request_id) = c.request_id {

@@ -90,6 +90,8 @@ pub struct AckRequest {
     pub kind: AckKind,
     /// Positions with, for batch index acks, (batch size, unacked bitset).
     pub ids: Vec<(Position, Option<BatchAckSet>)>,
+    /// Answer only once the ack is persisted (the client asked for a receipt).
+    pub durable: bool,
 }
 
 pub enum SeekTarget {
@@ -681,6 +683,10 @@ impl Actor {
             }
             Cmd::RemoveConsumer(key, reply) => {
                 self.remove_consumer(key);
+                // A consumer that leaves cleanly has its acks on disk before
+                // it hears back (they would otherwise be persisted within
+                // the cursor's persist interval).
+                self.flush_cursor().await;
                 let _ = reply.send(());
             }
             Cmd::Flow(key, n) => {
@@ -689,7 +695,14 @@ impl Actor {
                 }
             }
             Cmd::Ack(req, reply) => {
-                let _ = reply.send(self.ack(req));
+                let durable = req.durable;
+                let mut r = self.ack(req);
+                if durable && r.is_ok() {
+                    if let SubCursor::Durable(c) = &self.cursor {
+                        r = c.flush().await.map_err(BrokerError::from);
+                    }
+                }
+                let _ = reply.send(r);
             }
             Cmd::Redeliver {
                 consumer,
@@ -739,6 +752,14 @@ impl Actor {
             }
             Cmd::Expire(age, reply) => {
                 let _ = reply.send(self.expire(age).await);
+            }
+        }
+    }
+
+    async fn flush_cursor(&self) {
+        if let SubCursor::Durable(c) = &self.cursor {
+            if let Err(e) = c.flush().await {
+                tracing::warn!(subscription = %self.name, error = %e, "persisting the cursor");
             }
         }
     }
