@@ -14,7 +14,7 @@ DATA_DIR ?= ./data
 # protoc for the gRPC code, a C++ toolchain for RocksDB itself.
 APT_PACKAGES := clang libclang-dev protobuf-compiler build-essential python3-venv
 
-.PHONY: all setup python-env build run test test-unit lint fmt bench bench-meta bench-ledger bench-managed-ledger clean
+.PHONY: all setup python-env build run test test-unit lint fmt bench bench-meta bench-ledger bench-managed-ledger bench-broker clean
 
 all: build
 
@@ -68,7 +68,7 @@ test-unit: setup python-env
 test: lint test-unit
 
 # Benchmarks are release builds and write their figures to docs/BENCHMARKS.md.
-bench: bench-meta bench-ledger bench-managed-ledger
+bench: bench-meta bench-ledger bench-managed-ledger bench-broker
 
 bench-meta: setup
 	$(CARGO) bench -p magnetar-meta --bench cas
@@ -83,3 +83,7 @@ bench-managed-ledger: setup
 
 clean:
 	$(CARGO) clean
+
+bench-broker: setup
+	$(CARGO) build --release --bins
+	$(CARGO) bench -p magnetar --bench perf

@@ -37,6 +37,27 @@ pub fn now_utc() -> String {
         .unwrap_or_default()
 }
 
+/// Sequential 1 MiB writes, each followed by fdatasync, for 3 s in `dir`:
+/// the bandwidth a journal on that filesystem can reach, in MB/s.
+pub fn fsync_bandwidth(dir: &Path) -> f64 {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let Ok(mut f) = std::fs::File::create(&path) else {
+        return 0.0;
+    };
+    let block = vec![0x5Au8; 1 << 20];
+    let start = std::time::Instant::now();
+    let mut n = 0u32;
+    while start.elapsed() < std::time::Duration::from_secs(3) {
+        if f.write_all(&block).and_then(|()| f.sync_data()).is_err() {
+            break;
+        }
+        n += 1;
+    }
+    let _ = std::fs::remove_file(&path);
+    n as f64 * 1.048_576 / start.elapsed().as_secs_f64()
+}
+
 /// Replaces the section between `<!-- {name}:start -->` and `<!-- {name}:end -->`
 /// in `doc` (appending it if absent).
 pub fn write_section(doc: &Path, name: &str, section: &str) -> std::io::Result<()> {

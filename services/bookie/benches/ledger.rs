@@ -2,7 +2,6 @@
 //! cluster (1 metadata node, 3 bookies, journal fsync on), beside the disk's raw
 //! fsync bandwidth measured in the same run. Writes docs/BENCHMARKS.md.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -12,22 +11,6 @@ use magnetar_meta_client::{ClientConfig, MetaClient};
 use magnetar_testkit::BookieCluster;
 
 const RUN: Duration = Duration::from_secs(10);
-
-/// Sequential 1 MiB write + fdatasync: the raw bandwidth a journal can reach.
-fn fsync_bandwidth(dir: &std::path::Path) -> f64 {
-    let path = dir.join("fsync-probe");
-    let mut f = std::fs::File::create(&path).expect("probe");
-    let block = vec![0x5Au8; 1 << 20];
-    let start = Instant::now();
-    let mut n = 0u32;
-    while start.elapsed() < Duration::from_secs(3) {
-        f.write_all(&block).unwrap();
-        f.sync_data().unwrap();
-        n += 1;
-    }
-    let _ = std::fs::remove_file(&path);
-    n as f64 / start.elapsed().as_secs_f64()
-}
 
 struct Outcome {
     entries_per_sec: f64,
@@ -87,7 +70,7 @@ async fn main() {
     while c.available_bookies().await.map_or(0, |b| b.len()) < 3 {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let fsync_mb = fsync_bandwidth(cluster.meta.dir.path());
+    let fsync_mb = magnetar_testkit::bench_report::fsync_bandwidth(cluster.meta.dir.path());
     let mut rows = String::new();
     for (name, q) in [("E=Qw=Qa=1", (1, 1, 1)), ("E=3 Qw=Qa=2", (3, 2, 2))] {
         for (size, window) in [(1024usize, 2048usize), (64 << 10, 256)] {
