@@ -21,6 +21,11 @@ use crate::entry_store::{EntryStore, LedgerState, StoreError, StoredEntry};
 use crate::journal::{Journal, JournalError, JournalPos};
 
 /// What the journal records. Replaying them is idempotent.
+///
+/// Byte fields go through `serde_bytes`: bincode then writes them as one
+/// length-prefixed copy (the same bytes on disk as a sequence of `u8`, so
+/// older journals read back unchanged) instead of serialising every byte on
+/// its own, which cost a fifth of a busy bookie's CPU.
 #[derive(Serialize, Deserialize, Debug)]
 pub enum JournalRecord {
     Add {
@@ -28,11 +33,14 @@ pub enum JournalRecord {
         entry: u64,
         crc32c: u32,
         lac: i64,
+        #[serde(with = "serde_bytes")]
         master_key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     Fence {
         ledger: u64,
+        #[serde(with = "serde_bytes")]
         master_key: Vec<u8>,
     },
     Delete {
@@ -484,6 +492,57 @@ fn raise(v: &mut i64, lac: i64) -> bool {
 mod tests {
     use super::*;
     use crate::journal::JournalConfig;
+
+    /// The journal layout before byte fields went through `serde_bytes`.
+    #[derive(Serialize, Deserialize)]
+    enum PlainRecord {
+        Add {
+            ledger: u64,
+            entry: u64,
+            crc32c: u32,
+            lac: i64,
+            master_key: Vec<u8>,
+            payload: Vec<u8>,
+        },
+        Fence {
+            ledger: u64,
+            master_key: Vec<u8>,
+        },
+    }
+
+    #[test]
+    fn journal_records_keep_their_on_disk_layout() {
+        let new = bincode::serialize(&JournalRecord::Add {
+            ledger: 7,
+            entry: 9,
+            crc32c: 0xdead_beef,
+            lac: 8,
+            master_key: b"key".to_vec(),
+            payload: b"payload bytes".to_vec(),
+        })
+        .unwrap();
+        let old = bincode::serialize(&PlainRecord::Add {
+            ledger: 7,
+            entry: 9,
+            crc32c: 0xdead_beef,
+            lac: 8,
+            master_key: b"key".to_vec(),
+            payload: b"payload bytes".to_vec(),
+        })
+        .unwrap();
+        assert_eq!(new, old);
+        let fence = bincode::serialize(&PlainRecord::Fence {
+            ledger: 3,
+            master_key: vec![1, 2],
+        })
+        .unwrap();
+        match bincode::deserialize::<JournalRecord>(&fence).unwrap() {
+            JournalRecord::Fence { ledger, master_key } => {
+                assert_eq!((ledger, master_key), (3, vec![1, 2]));
+            }
+            other => panic!("decoded as {other:?}"),
+        }
+    }
 
     fn open(dir: &std::path::Path) -> Bookie {
         let store = EntryStore::open(&dir.join("index")).unwrap();
