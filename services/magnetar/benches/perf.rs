@@ -2,8 +2,9 @@
 //! Rust client) against `magnetar standalone` and against a cluster of
 //! separate processes (1 metadata node, 3 bookies, 1 broker; E=Qw=Qa=2),
 //! journal fsync on, beside the disk's fsync bandwidth measured in the same
-//! run. Records broker memory before and after building a backlog (no
-//! consumer). Writes docs/BENCHMARKS.md.
+//! run. Every topic gets a subscription that never consumes, so the data
+//! stays as backlog; the broker's memory is recorded before and after.
+//! Writes docs/BENCHMARKS.md.
 
 use std::process::Command;
 use std::time::Duration;
@@ -34,8 +35,32 @@ fn field(json: &str, name: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// A durable subscription that never consumes, so what is produced stays as
+/// backlog (without one, retention deletes consumed-by-nobody ledgers).
+fn hold_backlog(svc: &dyn PulsarService, topic: &str) {
+    // It subscribes, waits a second for a message that is not there and exits.
+    let _ = Command::new(bin_path("magnetar"))
+        .args(["consume", topic, "--url", &svc.service_url()])
+        .args([
+            "--subscription",
+            "backlog",
+            "--num",
+            "1",
+            "--timeout-secs",
+            "1",
+        ])
+        .output();
+}
+
 /// Runs `magnetar perf produce --json` and parses its summary line.
 fn perf(svc: &dyn PulsarService, topic: &str, size: usize, rate: u64, topics: usize) -> Figures {
+    if topics <= 1 {
+        hold_backlog(svc, topic);
+    } else {
+        for i in 0..topics {
+            hold_backlog(svc, &format!("{topic}-{i}"));
+        }
+    }
     let out = Command::new(bin_path("magnetar"))
         .args(["perf", "produce", topic, "--json", "--interval", "5"])
         .args(["--url", &svc.service_url()])
@@ -125,7 +150,7 @@ async fn main() {
     drop(cluster);
 
     let section = format!(
-        "## Broker: `magnetar perf produce` (`make bench-broker`)\n\n- date: {}\n- machine: {}\n- command: `make bench-broker` (release build; `magnetar perf produce --size S --rate R --topics T --duration {RUN_SECS}` as a separate process against `magnetar standalone` (E=Qw=Qa=1) and against 1 `magnetar-meta` + 3 `magnetar-bookie` + 1 `magnetar-broker` on loopback (E=Qw=Qa=2); batching on (≤ 1000 messages, 1 ms), 5000 messages in flight per producer, journal fsync on; every process shares the 2 cores and one disk)\n- limit measured in the same run: sequential 1 MiB write + fdatasync = {fsync_mb:.0} MB/s\n\n\
+        "## Broker: `magnetar perf produce` (`make bench-broker`)\n\n- date: {}\n- machine: {}\n- command: `make bench-broker` (release build; `magnetar perf produce --size S --rate R --topics T --duration {RUN_SECS}` as a separate process against `magnetar standalone` (E=Qw=Qa=1) and against 1 `magnetar-meta` + 3 `magnetar-bookie` + 1 `magnetar-broker` on loopback (E=Qw=Qa=2); batching on (≤ 1000 messages, 1 ms), 5000 messages in flight per producer, journal fsync on; every topic has a subscription that never consumes, so all of it stays as backlog; every process shares the 2 cores and one disk)\n- limit measured in the same run: sequential 1 MiB write + fdatasync = {fsync_mb:.0} MB/s\n\n\
 | setup | load | msg/s | MB/s | MB/s ÷ disk fsync MB/s | publish latency p50 / p99 (ms) | errors |\n|---|---|---|---|---|---|---|\n{rows}\n\
 Targets (issue 5, on this 2-core machine): ≥ 250,000 msg/s of 100-byte batched messages, ≥ 200 MB/s with 1 KiB messages, publish p99 ≤ 10 ms at half the max rate, broker memory bounded under a 10 GB backlog.\n\n",
         now_utc(),
