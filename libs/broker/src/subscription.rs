@@ -924,6 +924,20 @@ impl Actor {
         self.replay.remove(&p);
     }
 
+    /// Settles every in-flight message at or before `through` (a cumulative
+    /// ack or an expiry moved the mark-delete position there).
+    fn settle_through(&mut self, through: Position) {
+        let done: Vec<Position> = self
+            .pending
+            .keys()
+            .filter(|q| **q <= through)
+            .copied()
+            .collect();
+        for q in done {
+            self.settle(q);
+        }
+    }
+
     fn ack(&mut self, req: AckRequest) -> Result<()> {
         let SubCursor::Durable(cursor) = &self.cursor else {
             // Readers' acks change nothing on the broker.
@@ -973,15 +987,7 @@ impl Actor {
                         *p
                     }
                 };
-                let done: Vec<Position> = self
-                    .pending
-                    .keys()
-                    .filter(|q| **q <= through)
-                    .copied()
-                    .collect();
-                for q in done {
-                    self.settle(q);
-                }
+                self.settle_through(through);
             }
         }
         Ok(())
@@ -1033,15 +1039,7 @@ impl Actor {
             None => self.ml.last_confirmed(),
         };
         c.ack_cumulative(through)?;
-        let done: Vec<Position> = self
-            .pending
-            .keys()
-            .filter(|q| **q <= through)
-            .copied()
-            .collect();
-        for q in done {
-            self.settle(q);
-        }
+        self.settle_through(through);
         Ok(())
     }
 

@@ -156,17 +156,12 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
-/// Prints a progress line every `every` until `stop`.
-async fn reporter(
-    meter: Arc<Meter>,
-    every: Duration,
-    what: &'static str,
-    stop: tokio::sync::watch::Receiver<bool>,
-) {
+/// Prints a progress line every `every` (until the task is aborted).
+async fn reporter(meter: Arc<Meter>, every: Duration, what: &'static str) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     let (mut last_msgs, mut last_bytes, mut last_at) = (0u64, 0u64, Instant::now());
-    while !*stop.borrow() {
+    loop {
         tick.tick().await;
         let msgs = meter.messages.load(Ordering::Relaxed);
         let bytes = meter.bytes.load(Ordering::Relaxed);
@@ -227,6 +222,23 @@ fn summary(meter: &Meter, elapsed: Duration, what: &str, json: bool) {
     }
 }
 
+/// Waits for the workers, stops the progress lines and prints the summary.
+async fn finish(
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    report: tokio::task::JoinHandle<()>,
+    meter: &Meter,
+    start: Instant,
+    what: &str,
+    json: bool,
+) {
+    for w in workers {
+        let _ = w.await;
+    }
+    let elapsed = start.elapsed();
+    report.abort();
+    summary(meter, elapsed, what, json);
+}
+
 async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     let client = Client::from_url(&a.url)?;
     let compression = match a.compression {
@@ -255,12 +267,10 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
         }
     }
     let meter = Meter::new();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let report = tokio::spawn(reporter(
         meter.clone(),
         Duration::from_secs(a.interval.max(1)),
         "produce",
-        stop_rx,
     ));
     let payload = Bytes::from(vec![b'm'; a.size]);
     let per_producer_rate = a.rate as f64 / producers.len() as f64;
@@ -328,13 +338,7 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
             let _ = p.close().await;
         }));
     }
-    for w in workers {
-        let _ = w.await;
-    }
-    let elapsed = start.elapsed();
-    let _ = stop_tx.send(true);
-    report.abort();
-    summary(&meter, elapsed, "produce", a.json);
+    finish(workers, report, &meter, start, "produce", a.json).await;
     client.close().await;
     Ok(())
 }
@@ -342,12 +346,10 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
 async fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
     let client = Client::from_url(&a.url)?;
     let meter = Meter::new();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let report = tokio::spawn(reporter(
         meter.clone(),
         Duration::from_secs(a.interval.max(1)),
         "consume",
-        stop_rx,
     ));
     let start = Instant::now();
     let end = start + Duration::from_secs(a.duration);
@@ -392,13 +394,7 @@ async fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
             let _ = c.close().await;
         }));
     }
-    for w in workers {
-        let _ = w.await;
-    }
-    let elapsed = start.elapsed();
-    let _ = stop_tx.send(true);
-    report.abort();
-    summary(&meter, elapsed, "consume", a.json);
+    finish(workers, report, &meter, start, "consume", a.json).await;
     client.close().await;
     Ok(())
 }
