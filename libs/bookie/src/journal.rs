@@ -484,7 +484,8 @@ impl Writer {
             }
             return;
         }
-        let mut buf = Vec::new();
+        // Sized up front: growing it by doubling copied each batch again.
+        let mut buf = Vec::with_capacity(batch.iter().map(|r| HEADER + r.payload.len()).sum());
         let mut positions = Vec::with_capacity(batch.len());
         let mut result = Ok(());
         for r in &batch {
