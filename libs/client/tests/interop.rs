@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use magnetar_client::{
-    Client, ConsumerOptions, InitialPosition, MessageId, OutgoingMessage, ProducerOptions,
+    Client, ConsumerOptions, InitialPosition, Message, MessageId, OutgoingMessage, ProducerOptions,
 };
 use magnetar_testkit::{run_python, PulsarService, Standalone};
 use magnetar_wire::CompressionType;
@@ -23,6 +23,21 @@ fn python(svc: &Standalone, args: &[&str]) {
         out.contains(&format!("ok {}", args[0])),
         "python {args:?}:\n{out}"
     );
+}
+
+/// The first message a new reader from `start` gets.
+async fn first_read(client: &Client, topic: &str, start: MessageId, inclusive: bool) -> Message {
+    let mut reader = client
+        .create_reader(topic, start, inclusive)
+        .await
+        .expect("reader");
+    let first = reader
+        .next_timeout(Duration::from_secs(15))
+        .await
+        .expect("read")
+        .expect("a message");
+    reader.close().await.expect("close reader");
+    first
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -97,37 +112,11 @@ async fn rust_and_python_clients_interoperate() {
 
     // A reader starting at a message in the middle of a batch, both ways.
     let start = ids[N / 2 + 3];
-    let mut reader = client
-        .create_reader(topic, start, false)
-        .await
-        .expect("reader");
-    let first = reader
-        .next_timeout(Duration::from_secs(15))
-        .await
-        .expect("read")
-        .expect("a message");
+    let first = first_read(&client, topic, start, false).await;
     assert_eq!(first.payload, format!("py-{}", N / 2 + 4).as_bytes());
-    reader.close().await.expect("close reader");
-    let mut reader = client
-        .create_reader(topic, start, true)
-        .await
-        .expect("reader");
-    let first = reader
-        .next_timeout(Duration::from_secs(15))
-        .await
-        .expect("read")
-        .expect("a message");
+    let first = first_read(&client, topic, start, true).await;
     assert_eq!(first.payload, format!("py-{}", N / 2 + 3).as_bytes());
-    reader.close().await.expect("close reader");
-    let mut reader = client
-        .create_reader(topic, MessageId::EARLIEST, false)
-        .await
-        .expect("reader");
-    let first = reader
-        .next_timeout(Duration::from_secs(15))
-        .await
-        .expect("read")
-        .expect("a message");
+    let first = first_read(&client, topic, MessageId::EARLIEST, false).await;
     assert_eq!(first.payload, &b"py-0"[..]);
 
     // Bad input gets a clear error, not a hang: an oversize message.

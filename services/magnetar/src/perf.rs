@@ -152,8 +152,36 @@ impl Meter {
     }
 }
 
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1000.0
+/// Latency percentiles in milliseconds, from a histogram of microseconds.
+struct Latency {
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Latency {
+            p50: ms(0.5),
+            p95: ms(0.95),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "latency ms p50 {:.2} p95 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+            self.p50, self.p95, self.p99, self.p999, self.max
+        )
+    }
 }
 
 /// Prints a progress line every `every` (until the task is aborted).
@@ -175,14 +203,10 @@ async fn reporter(meter: Arc<Meter>, every: Duration, what: &'static str) {
             Err(_) => continue,
         };
         println!(
-            "{what}: {:>10.0} msg/s {:>8.2} MB/s | latency ms p50 {:.2} p95 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} | errors {}",
+            "{what}: {:>10.0} msg/s {:>8.2} MB/s | {} | errors {}",
             (msgs - last_msgs) as f64 / dt,
             (bytes - last_bytes) as f64 / dt / 1e6,
-            ms(&h, 0.5),
-            ms(&h, 0.95),
-            ms(&h, 0.99),
-            ms(&h, 0.999),
-            h.max() as f64 / 1000.0,
+            Latency::of(&h),
             meter.errors.load(Ordering::Relaxed),
         );
         (last_msgs, last_bytes, last_at) = (msgs, bytes, Instant::now());
@@ -199,25 +223,16 @@ fn summary(meter: &Meter, elapsed: Duration, what: &str, json: bool) {
         .map(|h| h.clone())
         .unwrap_or_else(|_| histogram());
     let (rate, mbps) = (msgs as f64 / secs, bytes as f64 / secs / 1e6);
+    let l = Latency::of(&h);
+    let errors = meter.errors.load(Ordering::Relaxed);
     if json {
         println!(
-            "{{\"messages\":{msgs},\"seconds\":{secs:.3},\"msg_per_sec\":{rate:.1},\"mb_per_sec\":{mbps:.3},\"p50_ms\":{:.3},\"p95_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"errors\":{}}}",
-            ms(&h, 0.5),
-            ms(&h, 0.95),
-            ms(&h, 0.99),
-            ms(&h, 0.999),
-            h.max() as f64 / 1000.0,
-            meter.errors.load(Ordering::Relaxed)
+            "{{\"messages\":{msgs},\"seconds\":{secs:.3},\"msg_per_sec\":{rate:.1},\"mb_per_sec\":{mbps:.3},\"p50_ms\":{:.3},\"p95_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"errors\":{errors}}}",
+            l.p50, l.p95, l.p99, l.p999, l.max
         );
     } else {
         println!(
-            "{what} summary: {msgs} messages in {secs:.1}s: {rate:.0} msg/s, {mbps:.2} MB/s | latency ms p50 {:.2} p95 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} | errors {}",
-            ms(&h, 0.5),
-            ms(&h, 0.95),
-            ms(&h, 0.99),
-            ms(&h, 0.999),
-            h.max() as f64 / 1000.0,
-            meter.errors.load(Ordering::Relaxed)
+            "{what} summary: {msgs} messages in {secs:.1}s: {rate:.0} msg/s, {mbps:.2} MB/s | {l} | errors {errors}"
         );
     }
 }
