@@ -14,7 +14,7 @@ DATA_DIR ?= ./data
 # protoc for the gRPC code, a C++ toolchain for RocksDB itself.
 APT_PACKAGES := clang libclang-dev protobuf-compiler build-essential python3-venv
 
-.PHONY: all setup python-env build run test test-unit lint fmt bench bench-meta bench-ledger bench-managed-ledger bench-broker clean
+.PHONY: cluster cluster-stop all setup python-env build run test test-unit lint fmt bench bench-meta bench-ledger bench-managed-ledger bench-broker bench-cluster clean
 
 all: build
 
@@ -52,6 +52,17 @@ build: setup
 run: build
 	$(BIN_DIR)/magnetar standalone --data-dir $(DATA_DIR)
 
+# A local cluster of separate processes: META, BOOKIES and BROKERS set the
+# counts (3, 3, 2 by default); `make cluster-stop` stops it.
+META ?= 3
+BOOKIES ?= 3
+BROKERS ?= 2
+cluster: build
+	META=$(META) BOOKIES=$(BOOKIES) BROKERS=$(BROKERS) BIN_DIR=$(BIN_DIR) scripts/cluster.sh start
+
+cluster-stop:
+	BIN_DIR=$(BIN_DIR) scripts/cluster.sh stop
+
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -68,7 +79,7 @@ test-unit: setup python-env
 test: lint test-unit
 
 # Benchmarks are release builds and write their figures to docs/BENCHMARKS.md.
-bench: bench-meta bench-ledger bench-managed-ledger bench-broker
+bench: bench-meta bench-ledger bench-managed-ledger bench-broker bench-cluster
 
 bench-meta: setup
 	$(CARGO) bench -p magnetar-meta --bench cas
@@ -87,3 +98,7 @@ clean:
 bench-broker: setup
 	$(CARGO) build --release --bins
 	$(CARGO) bench -p magnetar --bench perf
+
+bench-cluster: setup
+	$(CARGO) build --release --bins
+	$(CARGO) bench -p magnetar --bench cluster

@@ -41,6 +41,27 @@ pub struct BrokerConfig {
     pub keepalive: Duration,
     /// How often deduplication state is written (in messages).
     pub dedup_snapshot_interval: u64,
+    /// TTL of the session lease that holds this broker's bundles: how long
+    /// a dead broker's topics wait before another broker takes them.
+    pub lease_ttl_seconds: i64,
+    /// Bundles of a namespace created without a count.
+    pub default_bundles: usize,
+    /// How often this broker publishes its load report.
+    pub load_report_interval: Duration,
+    /// How often the leader broker considers moving and splitting bundles;
+    /// zero turns the balancer off.
+    pub balancer_interval: Duration,
+    /// CPU or memory usage (percent) past which a broker sheds bundles.
+    pub overload_pct: f64,
+    /// Throughput above the brokers' mean by this fraction sheds a bundle.
+    pub imbalance: f64,
+    /// Total bytes/s below which bundle counts, not traffic, are balanced.
+    pub balance_min_throughput: f64,
+    /// Split a bundle past any of these (0 turns automatic splits off).
+    pub split_max_topics: u64,
+    pub split_max_msg_rate: f64,
+    pub split_max_throughput: f64,
+    pub max_bundles_per_namespace: usize,
 }
 
 impl BrokerConfig {
@@ -66,7 +87,24 @@ impl BrokerConfig {
             housekeeping_interval: Duration::from_secs(30),
             keepalive: Duration::from_secs(30),
             dedup_snapshot_interval: 1000,
+            lease_ttl_seconds: 10,
+            default_bundles: 4,
+            load_report_interval: Duration::from_secs(5),
+            balancer_interval: Duration::from_secs(30),
+            overload_pct: 85.0,
+            imbalance: 0.3,
+            balance_min_throughput: 1e6,
+            split_max_topics: 1000,
+            split_max_msg_rate: 30_000.0,
+            split_max_throughput: 100e6,
+            max_bundles_per_namespace: 128,
         }
+    }
+
+    /// This broker's name among brokers: `host:http-port`, as Pulsar names
+    /// brokers.
+    pub fn broker_id(&self) -> String {
+        format!("{}:{}", self.advertised_host(), self.http.port())
     }
 
     pub fn advertised_host(&self) -> String {

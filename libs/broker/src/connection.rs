@@ -32,7 +32,7 @@ use crate::subscription::{
     initial_position, message_id, AckKind, AckRequest, ConsumerSpec, SeekTarget, SubType,
     Subscription,
 };
-use crate::topic::{AccessMode, ProducerEntry, Published, Topic};
+use crate::topic::{AccessMode, CloseNotice, ProducerEntry, Published, Topic};
 
 /// The newest protocol version this broker speaks.
 const PROTOCOL_VERSION: i32 = 21;
@@ -43,6 +43,12 @@ const FRAME_ROOM: usize = 1 << 20;
 
 type PublishFuture = Pin<Box<dyn Future<Output = Result<Published>> + Send>>;
 
+enum ReceiptItem {
+    Sent(PendingSend),
+    /// The topic closed: CLOSE_PRODUCER follows the receipts queued before.
+    Close,
+}
+
 struct PendingSend {
     sequence_id: u64,
     highest_sequence_id: u64,
@@ -52,7 +58,7 @@ struct PendingSend {
 struct ProducerSlot {
     topic: Arc<Topic>,
     name: String,
-    tx: mpsc::Sender<PendingSend>,
+    tx: mpsc::Sender<ReceiptItem>,
     msg_in: Arc<AtomicU64>,
     bytes_in: Arc<AtomicU64>,
     /// A WaitForExclusive producer still queued for the topic.
@@ -237,27 +243,7 @@ impl Conn {
             CommandType::Pong => {}
             CommandType::Lookup => {
                 let c = cmd.lookup_topic.ok_or("LOOKUP without body")?;
-                let reply = match self.check_topic(&c.topic).await {
-                    Ok(_) => pb::CommandLookupTopicResponse {
-                        broker_service_url: Some(self.svc.inner.broker_url.clone()),
-                        response: Some(
-                            pb::command_lookup_topic_response::LookupType::Connect as i32,
-                        ),
-                        request_id: c.request_id,
-                        authoritative: Some(true),
-                        proxy_through_service_url: Some(false),
-                        ..Default::default()
-                    },
-                    Err(e) => pb::CommandLookupTopicResponse {
-                        response: Some(
-                            pb::command_lookup_topic_response::LookupType::Failed as i32,
-                        ),
-                        request_id: c.request_id,
-                        error: Some(e.server_error() as i32),
-                        message: Some(e.to_string()),
-                        ..Default::default()
-                    },
-                };
+                let reply = self.lookup(&c).await;
                 self.out.send(reply);
             }
             CommandType::PartitionedMetadata => {
@@ -543,6 +529,36 @@ impl Conn {
         Ok(())
     }
 
+    async fn lookup(&self, c: &pb::CommandLookupTopic) -> pb::CommandLookupTopicResponse {
+        use crate::lookup::Answer;
+        use pb::command_lookup_topic_response::LookupType;
+        let answer = match TopicName::parse(&c.topic) {
+            Ok(t) => crate::lookup::lookup(&self.svc, &t, c.authoritative.unwrap_or(false)).await,
+            Err(e) => Err(e.into()),
+        };
+        let found = |url: String, kind: LookupType| pb::CommandLookupTopicResponse {
+            broker_service_url: Some(url),
+            response: Some(kind as i32),
+            request_id: c.request_id,
+            authoritative: Some(true),
+            proxy_through_service_url: Some(false),
+            ..Default::default()
+        };
+        match answer {
+            Ok(Answer::Here) => found(self.svc.inner.broker_url.clone(), LookupType::Connect),
+            Ok(Answer::Owner(o)) => found(o.native_url, LookupType::Connect),
+            // The chosen broker takes the bundle when asked authoritatively.
+            Ok(Answer::Assign(o)) => found(o.native_url, LookupType::Redirect),
+            Err(e) => pb::CommandLookupTopicResponse {
+                response: Some(LookupType::Failed as i32),
+                request_id: c.request_id,
+                error: Some(e.server_error() as i32),
+                message: Some(e.to_string()),
+                ..Default::default()
+            },
+        }
+    }
+
     /// Parses a topic name and checks that its namespace exists.
     async fn check_topic(&self, name: &str) -> Result<TopicName> {
         let t = TopicName::parse(name)?;
@@ -557,6 +573,14 @@ impl Conn {
 
     async fn create_producer(&mut self, c: pb::CommandProducer) -> Result<BaseCommand> {
         if let Some(existing) = self.producers.get(&c.producer_id) {
+            if existing.topic.is_closed() {
+                // The client comes back after its topic was unloaded (and
+                // maybe loaded here again): start afresh.
+                if let Some(old) = self.producers.remove(&c.producer_id) {
+                    old.close(&self.out, c.producer_id).await;
+                }
+                return Box::pin(self.create_producer(c)).await;
+            }
             // A retried PRODUCER for one that already exists succeeds again.
             return Ok(pb::CommandProducerSuccess {
                 request_id: c.request_id,
@@ -581,7 +605,22 @@ impl Conn {
         };
         let msg_in = Arc::new(AtomicU64::new(0));
         let bytes_in = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel(self.svc.cfg().max_pending_per_producer.max(1));
+        let close_notice: CloseNotice = {
+            let (tx, out, producer_id) = (tx.clone(), self.out.clone(), c.producer_id);
+            Arc::new(move || {
+                if tx.try_send(ReceiptItem::Close).is_err() {
+                    // Queue full or gone: say it now.
+                    out.send(pb::CommandCloseProducer {
+                        producer_id,
+                        request_id: 0,
+                        ..Default::default()
+                    });
+                }
+            })
+        };
         let entry = ProducerEntry {
+            close_notice,
             name: producer_name.clone(),
             producer_id: c.producer_id,
             out: self.out.clone(),
@@ -608,7 +647,6 @@ impl Conn {
             Err(e) => return Err(e),
         };
         let ready = waiting.is_none();
-        let (tx, rx) = mpsc::channel(self.svc.cfg().max_pending_per_producer.max(1));
         tokio::spawn(receipt_loop(
             rx,
             self.out.clone(),
@@ -674,10 +712,20 @@ impl Conn {
             result,
         };
         // Waits while the producer is at its pending limit.
-        let _ = p.tx.send(item).await;
+        let _ = p.tx.send(ReceiptItem::Sent(item)).await;
     }
 
     async fn subscribe(&mut self, c: pb::CommandSubscribe) -> Result<()> {
+        if self
+            .consumers
+            .get(&c.consumer_id)
+            .is_some_and(|s| s.topic.is_closed())
+        {
+            // Back after its topic was unloaded: start afresh.
+            if let Some(old) = self.consumers.remove(&c.consumer_id) {
+                close_consumer(old).await;
+            }
+        }
         if self.consumers.contains_key(&c.consumer_id) {
             return Err(BrokerError::ConsumerBusy(format!(
                 "consumer id {} is already in use on this connection",
@@ -900,13 +948,24 @@ async fn last_message_id(
 
 /// Sends one producer's receipts in the order its messages were sent.
 async fn receipt_loop(
-    mut rx: mpsc::Receiver<PendingSend>,
+    mut rx: mpsc::Receiver<ReceiptItem>,
     out: Outbound,
     producer_id: u64,
     topic: Arc<Topic>,
     svc: BrokerService,
 ) {
-    while let Some(p) = rx.recv().await {
+    while let Some(item) = rx.recv().await {
+        let p = match item {
+            ReceiptItem::Sent(p) => p,
+            ReceiptItem::Close => {
+                out.send(pb::CommandCloseProducer {
+                    producer_id,
+                    request_id: 0,
+                    ..Default::default()
+                });
+                continue;
+            }
+        };
         match p.result.await {
             Ok(published) => {
                 let id = match published {
@@ -928,13 +987,19 @@ async fn receipt_loop(
                     highest_sequence_id: Some(p.highest_sequence_id),
                 });
             }
+            // Not stored because the topic closed (unloaded, or fenced by
+            // a new owner): no error — the client gets CLOSE_PRODUCER and
+            // resends what has no receipt to wherever the topic went.
+            Err(_) if topic.is_closed() && !topic.ml.is_fenced() => {}
             Err(e) => {
-                out.send(pb::CommandSendError {
-                    producer_id,
-                    sequence_id: p.sequence_id,
-                    error: e.server_error() as i32,
-                    message: e.to_string(),
-                });
+                if !topic.ml.is_fenced() {
+                    out.send(pb::CommandSendError {
+                        producer_id,
+                        sequence_id: p.sequence_id,
+                        error: e.server_error() as i32,
+                        message: e.to_string(),
+                    });
+                }
                 if topic.ml.is_fenced() {
                     // Another owner took the log: unload so clients look it up again.
                     let svc = svc.clone();

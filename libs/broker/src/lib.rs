@@ -9,16 +9,28 @@
 //! - `resources`: tenants, namespaces, policies, partitioned topics in metadata
 //! - `schema`: stored topic schemas
 //! - `service`: shared state and topic loading
+//! - `bundle`: namespace bundles (hash ranges of topic names)
+//! - `ownership`: which bundles this broker holds (lease-bound keys)
+//! - `lookup`: which broker serves a topic, assigning unowned bundles
+//! - `load`, `placement`: load reports and load-balancing decisions
+//! - `cluster`: the session, load reports, leader election and balancer
 //! - `admin`: the HTTP API
 //! - `server`: listeners and lifecycle
 
 pub mod admin;
+pub mod bundle;
+mod cluster;
+pub mod load;
+pub mod lookup;
+pub mod ownership;
+pub mod placement;
 pub mod config;
 mod connection;
 mod dedup;
 pub mod error;
 pub mod key_shared;
 mod outbound;
+mod peer;
 pub mod resources;
 mod schema;
 pub mod server;

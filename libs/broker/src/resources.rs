@@ -49,6 +49,8 @@ pub struct Policies {
     #[serde(rename = "deduplicationEnabled")]
     pub deduplication_enabled: Option<bool>,
     pub replication_clusters: Vec<String>,
+    /// The namespace's bundle boundaries (set when it is created).
+    pub bundles: Option<crate::bundle::BundlesData>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,6 +24,9 @@ pub struct BrokerHandle {
     stop: watch::Sender<bool>,
     accept: JoinHandle<()>,
     http: JoinHandle<()>,
+    /// Stops the session and cluster tasks (after the drain).
+    cluster_stop: watch::Sender<bool>,
+    cluster: Vec<JoinHandle<()>>,
 }
 
 impl BrokerHandle {
@@ -78,6 +81,13 @@ impl BrokerHandle {
                 }
             }
         }
+        let (cluster_stop, cluster_stop_rx) = watch::channel(false);
+        let cluster = crate::cluster::start(service.clone(), cluster_stop_rx);
+        // Serve once a session exists: bundles can be taken from then on.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while service.ownership().lease().is_none() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let (stop, stop_rx) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(listener, service.clone(), stop_rx.clone()));
         let app = crate::admin::router(service.clone(), Arc::new(registry));
@@ -103,11 +113,21 @@ impl BrokerHandle {
             stop,
             accept,
             http,
+            cluster_stop,
+            cluster,
         })
     }
 
-    /// Stops accepting, tells clients to reconnect, closes every topic.
+    /// Hands every bundle to other brokers (clients are told to reconnect
+    /// and find the new owners), then stops.
     pub async fn shutdown(self) {
+        crate::cluster::withdraw(&self.service).await;
+        self.service.drain().await;
+        crate::cluster::withdraw(&self.service).await;
+        let _ = self.cluster_stop.send(true);
+        for t in self.cluster {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
         self.service.shutdown().await;
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.accept).await;

@@ -2,7 +2,7 @@
 //! ledger factory and the topics loaded here.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -10,8 +10,10 @@ use magnetar_common::names::{NamespaceName, TopicName};
 use magnetar_managed_ledger::{info, ManagedLedgerConfig, ManagedLedgerFactory, RetentionPolicy};
 use magnetar_meta_client::MetaClient;
 
+use crate::bundle::{topic_hash, Bundles};
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
+use crate::ownership::{Acquired, BundleId, OwnerData, Ownership};
 use crate::resources::{ClusterData, Policies, Resources, TenantInfo};
 use crate::topic::{Topic, TopicParams};
 
@@ -26,6 +28,9 @@ pub struct ServiceInner {
     /// This broker's URLs (pulsar://, http://).
     pub broker_url: String,
     pub web_url: String,
+    pub ownership: Ownership,
+    /// Shutting down: takes no new bundles.
+    draining: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -42,8 +47,15 @@ impl BrokerService {
         let host = cfg.advertised_host();
         let broker_url = format!("pulsar://{host}:{}", cfg.listen.port());
         let web_url = format!("http://{host}:{}", cfg.http.port());
+        let me = OwnerData {
+            broker_id: cfg.broker_id(),
+            native_url: broker_url.clone(),
+            http_url: web_url.clone(),
+        };
         BrokerService {
             inner: Arc::new(ServiceInner {
+                ownership: Ownership::new(meta.clone(), me),
+                draining: AtomicBool::new(false),
                 cfg,
                 resources: Resources::new(meta),
                 factory,
@@ -98,6 +110,7 @@ impl BrokerService {
         if r.policies(&ns).await?.is_none() {
             let p = Policies {
                 replication_clusters: vec![cluster],
+                bundles: Some(Bundles::equal(self.cfg().default_bundles)?.to_data()),
                 ..Default::default()
             };
             match r.put_policies(&ns, &p, 0).await {
@@ -153,6 +166,8 @@ impl BrokerService {
                 name.namespace
             )));
         };
+        let bundle = self.bundle_in(name, &policies)?;
+        self.check_serves(&bundle)?;
         if self.resources().partitioned(name).await?.is_some() {
             return Err(BrokerError::BadRequest(format!(
                 "{name} is a partitioned topic: use its partitions"
@@ -182,6 +197,12 @@ impl BrokerService {
         })
         .await?;
         lock(&self.inner.topics).insert(name.clone(), topic.clone());
+        // The bundle may have been released while the topic opened; the
+        // release closed what was loaded then, this closes the latecomer.
+        if let Err(e) = self.check_serves(&bundle) {
+            self.unload(name).await?;
+            return Err(e);
+        }
         tracing::info!(topic = %name, "topic loaded");
         Ok(topic)
     }
@@ -293,6 +314,198 @@ impl BrokerService {
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    // ---- bundles ----------------------------------------------------------
+
+    pub fn ownership(&self) -> &Ownership {
+        &self.inner.ownership
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+
+    /// A namespace's bundles as its policies define them.
+    pub fn bundles_of(&self, p: &Policies) -> Result<Bundles> {
+        match &p.bundles {
+            Some(d) => Bundles::from_data(d),
+            None => Bundles::equal(self.cfg().default_bundles),
+        }
+    }
+
+    fn bundle_in(&self, name: &TopicName, p: &Policies) -> Result<BundleId> {
+        Ok(BundleId {
+            namespace: name.namespace.clone(),
+            range: self.bundles_of(p)?.for_topic(&name.to_string()),
+        })
+    }
+
+    /// The bundle a topic belongs to now.
+    pub async fn bundle_of(&self, name: &TopicName) -> Result<BundleId> {
+        let Some((p, _)) = self.resources().policies(&name.namespace).await? else {
+            return Err(BrokerError::TopicNotFound(format!(
+                "namespace {} does not exist",
+                name.namespace
+            )));
+        };
+        self.bundle_in(name, &p)
+    }
+
+    fn check_serves(&self, bundle: &BundleId) -> Result<()> {
+        if self.inner.ownership.serves(bundle) {
+            Ok(())
+        } else {
+            Err(BrokerError::ServiceNotReady(format!(
+                "namespace bundle {bundle} is not served by this broker; look the topic up again"
+            )))
+        }
+    }
+
+    fn topics_in(&self, bundle: &BundleId) -> Vec<TopicName> {
+        lock(&self.inner.topics)
+            .keys()
+            .filter(|t| {
+                t.namespace == bundle.namespace
+                    && bundle.range.contains(topic_hash(&t.to_string()))
+            })
+            .cloned()
+            .collect()
+    }
+
+    async fn close_topics_of(&self, bundle: &BundleId) {
+        let topics = self.topics_in(bundle);
+        let closing = topics.iter().map(|t| async move {
+            if let Err(e) = self.unload(t).await {
+                tracing::warn!(topic = %t, error = %e, "closing topic");
+            }
+        });
+        futures::future::join_all(closing).await;
+    }
+
+    /// Takes a bundle if no broker holds it (`Ok(None)`), or names the
+    /// broker that does.
+    pub async fn acquire(&self, bundle: &BundleId) -> Result<Option<OwnerData>> {
+        if self.is_draining() {
+            return Err(BrokerError::ServiceNotReady(
+                "this broker is shutting down".into(),
+            ));
+        }
+        match self.inner.ownership.acquire(bundle).await? {
+            Acquired::Mine => Ok(None),
+            Acquired::Other(o) => Ok(Some(o)),
+        }
+    }
+
+    /// Unloads a bundle this broker owns: its topics are closed (clients are
+    /// told to reconnect and look them up again) and its key is deleted so
+    /// another broker may take it. False if the bundle is not owned here.
+    pub async fn release_bundle(&self, bundle: &BundleId) -> Result<bool> {
+        if !self.inner.ownership.start_release(bundle) {
+            return Ok(false);
+        }
+        self.close_topics_of(bundle).await;
+        self.inner.ownership.forget(bundle).await?;
+        Ok(true)
+    }
+
+    /// The session lease is gone, and with it every bundle: stop serving.
+    pub async fn session_lost(&self) {
+        let bundles = self.inner.ownership.session_ended();
+        for b in &bundles {
+            self.close_topics_of(b).await;
+        }
+        // Anything still loaded belonged to a bundle of the lost session.
+        let rest: Vec<TopicName> = lock(&self.inner.topics).keys().cloned().collect();
+        for t in rest {
+            let _ = self.unload(&t).await;
+        }
+    }
+
+    /// Splits an owned bundle in two. With `unload`, both halves are
+    /// released for placement; otherwise this broker keeps both and its
+    /// topics stay loaded.
+    pub async fn split_bundle(&self, bundle: &BundleId, unload: bool) -> Result<()> {
+        let own = &self.inner.ownership;
+        if !own.start_release(bundle) {
+            return Err(BrokerError::ServiceNotReady(format!(
+                "bundle {bundle} is not served by this broker"
+            )));
+        }
+        let r = self.split_owned(bundle, unload).await;
+        if r.is_err() {
+            own.resume(bundle);
+        }
+        r
+    }
+
+    async fn split_owned(&self, bundle: &BundleId, unload: bool) -> Result<()> {
+        let r = self.resources();
+        let Some((mut p, version)) = r.policies(&bundle.namespace).await? else {
+            return Err(BrokerError::NotFound(format!(
+                "namespace {} does not exist",
+                bundle.namespace
+            )));
+        };
+        let next = self.bundles_of(&p)?.split(&bundle.range)?;
+        let halves: Vec<BundleId> = next
+            .ranges()
+            .filter(|h| h.start >= bundle.range.start && h.end <= bundle.range.end)
+            .map(|range| BundleId {
+                namespace: bundle.namespace.clone(),
+                range,
+            })
+            .collect();
+        if !unload {
+            for h in &halves {
+                if let Acquired::Other(o) = self.inner.ownership.acquire(h).await? {
+                    return Err(BrokerError::Conflict(format!(
+                        "half {h} is held by {}",
+                        o.broker_id
+                    )));
+                }
+            }
+        }
+        p.bundles = Some(next.to_data());
+        if let Err(e) = r.put_policies(&bundle.namespace, &p, version).await {
+            for h in &halves {
+                let _ = self.inner.ownership.forget(h).await;
+            }
+            return Err(e);
+        }
+        tracing::info!(bundle = %bundle, unload, "bundle split");
+        if unload {
+            self.close_topics_of(bundle).await;
+        }
+        self.inner.ownership.forget(bundle).await
+    }
+
+    /// Boundaries of a namespace changed (a split, here or elsewhere):
+    /// owned bundles that no longer exist are released.
+    pub async fn boundaries_changed(&self, ns: &NamespaceName, p: &Policies) {
+        let Ok(bundles) = self.bundles_of(p) else {
+            return;
+        };
+        for b in self.inner.ownership.owned() {
+            if &b.namespace == ns && !bundles.contains(&b.range) {
+                if let Err(e) = self.release_bundle(&b).await {
+                    tracing::warn!(bundle = %b, error = %e, "releasing a bundle that no longer exists");
+                }
+            }
+        }
+    }
+
+    /// Hands every bundle over before shutdown: no new bundles are taken,
+    /// clients of each topic are told to reconnect, and the keys go.
+    pub async fn drain(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+        let owned = self.inner.ownership.owned();
+        let releasing = owned.iter().map(|b| async move {
+            if let Err(e) = self.release_bundle(b).await {
+                tracing::warn!(bundle = %b, error = %e, "releasing bundle at shutdown");
+            }
+        });
+        futures::future::join_all(releasing).await;
     }
 
     /// Closes every topic (shutdown).

@@ -40,6 +40,10 @@ impl AccessMode {
     }
 }
 
+/// Tells a producer's client to reconnect, after the receipts of everything
+/// it sent before (so a client resends only what was really not stored).
+pub type CloseNotice = Arc<dyn Fn() + Send + Sync>;
+
 #[derive(Clone)]
 pub struct ProducerEntry {
     pub name: String,
@@ -50,6 +54,7 @@ pub struct ProducerEntry {
     pub since: u64,
     pub msg_in: Arc<AtomicU64>,
     pub bytes_in: Arc<AtomicU64>,
+    pub close_notice: CloseNotice,
 }
 
 pub enum Published {
@@ -408,11 +413,7 @@ impl Topic {
         self.producer_left.notify_waiters();
         let producers = std::mem::take(&mut *lock(&self.producers));
         for (_, p) in producers {
-            p.out.send(pb::CommandCloseProducer {
-                producer_id: p.producer_id,
-                request_id: 0,
-                ..Default::default()
-            });
+            (p.close_notice)();
         }
         let subs: Vec<Subscription> = lock(&self.subscriptions).drain().map(|(_, s)| s).collect();
         for s in subs {

@@ -1,13 +1,24 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::{Error, Lease, MetaClient};
 
+/// The share of a TTL the holder trusts its lease for after a renewal: room
+/// for clocks that tick at slightly different rates.
+const SAFETY: f64 = 0.9;
+
 /// Keeps a lease alive in the background (a keep-alive every third of the TTL)
 /// until dropped. If the lease is found expired, `lost()` resolves: whatever was
 /// attached to it is gone and the owner must react (e.g. stop serving).
+///
+/// The keeper also judges expiry locally, without the server's word: a lease
+/// whose last renewal was *sent* more than a TTL ago may already have expired
+/// at the server (which counts from when it received the renewal, never
+/// earlier), so after that instant the holder must assume it is gone. This is
+/// what makes a holder that was paused or cut off from the metadata service
+/// stop acting on the lease before anyone else can take what it held.
 pub struct LeaseKeeper {
     pub lease: Lease,
     lost: watch::Receiver<Option<String>>,
@@ -15,23 +26,42 @@ pub struct LeaseKeeper {
 }
 
 impl LeaseKeeper {
-    pub(crate) fn spawn(client: MetaClient, lease: Lease) -> Self {
+    /// `granted_at`: when the grant request was sent (the server's TTL runs
+    /// from a moment after it).
+    pub(crate) fn spawn(client: MetaClient, lease: Lease, granted_at: Instant) -> Self {
         let (tx, lost) = watch::channel(None);
         let ttl = Duration::from_secs(lease.ttl_seconds.max(1) as u64);
+        let valid_until = granted_at + ttl.mul_f64(SAFETY);
         let task = tokio::spawn(async move {
             let period = ttl / 3;
+            let mut valid_until = valid_until;
             loop {
                 tokio::time::sleep(period).await;
-                match client.lease_keep_alive(lease.id).await {
-                    Ok(_) => {}
-                    Err(Error::NotFound(msg)) => {
+                let sent = Instant::now();
+                if sent >= valid_until {
+                    let _ = tx.send(Some("not renewed within its TTL".into()));
+                    return;
+                }
+                let answer =
+                    tokio::time::timeout(valid_until - sent, client.lease_keep_alive(lease.id))
+                        .await;
+                match answer {
+                    Ok(Ok(secs)) => {
+                        let ttl = Duration::from_secs(secs.max(1) as u64);
+                        valid_until = sent + ttl.mul_f64(SAFETY);
+                    }
+                    Ok(Err(Error::NotFound(msg))) => {
                         let _ = tx.send(Some(msg));
                         return;
                     }
                     // Transient: keep trying; the server grants a fresh TTL to
                     // every lease after a leader change.
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::warn!(lease = lease.id, error = %e, "lease keep-alive failed")
+                    }
+                    Err(_) => {
+                        let _ = tx.send(Some("not renewed within its TTL".into()));
+                        return;
                     }
                 }
             }

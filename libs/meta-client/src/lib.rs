@@ -423,7 +423,14 @@ impl MetaClient {
 
     /// Keeps a lease alive from a background task until the keeper is dropped.
     pub fn keep_alive(&self, lease: Lease) -> LeaseKeeper {
-        LeaseKeeper::spawn(self.clone(), lease)
+        LeaseKeeper::spawn(self.clone(), lease, std::time::Instant::now())
+    }
+
+    /// As `keep_alive`, for a lease whose grant was requested at
+    /// `granted_at`: local expiry is judged from then, which is never later
+    /// than the server's.
+    pub fn keep_alive_since(&self, lease: Lease, granted_at: std::time::Instant) -> LeaseKeeper {
+        LeaseKeeper::spawn(self.clone(), lease, granted_at)
     }
 
     /// Revokes a lease (its keys are deleted); returns whether it existed.

@@ -12,6 +12,6 @@ mod meta;
 mod process;
 
 pub use bookie::{BookieCluster, BookieProc};
-pub use broker::{python, run_python, BrokerCluster, BrokerProc, PulsarService, Standalone};
+pub use broker::{python, run_python, BrokerCluster, BrokerProc, PulsarService, Standalone, Urls};
 pub use meta::{MetaCluster, MetaNodeProc};
 pub use process::{bin_path, free_port, Process};

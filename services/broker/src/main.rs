@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -48,6 +49,34 @@ struct Args {
     /// Create the cluster record, tenant `public` and `public/default` if missing.
     #[arg(long, env = "MAGNETAR_BROKER_BOOTSTRAP", default_value_t = true, action = clap::ArgAction::Set)]
     bootstrap: bool,
+    /// Seconds a dead broker's bundles stay assigned to it before another
+    /// broker may take them (its session lease TTL).
+    #[arg(long, env = "MAGNETAR_BROKER_LEASE_TTL", default_value_t = 10)]
+    lease_ttl: i64,
+    /// Bundles of a namespace created without a count.
+    #[arg(long, env = "MAGNETAR_BROKER_DEFAULT_BUNDLES", default_value_t = 4)]
+    default_bundles: usize,
+    /// How often this broker publishes its load report (milliseconds).
+    #[arg(long, env = "MAGNETAR_BROKER_LOAD_REPORT_INTERVAL_MS", default_value_t = 5000)]
+    load_report_interval_ms: u64,
+    /// How often the leader balances load (milliseconds; 0 = never).
+    #[arg(long, env = "MAGNETAR_BROKER_BALANCER_INTERVAL_MS", default_value_t = 30000)]
+    balancer_interval_ms: u64,
+    /// CPU or memory usage (percent) past which a broker sheds bundles.
+    #[arg(long, env = "MAGNETAR_BROKER_OVERLOAD_PCT", default_value_t = 85.0)]
+    overload_pct: f64,
+    /// Throughput this fraction above the brokers' mean sheds a bundle.
+    #[arg(long, env = "MAGNETAR_BROKER_IMBALANCE", default_value_t = 0.3)]
+    imbalance: f64,
+    /// Split a bundle with more topics than this (0 = no automatic splits).
+    #[arg(long, env = "MAGNETAR_BROKER_SPLIT_MAX_TOPICS", default_value_t = 1000)]
+    split_max_topics: u64,
+    /// Split a bundle with more messages/s (in + out) than this.
+    #[arg(long, env = "MAGNETAR_BROKER_SPLIT_MAX_MSG_RATE", default_value_t = 30000.0)]
+    split_max_msg_rate: f64,
+    /// Split a bundle with more bytes/s (in + out) than this.
+    #[arg(long, env = "MAGNETAR_BROKER_SPLIT_MAX_THROUGHPUT", default_value_t = 100e6)]
+    split_max_throughput: f64,
     #[arg(long, env = "MAGNETAR_BROKER_LOG_FORMAT", default_value = "pretty")]
     log_format: LogFormat,
     #[arg(long, env = "MAGNETAR_BROKER_OTLP_ENDPOINT")]
@@ -78,6 +107,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     cfg.write_quorum = args.write_quorum;
     cfg.ack_quorum = args.ack_quorum;
     cfg.max_message_size = args.max_message_size;
+    cfg.lease_ttl_seconds = args.lease_ttl.max(1);
+    cfg.default_bundles = args.default_bundles;
+    cfg.load_report_interval = Duration::from_millis(args.load_report_interval_ms.max(100));
+    cfg.balancer_interval = Duration::from_millis(args.balancer_interval_ms);
+    cfg.overload_pct = args.overload_pct;
+    cfg.imbalance = args.imbalance;
+    cfg.split_max_topics = args.split_max_topics;
+    cfg.split_max_msg_rate = args.split_max_msg_rate;
+    cfg.split_max_throughput = args.split_max_throughput;
     let broker = BrokerHandle::start(cfg, meta, Registry::new(), args.bootstrap)
         .await
         .context("starting the broker")?;
@@ -86,7 +124,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         broker.local_addr, broker.http_addr
     );
     magnetar_common::shutdown_signal().await;
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: handing bundles over to other brokers");
     broker.shutdown().await;
     Ok(())
 }

@@ -15,13 +15,16 @@ use magnetar_common::names::{NamespaceName, TopicName};
 use magnetar_telemetry::prometheus::{Encoder, Registry, TextEncoder};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
+use crate::bundle::Bundles;
 use crate::error::BrokerError;
 use crate::resources::{
     ClusterData, PartitionedTopicMetadata, Policies, RetentionPolicies, TenantInfo,
 };
 use crate::service::BrokerService;
+
+mod cluster;
 
 #[derive(Clone)]
 struct App {
@@ -80,6 +83,7 @@ fn required<T: DeserializeOwned>(raw: &Bytes) -> Result<T, ApiError> {
 }
 
 pub fn router(svc: BrokerService, registry: Arc<Registry>) -> Router {
+    let app = App { svc, registry };
     let ns = "/admin/v2/namespaces/{tenant}/{namespace}";
     let topic = "/admin/v2/persistent/{tenant}/{namespace}/{topic}";
     Router::new()
@@ -146,15 +150,28 @@ pub fn router(svc: BrokerService, registry: Arc<Registry>) -> Router {
             &format!("{topic}/subscription/{{subscription}}"),
             delete(delete_subscription),
         )
+        .route(&format!("{topic}/unload"), put(unload_topic))
+        .merge(cluster::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            cluster::served_here,
+        ))
         .fallback(|| async {
             ApiError(BrokerError::NotFound("no such endpoint".into())).into_response()
         })
-        .with_state(App { svc, registry })
+        .with_state(app)
 }
 
 // ---- operations -------------------------------------------------------------
 
 async fn health(State(a): State<App>) -> Reply {
+    if a.svc.ownership().lease().is_none() {
+        return Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "reason": "no metadata session"})),
+        )
+            .into_response());
+    }
     match a.svc.resources().clusters().await {
         Ok(_) => ok_json(json!({"status": "ok", "brokerUrl": a.svc.inner.broker_url})),
         Err(e) => Ok((
@@ -371,6 +388,15 @@ async fn create_namespace(
     if policies.replication_clusters.is_empty() {
         policies.replication_clusters = vec![a.svc.cfg().cluster.clone()];
     }
+    // `--bundles N` arrives as a count only; boundaries are made here.
+    let bundles = match &policies.bundles {
+        Some(d) if d.boundaries.is_empty() && d.num_bundles == 0 => {
+            Bundles::equal(a.svc.cfg().default_bundles)?
+        }
+        Some(d) => Bundles::from_data(d)?,
+        None => Bundles::equal(a.svc.cfg().default_bundles)?,
+    };
+    policies.bundles = Some(bundles.to_data());
     match a.svc.resources().put_policies(&ns, &policies, 0).await {
         Err(BrokerError::Conflict(_)) => Err(ApiError(BrokerError::Conflict(format!(
             "namespace {ns} already exists"
@@ -627,7 +653,7 @@ async fn delete_partitioned(
     for i in 0..md.partitions {
         let p = name.partition(i);
         if a.svc.topic_exists(&p).await? {
-            a.svc.delete_topic(&p, q.force).await?;
+            cluster::delete_anywhere(&a, &p, q.force).await?;
         }
     }
     a.svc.resources().delete_partitioned(&name).await?;
@@ -673,14 +699,14 @@ async fn partitioned_stats(
         if !a.svc.topic_exists(&p).await? {
             continue;
         }
-        let s = a.svc.topic(&p, false).await?.stats().await;
-        msg_in += s.msg_in_counter;
-        bytes_in += s.bytes_in_counter;
-        storage += s.storage_size;
-        partitions.insert(
-            p.to_string(),
-            serde_json::to_value(s).unwrap_or(Value::Null),
-        );
+        let Some(s) = cluster::stats_anywhere(&a, &p).await? else {
+            continue;
+        };
+        let n = |k: &str| s[k].as_u64().unwrap_or(0);
+        msg_in += n("msgInCounter");
+        bytes_in += n("bytesInCounter");
+        storage += n("storageSize");
+        partitions.insert(p.to_string(), s);
     }
     ok_json(json!({
         "metadata": {"partitions": md.partitions},
@@ -705,6 +731,15 @@ async fn list_subscriptions(
 ) -> Reply {
     let topic = existing_topic(&a, &t, &n, &topic).await?;
     ok_json(topic.subscription_names())
+}
+
+async fn unload_topic(
+    State(a): State<App>,
+    Path((t, n, topic)): Path<(String, String, String)>,
+) -> Reply {
+    let name = topic_name(&a, &t, &n, &topic).await?;
+    a.svc.unload(&name).await?;
+    no_content()
 }
 
 async fn delete_subscription(

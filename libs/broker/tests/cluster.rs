@@ -1,0 +1,250 @@
+//! The broker cluster, as separate processes (3 metadata nodes, 3 bookies,
+//! several brokers) driven by the official Python client: bundle ownership,
+//! failover on SIGKILL, a broker paused past its lease, SIGTERM drain,
+//! unload and split with subscriptions attached, and the balancer giving a
+//! new broker its share.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use magnetar_testkit::{http, run_python, BrokerCluster, PulsarService, Urls};
+
+/// Session lease TTL of the brokers in these tests (seconds).
+const TTL: &str = "3";
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cluster.py")
+}
+
+fn python(svc: &dyn PulsarService, args: &[&str], timeout: Duration) -> String {
+    let out = run_python(svc, &script(), args, timeout);
+    println!("{out}");
+    out
+}
+
+async fn cluster(brokers: usize, extra: &[&str]) -> BrokerCluster {
+    let mut args = vec!["--lease-ttl", TTL, "--load-report-interval-ms", "500"];
+    args.extend_from_slice(extra);
+    let mut c = BrokerCluster::start_with(3, 3, brokers, &args);
+    c.wait_ready(Duration::from_secs(90)).await;
+    c
+}
+
+/// The HTTP address (`127.0.0.1:port`) of the broker serving `topic`.
+async fn owner_of(c: &BrokerCluster, asked: usize, topic: &str) -> String {
+    let path = format!(
+        "/lookup/v2/topic/{}",
+        topic.replace("persistent://", "persistent/")
+    );
+    let (code, body) = http::get(&c.brokers[asked].http, &path, Duration::from_secs(30))
+        .await
+        .expect("lookup");
+    assert_eq!(code, 200, "lookup {topic}: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("lookup JSON");
+    v["httpUrl"]
+        .as_str()
+        .expect("httpUrl")
+        .trim_start_matches("http://")
+        .to_string()
+}
+
+/// Index of the broker that serves most of `topics`.
+async fn busiest(c: &BrokerCluster, topics: &[String]) -> usize {
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for t in topics {
+        *count.entry(owner_of(c, 0, t).await).or_default() += 1;
+    }
+    println!("topics per broker: {count:?}");
+    let (http, _) = count.into_iter().max_by_key(|(_, n)| *n).expect("owners");
+    c.brokers
+        .iter()
+        .position(|b| b.http == http)
+        .expect("owner is one of ours")
+}
+
+fn wait_for_file(path: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+enum Fault {
+    Kill,
+    Terminate,
+}
+
+/// Producers on 20 topics while the broker owning most of them fails; then
+/// every acknowledged message is read back in order.
+async fn producers_survive(fault: Fault, dedup: bool) {
+    let mut c = cluster(3, &["--balancer-interval-ms", "0"]).await;
+    let ns = "public/failover";
+    let mut setup = vec!["namespace", "--ns", ns, "--bundles", "8"];
+    if dedup {
+        setup.push("--dedup");
+    }
+    python(&c.all_brokers(), &setup, Duration::from_secs(60));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ready = dir.path().join("ready");
+    let acked = dir.path().join("acked.json");
+    let urls = c.all_brokers();
+    let (r, a) = (ready.display().to_string(), acked.display().to_string());
+    let producing = std::thread::spawn(move || {
+        let args = [
+            "produce", "--ns", ns, "--topics", "20", "--duration", "15", "--rate", "20",
+            "--ready", &r, "--out", &a,
+        ];
+        python(&urls, &args, Duration::from_secs(180))
+    });
+    wait_for_file(&ready, Duration::from_secs(90));
+    let topics: Vec<String> = (0..20).map(|i| format!("persistent://{ns}/t-{i}")).collect();
+    let victim = busiest(&c, &topics).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    match fault {
+        Fault::Kill => c.brokers[victim].process.kill(),
+        Fault::Terminate => {
+            let code = c.brokers[victim].process.terminate(Duration::from_secs(30));
+            assert_eq!(code, Some(0), "broker did not shut down cleanly");
+        }
+    }
+    let out = producing.join().expect("producer thread");
+    assert!(out.contains("\"errors\": 0"), "{out}");
+    let survivors: Vec<&str> = c
+        .brokers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, b)| b.addr.as_str())
+        .collect();
+    let web = c.brokers[(victim + 1) % c.brokers.len()].http.clone();
+    let urls = Urls {
+        service: format!("pulsar://{}", survivors.join(",")),
+        web: format!("http://{web}"),
+    };
+    let a = acked.display().to_string();
+    let mut verify = vec!["verify", "--acked", &a];
+    if dedup {
+        verify.push("--no-duplicates");
+    }
+    python(&urls, &verify, Duration::from_secs(180));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_the_busiest_broker_loses_no_acknowledged_message() {
+    producers_survive(Fault::Kill, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_with_deduplication_gives_no_duplicates() {
+    producers_survive(Fault::Kill, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_a_broker_without_client_errors() {
+    producers_survive(Fault::Terminate, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_broker_cannot_write_to_a_moved_topic() {
+    let c = cluster(2, &["--balancer-interval-ms", "0"]).await;
+    python(
+        &c.all_brokers(),
+        &["namespace", "--ns", "public/paused"],
+        Duration::from_secs(60),
+    );
+    let pids: Vec<String> = c
+        .brokers
+        .iter()
+        .map(|b| b.process.pid().expect("running").to_string())
+        .collect();
+    let webs: Vec<String> = c.brokers.iter().map(|b| format!("http://{}", b.http)).collect();
+    let (pids, webs) = (pids.join(","), webs.join(","));
+    python(
+        &c.all_brokers(),
+        &["paused", "--ns", "public/paused", "--pids", &pids, "--webs", &webs, "--ttl", TTL],
+        Duration::from_secs(180),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unload_and_split_keep_failover_and_key_shared_guarantees() {
+    let c = cluster(2, &["--balancer-interval-ms", "0"]).await;
+    python(
+        &c.all_brokers(),
+        &["namespace", "--ns", "public/move"],
+        Duration::from_secs(60),
+    );
+    python(
+        &c.all_brokers(),
+        &["move", "--ns", "public/move"],
+        Duration::from_secs(180),
+    );
+}
+
+/// Bundles each broker owns, by HTTP address.
+async fn bundles_per_broker(c: &BrokerCluster) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for b in &c.brokers {
+        let path = format!("/admin/v2/brokers/standalone/{}/ownedNamespaces", b.http);
+        let (code, body) = http::get(&c.brokers[0].http, &path, Duration::from_secs(10))
+            .await
+            .expect("ownedNamespaces");
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        out.insert(b.http.clone(), v.as_object().map_or(0, |m| m.len()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_balancer_gives_a_new_broker_bundles() {
+    let mut c = cluster(1, &["--balancer-interval-ms", "1000"]).await;
+    let ns = "public/balance";
+    python(
+        &c.all_brokers(),
+        &["namespace", "--ns", ns, "--bundles", "16"],
+        Duration::from_secs(60),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ready = dir.path().join("ready");
+    let acked = dir.path().join("acked.json");
+    // Producers (on every topic, so on every bundle) keep running while the
+    // balancer moves bundles; they must see no errors.
+    let urls = Urls {
+        service: format!("pulsar://{}", c.brokers[0].addr),
+        web: format!("http://{}", c.brokers[0].http),
+    };
+    let (r, a) = (ready.display().to_string(), acked.display().to_string());
+    let producing = std::thread::spawn(move || {
+        let args = [
+            "produce", "--ns", ns, "--topics", "48", "--duration", "30", "--rate", "5",
+            "--ready", &r, "--out", &a,
+        ];
+        python(&urls, &args, Duration::from_secs(180))
+    });
+    wait_for_file(&ready, Duration::from_secs(90));
+    // 48 topics hash into most of the 16 bundles.
+    let before = bundles_per_broker(&c).await;
+    let owned: usize = before.values().sum();
+    assert!(owned >= 10, "{before:?}");
+    let fair_share = (owned - 1) / 2;
+    c.add_broker(&[]);
+    c.wait_ready(Duration::from_secs(60)).await;
+    let newcomer = c.brokers[1].http.clone();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let spread = loop {
+        let now = bundles_per_broker(&c).await;
+        if now.get(&newcomer).copied().unwrap_or(0) >= fair_share {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "new broker got too few bundles: {now:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!("bundles per broker: {spread:?}");
+    let out = producing.join().expect("producer thread");
+    assert!(out.contains("\"errors\": 0"), "{out}");
+    let a = acked.display().to_string();
+    python(&c.all_brokers(), &["verify", "--acked", &a], Duration::from_secs(180));
+}
