@@ -93,12 +93,12 @@ def mode_namespace(a):
     path = "/admin/v2/namespaces/" + a.ns
     code, body, _ = http("PUT", path, {"bundles": {"numBundles": a.bundles}})
     check(code == 204, f"create {a.ns}: {code} {body}")
-    code, body, _ = http("GET", path + "/bundles")
-    check(code == 200 and body["numBundles"] == a.bundles, f"bundles of {a.ns}: {code} {body}")
+    code, bundles, _ = http("GET", path + "/bundles")
+    check(code == 200 and bundles["numBundles"] == a.bundles, f"bundles of {a.ns}: {code} {bundles}")
     if a.dedup:
         code, body, _ = http("POST", path + "/deduplication", True)
         check(code == 204, f"enable deduplication: {code} {body}")
-    print(json.dumps(body))
+    print(json.dumps(bundles))
 
 
 # ---- produce / verify --------------------------------------------------------
@@ -107,6 +107,10 @@ def mode_namespace(a):
 def mode_produce(a):
     topics = topic_names(a.ns, a.prefix, a.topics)
     c = client()
+    # A durable subscription keeps everything as backlog for `verify`
+    # (without one, retention may delete what nobody needs).
+    for t in topics:
+        c.subscribe(t, "verify", consumer_type=ConsumerType.Shared).close()
     producers = [
         c.create_producer(
             t,
@@ -167,16 +171,21 @@ def mode_verify(a):
     duplicates = 0
     for t, seqs in acked.items():
         want = set(seqs)
-        r = c.create_reader(t, pulsar.MessageId.earliest)
+        r = c.subscribe(t, "verify", consumer_type=ConsumerType.Exclusive, receiver_queue_size=1000)
         seen = []
+        pending = set(want)
         while True:
             try:
-                m = r.read_next(timeout_millis=3000)
+                # Quick once everything acknowledged is in (only duplicates
+                # could still come); patient before.
+                m = r.receive(timeout_millis=500 if not pending else 10000)
             except pulsar.Timeout:
                 break
+            r.acknowledge(m)
             name, _, n = m.data().decode().rpartition(":")
             check(name == t, f"{t}: message of another topic {m.data()!r}")
             seen.append(int(n))
+            pending.discard(int(n))
         r.close()
         first = []
         known = set()
