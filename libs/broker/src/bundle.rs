@@ -90,7 +90,9 @@ impl Bundles {
             )));
         }
         let span = 1u64 << 32;
-        let mut bounds: Vec<u32> = (0..n as u64).map(|i| (i * span / n as u64) as u32).collect();
+        let mut bounds: Vec<u32> = (0..n as u64)
+            .map(|i| (i * span / n as u64) as u32)
+            .collect();
         bounds.push(MAX_HASH);
         Ok(Bundles { bounds })
     }
@@ -196,7 +198,13 @@ mod tests {
         let b = Bundles::equal(4).unwrap();
         assert_eq!(
             b.to_data().boundaries,
-            ["0x00000000", "0x40000000", "0x80000000", "0xc0000000", "0xffffffff"]
+            [
+                "0x00000000",
+                "0x40000000",
+                "0x80000000",
+                "0xc0000000",
+                "0xffffffff"
+            ]
         );
         let names: Vec<String> = b.ranges().map(|r| r.to_string()).collect();
         assert_eq!(names[0], "0x00000000_0x40000000");
@@ -214,7 +222,14 @@ mod tests {
 
     #[test]
     fn parse_rejects_garbage() {
-        for s in ["", "0x1", "0x10_0x05", "10_20", "0x_0x1", "0x123456789_0xffffffff"] {
+        for s in [
+            "",
+            "0x1",
+            "0x10_0x05",
+            "10_20",
+            "0x_0x1",
+            "0x123456789_0xffffffff",
+        ] {
             assert!(BundleRange::parse(s).is_err(), "{s}");
         }
         let r = BundleRange::parse("0x40000000_0x80000000").unwrap();
@@ -229,11 +244,26 @@ mod tests {
         };
         assert!(Bundles::from_data(&d(&["0x00000000"])).is_err());
         assert!(Bundles::from_data(&d(&["0x00000001", "0xffffffff"])).is_err());
-        assert!(Bundles::from_data(&d(&["0x00000000", "0x80000000", "0x80000000", "0xffffffff"])).is_err());
+        assert!(Bundles::from_data(&d(&[
+            "0x00000000",
+            "0x80000000",
+            "0x80000000",
+            "0xffffffff"
+        ]))
+        .is_err());
         assert!(Bundles::from_data(&d(&["0x00000000", "zz", "0xffffffff"])).is_err());
-        assert!(Bundles::from_data(&BundlesData { boundaries: vec![], num_bundles: 0 }).is_err());
+        assert!(Bundles::from_data(&BundlesData {
+            boundaries: vec![],
+            num_bundles: 0
+        })
+        .is_err());
         assert_eq!(
-            Bundles::from_data(&BundlesData { boundaries: vec![], num_bundles: 8 }).unwrap().len(),
+            Bundles::from_data(&BundlesData {
+                boundaries: vec![],
+                num_bundles: 8
+            })
+            .unwrap()
+            .len(),
             8
         );
     }

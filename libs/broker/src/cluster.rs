@@ -113,7 +113,11 @@ async fn session_loop(svc: BrokerService, mut stop: watch::Receiver<bool>) {
             }
         };
         svc.ownership().session_started(lease.id);
-        tracing::info!(lease = lease.id, ttl = lease.ttl_seconds, "metadata session started");
+        tracing::info!(
+            lease = lease.id,
+            ttl = lease.ttl_seconds,
+            "metadata session started"
+        );
         let mut keeper = meta(&svc).keep_alive_since(lease, asked);
         if let Err(e) = publish_report(&svc, lease.id, &mut sampler).await {
             tracing::warn!(error = %e, "publishing the load report");
@@ -158,7 +162,11 @@ pub async fn withdraw(svc: &BrokerService) {
     let _ = meta(svc).delete(report_key(svc), None).await;
 }
 
-async fn publish_report(svc: &BrokerService, lease: i64, sampler: &mut ProcessSampler) -> Result<()> {
+async fn publish_report(
+    svc: &BrokerService,
+    lease: i64,
+    sampler: &mut ProcessSampler,
+) -> Result<()> {
     if svc.is_draining() {
         return Ok(());
     }
@@ -189,6 +197,7 @@ async fn build_report(svc: &BrokerService, sampler: &mut ProcessSampler) -> Load
         broker_id: me.broker_id.clone(),
         native_url: me.native_url.clone(),
         http_url: me.http_url.clone(),
+        listeners: me.listeners.clone(),
         cluster: svc.cfg().cluster.clone(),
         timestamp: now_ms(),
         cpu_pct,
@@ -325,7 +334,11 @@ async fn balance_once(svc: &BrokerService, cooling: &mut HashMap<BundleId, Insta
         // Counting owned bundles underestimates a namespace's bundles, which
         // only makes the cap looser by the unowned ones; the owner's split
         // re-reads the real boundaries.
-        for b in plan_splits(&all, |b| per_ns.get(&b.namespace).copied().unwrap_or(0), &split_cfg) {
+        for b in plan_splits(
+            &all,
+            |b| per_ns.get(&b.namespace).copied().unwrap_or(0),
+            &split_cfg,
+        ) {
             tracing::info!(bundle = %b, "asking the owner to split a hot bundle");
             request(svc, &b, Command::Split { unload: true }).await?;
             cooling.insert(b, Instant::now());
@@ -399,7 +412,9 @@ async fn handle_command(svc: &BrokerService, key: &[u8], value: &[u8]) {
     let Some(bundle) = std::str::from_utf8(key)
         .ok()
         .and_then(|k| k.strip_prefix(COMMANDS_PREFIX))
-        .and_then(|rest| BundleId::from_key(&format!("{}{rest}", crate::ownership::OWNERSHIP_PREFIX)))
+        .and_then(|rest| {
+            BundleId::from_key(&format!("{}{rest}", crate::ownership::OWNERSHIP_PREFIX))
+        })
     else {
         return;
     };

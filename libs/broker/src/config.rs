@@ -12,6 +12,10 @@ pub struct BrokerConfig {
     /// Host name clients are told to reach this broker by (default: the
     /// listener's IP).
     pub advertised_address: Option<String>,
+    /// Named addresses for clients on other networks (Pulsar's
+    /// `advertisedListeners`): a client that names a listener in its lookup
+    /// gets that listener's URL for the owning broker.
+    pub advertised_listeners: Vec<(String, String)>,
     pub cluster: String,
     /// Largest message payload accepted (SEND_ERROR beyond it).
     pub max_message_size: usize,
@@ -70,6 +74,7 @@ impl BrokerConfig {
             listen,
             http,
             advertised_address: None,
+            advertised_listeners: Vec::new(),
             cluster: "standalone".into(),
             max_message_size: 5 << 20,
             max_pending_per_producer: 1000,
@@ -111,5 +116,58 @@ impl BrokerConfig {
         self.advertised_address
             .clone()
             .unwrap_or_else(|| self.listen.ip().to_string())
+    }
+}
+
+/// Parses `name:pulsar://host:port,other:pulsar://host:port`.
+pub fn parse_listeners(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, url) = item
+            .split_once(':')
+            .ok_or_else(|| format!("listener {item:?} is not name:pulsar://host:port"))?;
+        let rest = url
+            .strip_prefix("pulsar://")
+            .ok_or_else(|| format!("listener {name}: {url:?} is not a pulsar:// URL"))?;
+        let port_ok = rest
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if name.is_empty() || !port_ok {
+            return Err(format!("listener {item:?} is not name:pulsar://host:port"));
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(format!("listener {name} given twice"));
+        }
+        out.push((name.to_string(), url.to_string()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_parse_and_reject_garbage() {
+        assert_eq!(
+            parse_listeners("internal:pulsar://10.0.0.1:6650, external:pulsar://lb.example:16650")
+                .unwrap(),
+            vec![
+                ("internal".to_string(), "pulsar://10.0.0.1:6650".to_string()),
+                (
+                    "external".to_string(),
+                    "pulsar://lb.example:16650".to_string()
+                )
+            ]
+        );
+        for bad in [
+            "x",
+            "x:http://a:1",
+            "x:pulsar://a",
+            ":pulsar://a:1",
+            "a:pulsar://h:1,a:pulsar://h:2",
+        ] {
+            assert!(parse_listeners(bad).is_err(), "{bad}");
+        }
     }
 }

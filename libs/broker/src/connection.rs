@@ -544,11 +544,18 @@ impl Conn {
             proxy_through_service_url: Some(false),
             ..Default::default()
         };
-        match answer {
-            Ok(Answer::Here) => found(self.svc.inner.broker_url.clone(), LookupType::Connect),
-            Ok(Answer::Owner(o)) => found(o.native_url, LookupType::Connect),
+        let listener = c.advertised_listener_name.as_deref();
+        let answer = answer.and_then(|a| match a {
+            Answer::Here => Ok((
+                self.svc.ownership().me.url_for(listener)?,
+                LookupType::Connect,
+            )),
+            Answer::Owner(o) => Ok((o.url_for(listener)?, LookupType::Connect)),
             // The chosen broker takes the bundle when asked authoritatively.
-            Ok(Answer::Assign(o)) => found(o.native_url, LookupType::Redirect),
+            Answer::Assign(o) => Ok((o.url_for(listener)?, LookupType::Redirect)),
+        });
+        match answer {
+            Ok((url, kind)) => found(url, kind),
             Err(e) => pb::CommandLookupTopicResponse {
                 response: Some(LookupType::Failed as i32),
                 request_id: c.request_id,

@@ -19,6 +19,8 @@ pub struct LoadReport {
     pub broker_id: String,
     pub native_url: String,
     pub http_url: String,
+    /// Advertised listener name → `pulsar://` URL.
+    pub listeners: BTreeMap<String, String>,
     pub cluster: String,
     /// Milliseconds since the epoch.
     pub timestamp: u64,
@@ -84,7 +86,11 @@ impl ProcessSampler {
             }
             None => 0.0,
         };
-        (cpu, rss_mb().unwrap_or(0.0), memory_limit_mb().unwrap_or(0.0))
+        (
+            cpu,
+            rss_mb().unwrap_or(0.0),
+            memory_limit_mb().unwrap_or(0.0),
+        )
     }
 }
 

@@ -87,7 +87,10 @@ async fn choose_broker(svc: &BrokerService, bundle: &str) -> Result<Option<Owner
         .iter()
         .map(|r| Candidate {
             id: r.broker_id.clone(),
-            bundles: owners.iter().filter(|(_, o)| o.broker_id == r.broker_id).count(),
+            bundles: owners
+                .iter()
+                .filter(|(_, o)| o.broker_id == r.broker_id)
+                .count(),
             usage_pct: r.usage_pct(),
         })
         .collect();
@@ -102,5 +105,6 @@ async fn choose_broker(svc: &BrokerService, bundle: &str) -> Result<Option<Owner
         broker_id: r.broker_id.clone(),
         native_url: r.native_url.clone(),
         http_url: r.http_url.clone(),
+        listeners: r.listeners.clone(),
     }))
 }

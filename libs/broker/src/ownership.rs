@@ -14,7 +14,7 @@
 //! This module keeps the bookkeeping only; `cluster` runs the session and
 //! `service` closes topics when a bundle is released.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use magnetar_common::names::NamespaceName;
@@ -65,6 +65,26 @@ pub struct OwnerData {
     pub native_url: String,
     /// `http://host:port`
     pub http_url: String,
+    /// Advertised listener name → `pulsar://` URL.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub listeners: BTreeMap<String, String>,
+}
+
+impl OwnerData {
+    /// The URL a client should use: the one of the listener it named, else
+    /// the broker's own. A listener this broker lacks is an error for the
+    /// client (it would otherwise connect to an address it cannot reach).
+    pub fn url_for(&self, listener: Option<&str>) -> Result<String> {
+        match listener.filter(|l| !l.is_empty()) {
+            None => Ok(self.native_url.clone()),
+            Some(l) => self.listeners.get(l).cloned().ok_or_else(|| {
+                BrokerError::NotAllowed(format!(
+                    "broker {} has no advertised listener named {l:?}",
+                    self.broker_id
+                ))
+            }),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

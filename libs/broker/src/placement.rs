@@ -117,7 +117,8 @@ pub fn plan_shedding(
             }
         }
     }
-    let by_throughput = |a: &&BrokerView, b: &&BrokerView| a.throughput().total_cmp(&b.throughput());
+    let by_throughput =
+        |a: &&BrokerView, b: &&BrokerView| a.throughput().total_cmp(&b.throughput());
     let total: f64 = brokers.iter().map(BrokerView::throughput).sum();
     if total >= cfg.min_throughput {
         // 2. Traffic: move the bundle that best halves the gap between the
@@ -254,7 +255,10 @@ mod tests {
             view("hot", 95.0, &[(b[0].clone(), 10.0), (b[1].clone(), 500.0)]),
             view("cool", 10.0, &[(b[2].clone(), 10.0)]),
         ];
-        assert_eq!(plan_shedding(&brokers, &HashSet::new(), &CFG), Some(b[1].clone()));
+        assert_eq!(
+            plan_shedding(&brokers, &HashSet::new(), &CFG),
+            Some(b[1].clone())
+        );
         let cooling: HashSet<BundleId> = [b[1].clone()].into();
         assert_eq!(plan_shedding(&brokers, &cooling, &CFG), Some(b[0].clone()));
     }
@@ -263,19 +267,42 @@ mod tests {
     fn traffic_imbalance_moves_a_bundle_that_narrows_the_gap() {
         let b = bundles(4);
         let brokers = [
-            view("busy", 20.0, &[(b[0].clone(), 4e6), (b[1].clone(), 1e6), (b[2].clone(), 2e6)]),
+            view(
+                "busy",
+                20.0,
+                &[
+                    (b[0].clone(), 4e6),
+                    (b[1].clone(), 1e6),
+                    (b[2].clone(), 2e6),
+                ],
+            ),
             view("idle", 20.0, &[(b[3].clone(), 1e6)]),
         ];
         // Gap 6 MB/s: the 2 MB/s bundle (≤ 3) is the largest that narrows it.
-        assert_eq!(plan_shedding(&brokers, &HashSet::new(), &CFG), Some(b[2].clone()));
+        assert_eq!(
+            plan_shedding(&brokers, &HashSet::new(), &CFG),
+            Some(b[2].clone())
+        );
     }
 
     #[test]
     fn splits_only_past_thresholds_and_below_the_bundle_cap() {
         let b = bundles(2);
         let mut loads = BTreeMap::new();
-        loads.insert(b[0].clone(), BundleLoad { topics: 5, ..Default::default() });
-        loads.insert(b[1].clone(), BundleLoad { topics: 50, ..Default::default() });
+        loads.insert(
+            b[0].clone(),
+            BundleLoad {
+                topics: 5,
+                ..Default::default()
+            },
+        );
+        loads.insert(
+            b[1].clone(),
+            BundleLoad {
+                topics: 50,
+                ..Default::default()
+            },
+        );
         let cfg = SplitConfig {
             max_topics: 10,
             max_msg_rate: 1e9,

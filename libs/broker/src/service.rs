@@ -51,6 +51,7 @@ impl BrokerService {
             broker_id: cfg.broker_id(),
             native_url: broker_url.clone(),
             http_url: web_url.clone(),
+            listeners: cfg.advertised_listeners.iter().cloned().collect(),
         };
         BrokerService {
             inner: Arc::new(ServiceInner {
@@ -366,8 +367,7 @@ impl BrokerService {
         lock(&self.inner.topics)
             .keys()
             .filter(|t| {
-                t.namespace == bundle.namespace
-                    && bundle.range.contains(topic_hash(&t.to_string()))
+                t.namespace == bundle.namespace && bundle.range.contains(topic_hash(&t.to_string()))
             })
             .cloned()
             .collect()

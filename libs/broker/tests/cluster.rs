@@ -66,7 +66,11 @@ async fn busiest(c: &BrokerCluster, topics: &[String]) -> usize {
 fn wait_for_file(path: &Path, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -93,13 +97,26 @@ async fn producers_survive(fault: Fault, dedup: bool) {
     let (r, a) = (ready.display().to_string(), acked.display().to_string());
     let producing = std::thread::spawn(move || {
         let args = [
-            "produce", "--ns", ns, "--topics", "20", "--duration", "15", "--rate", "20",
-            "--ready", &r, "--out", &a,
+            "produce",
+            "--ns",
+            ns,
+            "--topics",
+            "20",
+            "--duration",
+            "15",
+            "--rate",
+            "20",
+            "--ready",
+            &r,
+            "--out",
+            &a,
         ];
         python(&urls, &args, Duration::from_secs(180))
     });
     wait_for_file(&ready, Duration::from_secs(90));
-    let topics: Vec<String> = (0..20).map(|i| format!("persistent://{ns}/t-{i}")).collect();
+    let topics: Vec<String> = (0..20)
+        .map(|i| format!("persistent://{ns}/t-{i}"))
+        .collect();
     let victim = busiest(&c, &topics).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     match fault {
@@ -159,11 +176,25 @@ async fn a_paused_broker_cannot_write_to_a_moved_topic() {
         .iter()
         .map(|b| b.process.pid().expect("running").to_string())
         .collect();
-    let webs: Vec<String> = c.brokers.iter().map(|b| format!("http://{}", b.http)).collect();
+    let webs: Vec<String> = c
+        .brokers
+        .iter()
+        .map(|b| format!("http://{}", b.http))
+        .collect();
     let (pids, webs) = (pids.join(","), webs.join(","));
     python(
         &c.all_brokers(),
-        &["paused", "--ns", "public/paused", "--pids", &pids, "--webs", &webs, "--ttl", TTL],
+        &[
+            "paused",
+            "--ns",
+            "public/paused",
+            "--pids",
+            &pids,
+            "--webs",
+            &webs,
+            "--ttl",
+            TTL,
+        ],
         Duration::from_secs(180),
     );
 }
@@ -219,8 +250,19 @@ async fn the_balancer_gives_a_new_broker_bundles() {
     let (r, a) = (ready.display().to_string(), acked.display().to_string());
     let producing = std::thread::spawn(move || {
         let args = [
-            "produce", "--ns", ns, "--topics", "48", "--duration", "30", "--rate", "5",
-            "--ready", &r, "--out", &a,
+            "produce",
+            "--ns",
+            ns,
+            "--topics",
+            "48",
+            "--duration",
+            "30",
+            "--rate",
+            "5",
+            "--ready",
+            &r,
+            "--out",
+            &a,
         ];
         python(&urls, &args, Duration::from_secs(180))
     });
@@ -239,12 +281,37 @@ async fn the_balancer_gives_a_new_broker_bundles() {
         if now.get(&newcomer).copied().unwrap_or(0) >= fair_share {
             break now;
         }
-        assert!(Instant::now() < deadline, "new broker got too few bundles: {now:?}");
+        assert!(
+            Instant::now() < deadline,
+            "new broker got too few bundles: {now:?}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     println!("bundles per broker: {spread:?}");
     let out = producing.join().expect("producer thread");
     assert!(out.contains("\"errors\": 0"), "{out}");
     let a = acked.display().to_string();
-    python(&c.all_brokers(), &["verify", "--acked", &a], Duration::from_secs(180));
+    python(
+        &c.all_brokers(),
+        &["verify", "--acked", &a],
+        Duration::from_secs(180),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lookups_answer_the_advertised_listener_a_client_names() {
+    let mut c = BrokerCluster::start(1, 1, 0);
+    let port = magnetar_testkit::free_port();
+    let external = format!("external:pulsar://127.0.0.1:{port}");
+    c.add_broker_on(
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.1:{}", magnetar_testkit::free_port()),
+        &["--advertised-listeners", &external],
+    );
+    c.wait_ready(Duration::from_secs(60)).await;
+    python(
+        &c.all_brokers(),
+        &["listeners", "--listener", "external"],
+        Duration::from_secs(120),
+    );
 }

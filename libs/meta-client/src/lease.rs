@@ -13,12 +13,16 @@ const SAFETY: f64 = 0.9;
 /// until dropped. If the lease is found expired, `lost()` resolves: whatever was
 /// attached to it is gone and the owner must react (e.g. stop serving).
 ///
-/// The keeper also judges expiry locally, without the server's word: a lease
-/// whose last renewal was *sent* more than a TTL ago may already have expired
-/// at the server (which counts from when it received the renewal, never
-/// earlier), so after that instant the holder must assume it is gone. This is
-/// what makes a holder that was paused or cut off from the metadata service
-/// stop acting on the lease before anyone else can take what it held.
+/// Made with `keep_alive_since`, the keeper also judges expiry locally,
+/// without the server's word: a lease whose last renewal was *sent* more than
+/// a TTL ago may already have expired at the server (which counts from when
+/// it received the renewal, never earlier), so after that instant the holder
+/// must assume it is gone. This is what makes a holder that was paused or cut
+/// off from the metadata service stop acting on the lease before anyone else
+/// can take what it held. The price: a metadata outage longer than the TTL
+/// (e.g. a slow leader election under a short TTL) ends the lease for the
+/// holder even if the server, which renews every lease after a leader change,
+/// would have kept it.
 pub struct LeaseKeeper {
     pub lease: Lease,
     lost: watch::Receiver<Option<String>>,
@@ -27,11 +31,22 @@ pub struct LeaseKeeper {
 
 impl LeaseKeeper {
     /// `granted_at`: when the grant request was sent (the server's TTL runs
-    /// from a moment after it).
-    pub(crate) fn spawn(client: MetaClient, lease: Lease, granted_at: Instant) -> Self {
+    /// from a moment after it), for local expiry; `None` trusts the server
+    /// alone.
+    pub(crate) fn spawn(client: MetaClient, lease: Lease, granted_at: Option<Instant>) -> Self {
         let (tx, lost) = watch::channel(None);
         let ttl = Duration::from_secs(lease.ttl_seconds.max(1) as u64);
-        let valid_until = granted_at + ttl.mul_f64(SAFETY);
+        let local = granted_at.is_some();
+        // Without local expiry the lease is trusted for a long time (a year)
+        // and only the server's "not found" ends it.
+        let trust = move |from: Instant, ttl: Duration| {
+            if local {
+                from + ttl.mul_f64(SAFETY)
+            } else {
+                from + Duration::from_secs(365 * 24 * 3600)
+            }
+        };
+        let valid_until = trust(granted_at.unwrap_or_else(Instant::now), ttl);
         let task = tokio::spawn(async move {
             let period = ttl / 3;
             let mut valid_until = valid_until;
@@ -47,8 +62,7 @@ impl LeaseKeeper {
                         .await;
                 match answer {
                     Ok(Ok(secs)) => {
-                        let ttl = Duration::from_secs(secs.max(1) as u64);
-                        valid_until = sent + ttl.mul_f64(SAFETY);
+                        valid_until = trust(sent, Duration::from_secs(secs.max(1) as u64));
                     }
                     Ok(Err(Error::NotFound(msg))) => {
                         let _ = tx.send(Some(msg));

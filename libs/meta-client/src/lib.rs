@@ -423,14 +423,15 @@ impl MetaClient {
 
     /// Keeps a lease alive from a background task until the keeper is dropped.
     pub fn keep_alive(&self, lease: Lease) -> LeaseKeeper {
-        LeaseKeeper::spawn(self.clone(), lease, std::time::Instant::now())
+        LeaseKeeper::spawn(self.clone(), lease, None)
     }
 
-    /// As `keep_alive`, for a lease whose grant was requested at
-    /// `granted_at`: local expiry is judged from then, which is never later
-    /// than the server's.
+    /// As `keep_alive`, and the lease also counts as lost once no renewal
+    /// has been answered for 0.9 TTL (counted from `granted_at`, when the
+    /// grant was requested, then from each renewal's sending): never later
+    /// than the server can expire it. For holders whose keys fence others.
     pub fn keep_alive_since(&self, lease: Lease, granted_at: std::time::Instant) -> LeaseKeeper {
-        LeaseKeeper::spawn(self.clone(), lease, granted_at)
+        LeaseKeeper::spawn(self.clone(), lease, Some(granted_at))
     }
 
     /// Revokes a lease (its keys are deleted); returns whether it existed.

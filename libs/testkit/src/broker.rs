@@ -169,9 +169,15 @@ impl BrokerCluster {
     }
 
     pub fn add_broker(&mut self, extra: &[&str]) {
-        let n = self.brokers.len() + 1;
         let addr = format!("127.0.0.1:{}", free_port());
         let http = format!("127.0.0.1:{}", free_port());
+        self.add_broker_on(addr, http, extra);
+    }
+
+    /// A broker on given addresses (`127.0.0.1:port`), e.g. when its flags
+    /// must name its own port.
+    pub fn add_broker_on(&mut self, addr: String, http: String, extra: &[&str]) {
+        let n = self.brokers.len() + 1;
         let quorum = self.storage.bookies.len().min(2).to_string();
         let mut args: Vec<String> = vec![
             "--meta".into(),

@@ -35,6 +35,11 @@ struct Args {
     /// Host name clients are given to reach this broker.
     #[arg(long, env = "MAGNETAR_BROKER_ADVERTISED_ADDRESS")]
     advertised_address: Option<String>,
+    /// Named addresses for clients on other networks:
+    /// `internal:pulsar://10.0.0.5:6650,external:pulsar://broker-0.example.com:16650`
+    /// (a client picks one with its listener name).
+    #[arg(long, env = "MAGNETAR_BROKER_ADVERTISED_LISTENERS", value_parser = parse_listeners)]
+    advertised_listeners: Option<Listeners>,
     #[arg(long, env = "MAGNETAR_BROKER_CLUSTER", default_value = "standalone")]
     cluster: String,
     #[arg(long, env = "MAGNETAR_BROKER_ENSEMBLE_SIZE", default_value_t = 2)]
@@ -57,10 +62,18 @@ struct Args {
     #[arg(long, env = "MAGNETAR_BROKER_DEFAULT_BUNDLES", default_value_t = 4)]
     default_bundles: usize,
     /// How often this broker publishes its load report (milliseconds).
-    #[arg(long, env = "MAGNETAR_BROKER_LOAD_REPORT_INTERVAL_MS", default_value_t = 5000)]
+    #[arg(
+        long,
+        env = "MAGNETAR_BROKER_LOAD_REPORT_INTERVAL_MS",
+        default_value_t = 5000
+    )]
     load_report_interval_ms: u64,
     /// How often the leader balances load (milliseconds; 0 = never).
-    #[arg(long, env = "MAGNETAR_BROKER_BALANCER_INTERVAL_MS", default_value_t = 30000)]
+    #[arg(
+        long,
+        env = "MAGNETAR_BROKER_BALANCER_INTERVAL_MS",
+        default_value_t = 30000
+    )]
     balancer_interval_ms: u64,
     /// CPU or memory usage (percent) past which a broker sheds bundles.
     #[arg(long, env = "MAGNETAR_BROKER_OVERLOAD_PCT", default_value_t = 85.0)]
@@ -72,15 +85,30 @@ struct Args {
     #[arg(long, env = "MAGNETAR_BROKER_SPLIT_MAX_TOPICS", default_value_t = 1000)]
     split_max_topics: u64,
     /// Split a bundle with more messages/s (in + out) than this.
-    #[arg(long, env = "MAGNETAR_BROKER_SPLIT_MAX_MSG_RATE", default_value_t = 30000.0)]
+    #[arg(
+        long,
+        env = "MAGNETAR_BROKER_SPLIT_MAX_MSG_RATE",
+        default_value_t = 30000.0
+    )]
     split_max_msg_rate: f64,
     /// Split a bundle with more bytes/s (in + out) than this.
-    #[arg(long, env = "MAGNETAR_BROKER_SPLIT_MAX_THROUGHPUT", default_value_t = 100e6)]
+    #[arg(
+        long,
+        env = "MAGNETAR_BROKER_SPLIT_MAX_THROUGHPUT",
+        default_value_t = 100e6
+    )]
     split_max_throughput: f64,
     #[arg(long, env = "MAGNETAR_BROKER_LOG_FORMAT", default_value = "pretty")]
     log_format: LogFormat,
     #[arg(long, env = "MAGNETAR_BROKER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Listeners(Vec<(String, String)>);
+
+fn parse_listeners(s: &str) -> Result<Listeners, String> {
+    magnetar_broker::config::parse_listeners(s).map(Listeners)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -102,6 +130,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let meta = MetaClient::new(ClientConfig::from_list(&args.meta)).context("metadata client")?;
     let mut cfg = BrokerConfig::new(args.listen, args.http);
     cfg.advertised_address = args.advertised_address;
+    cfg.advertised_listeners = args.advertised_listeners.map(|l| l.0).unwrap_or_default();
     cfg.cluster = args.cluster;
     cfg.ensemble_size = args.ensemble_size;
     cfg.write_quorum = args.write_quorum;

@@ -79,7 +79,9 @@ async fn publish_once(url: &str, topic: &str) -> bool {
             .create_producer(topic, ProducerOptions::default())
             .await
             .ok()?;
-        p.send(OutgoingMessage::new(&b"after the kill"[..])).await.ok()
+        p.send(OutgoingMessage::new(&b"after the kill"[..]))
+            .await
+            .ok()
     };
     let ok = tokio::time::timeout(Duration::from_secs(5), attempt)
         .await
@@ -99,7 +101,10 @@ async fn failover_secs(c: &mut BrokerCluster) -> f64 {
         .await
         .expect("lookup");
     let v: serde_json::Value = serde_json::from_str(&body).expect("lookup JSON");
-    let owner = v["httpUrl"].as_str().expect("owner").trim_start_matches("http://");
+    let owner = v["httpUrl"]
+        .as_str()
+        .expect("owner")
+        .trim_start_matches("http://");
     let victim = c
         .brokers
         .iter()

@@ -67,7 +67,11 @@ fn redirect(to: &OwnerData, uri: &Uri, authoritative: bool) -> Response {
         location.push('?');
         location.push_str(&query);
     }
-    (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response()
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, location)],
+    )
+        .into_response()
 }
 
 /// The topic an admin path is about, when the call needs the topic's owner
@@ -294,8 +298,7 @@ pub(super) async fn stats_anywhere(
 ) -> Result<Option<serde_json::Value>, ApiError> {
     let Some(url) = served_at(a, t).await? else {
         return Ok(Some(
-            serde_json::to_value(a.svc.topic(t, false).await?.stats().await)
-                .unwrap_or_default(),
+            serde_json::to_value(a.svc.topic(t, false).await?.stats().await).unwrap_or_default(),
         ));
     };
     let url = match url.split_once('?') {

@@ -377,6 +377,26 @@ def mode_move(a):
         check(secs < 5, f"publish after {what} took {secs:.2f} s")
 
 
+# ---- advertised listeners -------------------------------------------------------
+
+
+def mode_listeners(a):
+    t = f"persistent://{a.ns}/listener-{uuid.uuid4().hex[:8]}"
+    c = pulsar.Client(URL, operation_timeout_seconds=10, logger=LOGGER, listener_name=a.listener)
+    p = c.create_producer(t)
+    p.send(b"via the named listener")
+    c.close()
+    # A listener the broker does not have: lookups fail, nothing connects.
+    c = pulsar.Client(URL, operation_timeout_seconds=5, logger=LOGGER, listener_name="no-such-listener")
+    try:
+        c.create_producer(t)
+        raise AssertionError("a lookup for an unknown listener succeeded")
+    except pulsar.PulsarException as e:
+        print(f"unknown listener refused: {e}")
+        check("TimeOut" not in str(e), f"no clear error for an unknown listener: {e}")
+    c.close()
+
+
 def find_bundle(t, boundaries):
     h = crc32c(t.encode())
     bounds = [int(b, 16) for b in boundaries]
@@ -397,7 +417,8 @@ def crc32c(data):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["namespace", "produce", "verify", "paused", "move"])
+    ap.add_argument("mode", choices=["namespace", "produce", "verify", "paused", "move", "listeners"])
+    ap.add_argument("--listener")
     ap.add_argument("--bundles", type=int, default=4)
     ap.add_argument("--dedup", action="store_true")
     ap.add_argument("--ns", default="public/default")
@@ -414,7 +435,7 @@ def main():
     ap.add_argument("--webs")
     ap.add_argument("--ttl", type=float, default=3)
     a = ap.parse_args()
-    {"namespace": mode_namespace, "produce": mode_produce, "verify": mode_verify, "paused": mode_paused, "move": mode_move}[a.mode](a)
+    {"namespace": mode_namespace, "produce": mode_produce, "verify": mode_verify, "paused": mode_paused, "move": mode_move, "listeners": mode_listeners}[a.mode](a)
 
 
 if __name__ == "__main__":
