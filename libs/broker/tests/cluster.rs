@@ -315,3 +315,53 @@ async fn lookups_answer_the_advertised_listener_a_client_names() {
         Duration::from_secs(120),
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bundle_past_its_topic_threshold_is_split() {
+    let c = cluster(
+        2,
+        &["--balancer-interval-ms", "1000", "--split-max-topics", "4"],
+    )
+    .await;
+    let ns = "public/split";
+    python(
+        &c.all_brokers(),
+        &["namespace", "--ns", ns, "--bundles", "1"],
+        Duration::from_secs(60),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let acked = dir.path().join("acked.json");
+    let a = acked.display().to_string();
+    // 12 topics in one bundle, producing while the leader splits it (the
+    // halves are placed anew, so producers move too).
+    python(
+        &c.all_brokers(),
+        &[
+            "produce",
+            "--ns",
+            ns,
+            "--topics",
+            "12",
+            "--duration",
+            "12",
+            "--rate",
+            "5",
+            "--out",
+            &a,
+        ],
+        Duration::from_secs(180),
+    );
+    let path = format!("/admin/v2/namespaces/{ns}/bundles");
+    let (code, body) = http::get(&c.brokers[0].http, &path, Duration::from_secs(10))
+        .await
+        .expect("bundles");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let n = v["numBundles"].as_u64().unwrap_or(0);
+    assert!(n >= 2, "the bundle was not split: {body}");
+    python(
+        &c.all_brokers(),
+        &["verify", "--acked", &a],
+        Duration::from_secs(180),
+    );
+}
