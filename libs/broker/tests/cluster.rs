@@ -75,6 +75,43 @@ fn wait_for_file(path: &Path, timeout: Duration) {
     }
 }
 
+/// Producers running in the background (`cluster.py produce`) on `topics`
+/// topics of `ns`; returns once every producer has a first acknowledged
+/// message. Join the handle for the script's output; acknowledged messages
+/// are listed in `acked`.
+fn start_producers(
+    urls: Urls,
+    ns: &'static str,
+    topics: usize,
+    secs: u64,
+    rate: u64,
+    acked: &Path,
+) -> std::thread::JoinHandle<String> {
+    let ready = acked.with_extension("ready");
+    let (r, a) = (ready.display().to_string(), acked.display().to_string());
+    let handle = std::thread::spawn(move || {
+        let (topics, secs, rate) = (topics.to_string(), secs.to_string(), rate.to_string());
+        let args = [
+            "produce",
+            "--ns",
+            ns,
+            "--topics",
+            &topics,
+            "--duration",
+            &secs,
+            "--rate",
+            &rate,
+            "--ready",
+            &r,
+            "--out",
+            &a,
+        ];
+        python(&urls, &args, Duration::from_secs(180))
+    });
+    wait_for_file(&ready, Duration::from_secs(90));
+    handle
+}
+
 enum Fault {
     Kill,
     Terminate,
@@ -91,29 +128,8 @@ async fn producers_survive(fault: Fault, dedup: bool) {
     }
     python(&c.all_brokers(), &setup, Duration::from_secs(60));
     let dir = tempfile::tempdir().expect("temp dir");
-    let ready = dir.path().join("ready");
     let acked = dir.path().join("acked.json");
-    let urls = c.all_brokers();
-    let (r, a) = (ready.display().to_string(), acked.display().to_string());
-    let producing = std::thread::spawn(move || {
-        let args = [
-            "produce",
-            "--ns",
-            ns,
-            "--topics",
-            "20",
-            "--duration",
-            "15",
-            "--rate",
-            "20",
-            "--ready",
-            &r,
-            "--out",
-            &a,
-        ];
-        python(&urls, &args, Duration::from_secs(180))
-    });
-    wait_for_file(&ready, Duration::from_secs(90));
+    let producing = start_producers(c.all_brokers(), ns, 20, 15, 20, &acked);
     let topics: Vec<String> = (0..20)
         .map(|i| format!("persistent://{ns}/t-{i}"))
         .collect();
@@ -239,7 +255,6 @@ async fn the_balancer_gives_a_new_broker_bundles() {
         Duration::from_secs(60),
     );
     let dir = tempfile::tempdir().expect("temp dir");
-    let ready = dir.path().join("ready");
     let acked = dir.path().join("acked.json");
     // Producers (on every topic, so on every bundle) keep running while the
     // balancer moves bundles; they must see no errors.
@@ -247,26 +262,7 @@ async fn the_balancer_gives_a_new_broker_bundles() {
         service: format!("pulsar://{}", c.brokers[0].addr),
         web: format!("http://{}", c.brokers[0].http),
     };
-    let (r, a) = (ready.display().to_string(), acked.display().to_string());
-    let producing = std::thread::spawn(move || {
-        let args = [
-            "produce",
-            "--ns",
-            ns,
-            "--topics",
-            "48",
-            "--duration",
-            "30",
-            "--rate",
-            "5",
-            "--ready",
-            &r,
-            "--out",
-            &a,
-        ];
-        python(&urls, &args, Duration::from_secs(180))
-    });
-    wait_for_file(&ready, Duration::from_secs(90));
+    let producing = start_producers(urls, ns, 48, 30, 5, &acked);
     // 48 topics hash into most of the 16 bundles.
     let before = bundles_per_broker(&c).await;
     let owned: usize = before.values().sum();

@@ -74,6 +74,33 @@ pub fn write_section(doc: &Path, name: &str, section: &str) -> std::io::Result<(
     std::fs::write(doc, new)
 }
 
+/// A number from a flat JSON line such as `magnetar perf --json` prints
+/// (`{"msg_per_sec":123.4,...}`); NaN when absent.
+pub fn json_number(json: &str, name: &str) -> f64 {
+    let key = format!("\"{name}\":");
+    json.find(&key)
+        .and_then(|i| {
+            json[i + key.len()..]
+                .split([',', '}'])
+                .next()
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// Runs a benchmark client (e.g. `magnetar perf produce --json`), echoes its
+/// output and returns its last JSON line (the summary).
+pub fn run_summary(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("run the benchmark client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprint!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "benchmark client failed");
+    text.lines()
+        .rfind(|l| l.starts_with('{'))
+        .expect("summary line")
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

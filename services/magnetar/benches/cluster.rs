@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use magnetar_client::{Client, OutgoingMessage, ProducerOptions};
-use magnetar_testkit::bench_report::{machine, now_utc, write_section};
+use magnetar_testkit::bench_report::{json_number, machine, now_utc, run_summary, write_section};
 use magnetar_testkit::{bin_path, http, BrokerCluster, PulsarService};
 
 const RUN_SECS: u64 = 15;
@@ -20,38 +20,19 @@ const TOPICS: usize = 12;
 /// The brokers' default session lease TTL (seconds).
 const LEASE_TTL: u64 = 10;
 
-fn field(json: &str, name: &str) -> f64 {
-    let key = format!("\"{name}\":");
-    json.find(&key)
-        .and_then(|i| {
-            json[i + key.len()..]
-                .split([',', '}'])
-                .next()
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(f64::NAN)
-}
-
 /// (msg/s, MB/s, errors) of `magnetar perf produce` with 1 KiB messages.
 fn perf(svc: &dyn PulsarService, topic: &str) -> (f64, f64, u64) {
-    let out = Command::new(bin_path("magnetar"))
-        .args(["perf", "produce", topic, "--json", "--interval", "5"])
-        .args(["--url", &svc.service_url()])
-        .args(["--size", "1024", "--topics", &TOPICS.to_string()])
-        .args(["--duration", &RUN_SECS.to_string()])
-        .output()
-        .expect("run magnetar perf");
-    let text = String::from_utf8_lossy(&out.stdout);
-    eprint!("{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "magnetar perf failed");
-    let json = text
-        .lines()
-        .rfind(|l| l.starts_with('{'))
-        .expect("summary line");
+    let json = &run_summary(
+        Command::new(bin_path("magnetar"))
+            .args(["perf", "produce", topic, "--json", "--interval", "5"])
+            .args(["--url", &svc.service_url()])
+            .args(["--size", "1024", "--topics", &TOPICS.to_string()])
+            .args(["--duration", &RUN_SECS.to_string()]),
+    );
     (
-        field(json, "msg_per_sec"),
-        field(json, "mb_per_sec"),
-        field(json, "errors") as u64,
+        json_number(json, "msg_per_sec"),
+        json_number(json, "mb_per_sec"),
+        json_number(json, "errors") as u64,
     )
 }
 

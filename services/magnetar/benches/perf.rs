@@ -9,7 +9,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use magnetar_testkit::bench_report::{fsync_bandwidth, machine, now_utc, write_section};
+use magnetar_testkit::bench_report::{
+    fsync_bandwidth, json_number, machine, now_utc, run_summary, write_section,
+};
 use magnetar_testkit::{bin_path, BrokerCluster, PulsarService, Standalone};
 
 const RUN_SECS: u64 = 15;
@@ -20,19 +22,6 @@ struct Figures {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
-}
-
-/// A number from the flat JSON summary line `magnetar perf --json` prints.
-fn field(json: &str, name: &str) -> f64 {
-    let key = format!("\"{name}\":");
-    json.find(&key)
-        .and_then(|i| {
-            json[i + key.len()..]
-                .split([',', '}'])
-                .next()
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(f64::NAN)
 }
 
 /// A durable subscription that never consumes, so what is produced stays as
@@ -61,31 +50,24 @@ fn perf(svc: &dyn PulsarService, topic: &str, size: usize, rate: u64, topics: us
             hold_backlog(svc, &format!("{topic}-{i}"));
         }
     }
-    let out = Command::new(bin_path("magnetar"))
-        .args(["perf", "produce", topic, "--json", "--interval", "5"])
-        .args(["--url", &svc.service_url()])
-        .args(["--size", &size.to_string(), "--rate", &rate.to_string()])
-        .args([
-            "--topics",
-            &topics.to_string(),
-            "--duration",
-            &RUN_SECS.to_string(),
-        ])
-        .output()
-        .expect("run magnetar perf");
-    let text = String::from_utf8_lossy(&out.stdout);
-    eprint!("{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "magnetar perf failed");
-    let json = text
-        .lines()
-        .rfind(|l| l.starts_with('{'))
-        .expect("summary line");
+    let json = &run_summary(
+        Command::new(bin_path("magnetar"))
+            .args(["perf", "produce", topic, "--json", "--interval", "5"])
+            .args(["--url", &svc.service_url()])
+            .args(["--size", &size.to_string(), "--rate", &rate.to_string()])
+            .args([
+                "--topics",
+                &topics.to_string(),
+                "--duration",
+                &RUN_SECS.to_string(),
+            ]),
+    );
     Figures {
-        msg_per_sec: field(json, "msg_per_sec"),
-        mb_per_sec: field(json, "mb_per_sec"),
-        p50_ms: field(json, "p50_ms"),
-        p99_ms: field(json, "p99_ms"),
-        errors: field(json, "errors") as u64,
+        msg_per_sec: json_number(json, "msg_per_sec"),
+        mb_per_sec: json_number(json, "mb_per_sec"),
+        p50_ms: json_number(json, "p50_ms"),
+        p99_ms: json_number(json, "p99_ms"),
+        errors: json_number(json, "errors") as u64,
     }
 }
 
