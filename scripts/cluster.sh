@@ -13,6 +13,8 @@ META=${META:-3}
 BOOKIES=${BOOKIES:-3}
 BROKERS=${BROKERS:-2}
 HOST=${HOST:-127.0.0.1}
+# Extra flags for every broker, e.g. BROKER_ARGS="--lease-ttl 5".
+BROKER_ARGS=${BROKER_ARGS:-}
 
 start_proc() { # name, command...
   local name=$1; shift
@@ -61,7 +63,7 @@ start() {
   for i in $(seq 1 "$BROKERS"); do
     start_proc "broker-$i" "$BIN_DIR/magnetar-broker" --meta "$meta_addrs" \
       --listen "$HOST:$((6649 + i))" --http "$HOST:$((8079 + i))" \
-      --ensemble-size "$quorum" --write-quorum "$quorum" --ack-quorum "$quorum"
+      --ensemble-size "$quorum" --write-quorum "$quorum" --ack-quorum "$quorum" $BROKER_ARGS
   done
   for i in $(seq 1 "$BROKERS"); do wait_http "broker-$i" "http://$HOST:$((8079 + i))/health"; done
   echo

@@ -309,13 +309,29 @@ impl Conn {
             }
             CommandType::Subscribe => {
                 let c = cmd.subscribe.ok_or("SUBSCRIBE without body")?;
-                let request_id = c.request_id;
+                let (request_id, consumer_id) = (c.request_id, c.consumer_id);
                 match self.subscribe(c).await {
-                    Ok(()) => self.out.send(pb::CommandSuccess {
-                        request_id,
-                        schema: None,
-                    }),
-                    Err(e) => self.out.send(error(request_id, &e)),
+                    Ok(()) => {
+                        self.out.send(pb::CommandSuccess {
+                            request_id,
+                            schema: None,
+                        });
+                    }
+                    Err(e) => {
+                        self.out.send(error(request_id, &e));
+                        if matches!(e.server_error(), ServerError::ServiceNotReady) {
+                            // The topic is moving. The C++ client (3.x) keeps
+                            // a consumer whose subscribe failed attached to
+                            // this connection and then ignores its own retry;
+                            // CLOSE_CONSUMER detaches it, so it looks the
+                            // topic up again.
+                            self.out.send(pb::CommandCloseConsumer {
+                                consumer_id,
+                                request_id: 0,
+                                ..Default::default()
+                            });
+                        }
+                    }
                 };
             }
             CommandType::Flow => {

@@ -176,8 +176,14 @@ impl Ownership {
                 "this broker has no metadata session".into(),
             ));
         };
-        if lock(&self.state).owned.contains_key(bundle) {
-            return Ok(Acquired::Mine);
+        match lock(&self.state).owned.get(bundle) {
+            Some((Held::Serving, _)) => return Ok(Acquired::Mine),
+            Some((Held::Releasing, _)) => {
+                return Err(BrokerError::ServiceNotReady(format!(
+                    "bundle {bundle} is being released; retry"
+                )))
+            }
+            None => {}
         }
         let value = serde_json::to_vec(&self.me).unwrap_or_default();
         for _ in 0..2 {
@@ -265,14 +271,21 @@ impl Ownership {
 
     /// Gives a released bundle up: deletes its key (if still ours).
     pub async fn forget(&self, bundle: &BundleId) -> Result<()> {
-        let version = lock(&self.state).owned.remove(bundle).map(|(_, v)| v);
-        if let Some(v) = version {
-            match self.meta.delete(bundle.key(), Some(v)).await {
-                Ok(_) | Err(MetaError::VersionMismatch { .. }) | Err(MetaError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-            tracing::info!(bundle = %bundle, "bundle released");
-        }
+        // The entry stays (releasing) until the key is gone, so a lookup in
+        // between sees "being released", not a key of ours to adopt.
+        let version = lock(&self.state).owned.get(bundle).map(|(_, v)| *v);
+        let Some(v) = version else {
+            return Ok(());
+        };
+        let deleted = match self.meta.delete(bundle.key(), Some(v)).await {
+            Ok(_) | Err(MetaError::VersionMismatch { .. }) | Err(MetaError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        };
+        // Even if the delete failed, this broker no longer serves the bundle;
+        // the key goes with the session at the latest.
+        lock(&self.state).owned.remove(bundle);
+        deleted?;
+        tracing::info!(bundle = %bundle, "bundle released");
         Ok(())
     }
 
