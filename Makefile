@@ -40,11 +40,12 @@ setup:
 # The official Pulsar Python client drives the compatibility tests.
 PY_VENV := $(HOME)/.cache/magnetar/venv
 PULSAR_CLIENT := pulsar-client==3.13.0
+WEBSOCKET_CLIENT := websocket-client==1.8.0
 
 python-env: setup
-	@$(PY_VENV)/bin/python -c 'import pulsar' 2>/dev/null || { \
-	  echo "make: installing $(PULSAR_CLIENT) into $(PY_VENV)"; \
-	  python3 -m venv $(PY_VENV) && $(PY_VENV)/bin/pip install -q '$(PULSAR_CLIENT)'; }
+	@$(PY_VENV)/bin/python -c 'import pulsar, websocket' 2>/dev/null || { \
+	  echo "make: installing $(PULSAR_CLIENT) $(WEBSOCKET_CLIENT) into $(PY_VENV)"; \
+	  python3 -m venv $(PY_VENV) && $(PY_VENV)/bin/pip install -q '$(PULSAR_CLIENT)' '$(WEBSOCKET_CLIENT)'; }
 
 build: setup
 	$(CARGO) build --workspace --bins

@@ -15,6 +15,7 @@
 //! - `load`, `placement`: load reports and load-balancing decisions
 //! - `cluster`: the session, load reports, leader election and balancer
 //! - `admin`: the HTTP API
+//! - `websocket`: Pulsar's WebSocket API (sessions are clients of the binary protocol)
 //! - `server`: listeners and lifecycle
 
 pub mod admin;
@@ -37,6 +38,7 @@ pub mod server;
 pub mod service;
 pub mod subscription;
 pub mod topic;
+pub mod websocket;
 
 pub use config::BrokerConfig;
 pub use error::BrokerError;

@@ -31,6 +31,8 @@ pub struct ServiceInner {
     pub ownership: Ownership,
     /// Shutting down: takes no new bundles.
     draining: AtomicBool,
+    /// The client WebSocket sessions use.
+    pub ws: crate::websocket::WsClient,
 }
 
 #[derive(Clone)]
@@ -57,6 +59,7 @@ impl BrokerService {
             inner: Arc::new(ServiceInner {
                 ownership: Ownership::new(meta.clone(), me),
                 draining: AtomicBool::new(false),
+                ws: crate::websocket::WsClient::new(),
                 cfg,
                 resources: Resources::new(meta),
                 factory,

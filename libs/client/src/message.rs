@@ -51,6 +51,21 @@ impl MessageId {
         }
     }
 
+    /// Pulsar's serialized form (`MessageId.toByteArray()`: a `MessageIdData`
+    /// protobuf), e.g. for the WebSocket API's base64 ids.
+    pub fn to_bytes(self) -> Vec<u8> {
+        use prost::Message as _;
+        self.to_wire().encode_to_vec()
+    }
+
+    /// Parses the serialized form; `None` if it is not a `MessageIdData`.
+    pub fn from_bytes(bytes: &[u8]) -> Option<MessageId> {
+        use prost::Message as _;
+        pb::MessageIdData::decode(bytes)
+            .ok()
+            .map(|id| MessageId::from_wire(&id))
+    }
+
     /// The id of the whole entry (batch) this message is in.
     pub(crate) fn entry(self) -> MessageId {
         MessageId {

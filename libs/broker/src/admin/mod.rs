@@ -32,6 +32,12 @@ struct App {
     registry: Arc<Registry>,
 }
 
+impl axum::extract::FromRef<App> for BrokerService {
+    fn from_ref(app: &App) -> BrokerService {
+        app.svc.clone()
+    }
+}
+
 type Reply = Result<Response, ApiError>;
 
 struct ApiError(BrokerError);
@@ -151,6 +157,18 @@ pub fn router(svc: BrokerService, registry: Arc<Registry>) -> Router {
             delete(delete_subscription),
         )
         .route(&format!("{topic}/unload"), put(unload_topic))
+        .route(
+            "/ws/v2/producer/persistent/{tenant}/{namespace}/{topic}",
+            get(crate::websocket::producer),
+        )
+        .route(
+            "/ws/v2/consumer/persistent/{tenant}/{namespace}/{topic}/{subscription}",
+            get(crate::websocket::consumer),
+        )
+        .route(
+            "/ws/v2/reader/persistent/{tenant}/{namespace}/{topic}",
+            get(crate::websocket::reader),
+        )
         .merge(cluster::routes())
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

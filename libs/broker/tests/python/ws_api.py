@@ -1,0 +1,166 @@
+"""Pulsar's WebSocket API, checked against the official Python client.
+
+Usage: ws_api.py CASE [CASE...]   (PULSAR_URL and PULSAR_WEB name the service)
+
+Messages produced over WebSocket are consumed with the official client and
+the other way round; bad frames get an error reply and the socket stays
+usable. Each case raises on any deviation.
+"""
+
+import base64
+import json
+import os
+import sys
+import uuid
+
+import pulsar
+import websocket  # websocket-client from PyPI
+
+URL = os.environ["PULSAR_URL"]
+WS = os.environ["PULSAR_WEB"].replace("http://", "ws://")
+LOGGER = pulsar.ConsoleLogger(getattr(pulsar.LoggerLevel, os.environ.get("PULSAR_LOG", "Warn")))
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def topic(name):
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def client():
+    return pulsar.Client(URL, operation_timeout_seconds=15, logger=LOGGER)
+
+
+def connect(path):
+    return websocket.create_connection(WS + path, timeout=15)
+
+
+def b64(data):
+    return base64.b64encode(data).decode()
+
+
+def ws_id_to_pulsar(s):
+    return pulsar.MessageId.deserialize(base64.b64decode(s))
+
+
+def case_ws_produce_python_consume():
+    t = topic("ws-in")
+    c = client()
+    consumer = c.subscribe(f"persistent://public/default/{t}", "py")
+    ws = connect(f"/ws/v2/producer/persistent/public/default/{t}")
+    ids = []
+    for i in range(20):
+        ws.send(json.dumps({
+            "payload": b64(f"m{i}".encode()),
+            "properties": {"i": str(i)},
+            "key": f"k{i % 3}",
+            "context": f"ctx-{i}",
+        }))
+    for i in range(20):
+        r = json.loads(ws.recv())
+        check(r["result"] == "ok", f"send {i}: {r}")
+        check(r["context"] == f"ctx-{i}", f"answers out of order: {r}")
+        ids.append(str(ws_id_to_pulsar(r["messageId"])))
+    ws.close()
+    for i in range(20):
+        m = consumer.receive(timeout_millis=10000)
+        check(m.data() == f"m{i}".encode(), f"payload {i}: {m.data()!r}")
+        check(m.properties() == {"i": str(i)}, f"properties {m.properties()}")
+        check(m.partition_key() == f"k{i % 3}", f"key {m.partition_key()}")
+        check(str(m.message_id()) == ids[i], f"message id {m.message_id()} != {ids[i]}")
+        consumer.acknowledge(m)
+    c.close()
+
+
+def case_python_produce_ws_consume_with_acks_and_nacks():
+    t = topic("ws-out")
+    ws = connect(f"/ws/v2/consumer/persistent/public/default/{t}/wsub?subscriptionType=Shared&receiverQueueSize=10")
+    c = client()
+    p = c.create_producer(f"persistent://public/default/{t}", batching_enabled=False)
+    for i in range(10):
+        p.send(f"n{i}".encode(), properties={"i": str(i)}, partition_key="key")
+    got = []
+    nacked = None
+    while len(got) < 10:
+        m = json.loads(ws.recv())
+        data = base64.b64decode(m["payload"]).decode()
+        check(m["properties"]["i"] == data[1:], f"properties {m}")
+        check(m["key"] == "key", f"key {m}")
+        if data == "n3" and nacked is None:
+            nacked = m["messageId"]
+            ws.send(json.dumps({"type": "negativeAcknowledge", "messageId": m["messageId"]}))
+            continue
+        if data == "n3":
+            check(m["redeliveryCount"] >= 1, f"redelivered without a count: {m}")
+        ws.send(json.dumps({"messageId": m["messageId"]}))
+        got.append(data)
+    check(sorted(got) == sorted(f"n{i}" for i in range(10)), f"received {got}")
+    # A bad command gets an error reply and the session goes on.
+    ws.send("{not json")
+    r = json.loads(ws.recv())
+    check(r.get("result") == "error" and r.get("errorMsg"), f"bad command answer {r}")
+    ws.send(json.dumps({"messageId": "%%%"}))
+    r = json.loads(ws.recv())
+    check(r.get("result") == "error", f"bad id answer {r}")
+    p.send(b"after the errors")
+    m = json.loads(ws.recv())
+    check(base64.b64decode(m["payload"]) == b"after the errors", f"{m}")
+    ws.send(json.dumps({"messageId": m["messageId"]}))
+    ws.close()
+    c.close()
+
+
+def case_bad_producer_frames_keep_the_socket():
+    t = topic("ws-bad")
+    ws = connect(f"/ws/v2/producer/persistent/public/default/{t}")
+    ws.send("{not json")
+    r = json.loads(ws.recv())
+    check(r["result"].startswith("send-error") and r["errorMsg"], f"{r}")
+    ws.send(json.dumps({"payload": "%%%", "context": "c1"}))
+    r = json.loads(ws.recv())
+    check(r["result"].startswith("send-error") and r["context"] == "c1", f"{r}")
+    ws.send(json.dumps({"payload": b64(b"fine"), "context": "c2"}))
+    r = json.loads(ws.recv())
+    check(r["result"] == "ok" and r["context"] == "c2", f"{r}")
+    ws.close()
+
+
+def case_reader_from_earliest_and_from_an_id():
+    t = topic("ws-read")
+    c = client()
+    p = c.create_producer(f"persistent://public/default/{t}", batching_enabled=False)
+    ids = [p.send(f"r{i}".encode()) for i in range(5)]
+    ws = connect(f"/ws/v2/reader/persistent/public/default/{t}?messageId=earliest")
+    got = [base64.b64decode(json.loads(ws.recv())["payload"]).decode() for _ in range(5)]
+    check(got == [f"r{i}" for i in range(5)], f"reader got {got}")
+    ws.close()
+    start = b64(ids[1].serialize())
+    ws = connect(f"/ws/v2/reader/persistent/public/default/{t}?messageId={start}")
+    got = [base64.b64decode(json.loads(ws.recv())["payload"]).decode() for _ in range(3)]
+    check(got == ["r2", "r3", "r4"], f"reader after r1 got {got}")
+    ws.close()
+    c.close()
+
+
+def case_bad_parameters_close_the_socket_with_a_reason():
+    t = topic("ws-param")
+    ws = connect(f"/ws/v2/consumer/persistent/public/default/{t}/s?subscriptionType=Sideways")
+    try:
+        got = ws.recv()
+        check(not got, f"a consumer with an unknown subscription type was accepted: {got!r}")
+    except websocket.WebSocketConnectionClosedException:
+        pass
+
+
+def main():
+    names = sys.argv[1:] or [n[len("case_"):] for n in globals() if n.startswith("case_")]
+    for name in names:
+        globals()["case_" + name]()
+        print(f"ok {name}")
+
+
+if __name__ == "__main__":
+    main()
