@@ -34,6 +34,7 @@ mod peer;
 pub mod placement;
 pub mod resources;
 mod schema;
+pub mod self_client;
 pub mod server;
 pub mod service;
 pub mod subscription;

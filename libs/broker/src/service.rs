@@ -31,8 +31,8 @@ pub struct ServiceInner {
     pub ownership: Ownership,
     /// Shutting down: takes no new bundles.
     draining: AtomicBool,
-    /// The client WebSocket sessions use.
-    pub ws: crate::websocket::WsClient,
+    /// The client WebSocket sessions and REST produce use.
+    pub client: crate::self_client::SelfClient,
 }
 
 #[derive(Clone)]
@@ -59,7 +59,7 @@ impl BrokerService {
             inner: Arc::new(ServiceInner {
                 ownership: Ownership::new(meta.clone(), me),
                 draining: AtomicBool::new(false),
-                ws: crate::websocket::WsClient::new(),
+                client: crate::self_client::SelfClient::new(),
                 cfg,
                 resources: Resources::new(meta),
                 factory,

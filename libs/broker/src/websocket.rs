@@ -27,53 +27,17 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
 use magnetar_client::{
-    Client, ClientConfig, ConsumerOptions, InitialPosition, Message, MessageId, OutgoingMessage,
-    ProducerOptions, SubscriptionType,
+    ConsumerOptions, InitialPosition, Message, MessageId, OutgoingMessage, ProducerOptions,
+    SubscriptionType,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, OnceCell};
+use tokio::sync::mpsc;
 
 use crate::service::BrokerService;
 
 /// A socket write that takes longer than this ends the session.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The client every session of this broker shares (one connection per
-/// broker it talks to).
-pub struct WsClient {
-    client: OnceCell<Client>,
-}
-
-impl WsClient {
-    pub fn new() -> Self {
-        WsClient {
-            client: OnceCell::new(),
-        }
-    }
-
-    async fn get(&self, svc: &BrokerService) -> Result<Client, String> {
-        self.client
-            .get_or_try_init(|| async {
-                // Our own listener; an unspecified listen address is reached
-                // through loopback.
-                let mut addr = svc.cfg().listen;
-                if addr.ip().is_unspecified() {
-                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                Client::new(ClientConfig::new(format!("pulsar://{addr}")))
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .cloned()
-    }
-}
-
-impl Default for WsClient {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 fn topic_name(t: &str, n: &str, topic: &str) -> String {
     format!("persistent://{t}/{n}/{topic}")
@@ -176,7 +140,7 @@ pub async fn producer(
 }
 
 async fn produce_session(svc: BrokerService, topic: String, q: ProducerParams, socket: WebSocket) {
-    let client = match svc.inner.ws.get(&svc).await {
+    let client = match svc.inner.client.get(&svc).await {
         Ok(c) => c,
         Err(e) => return refuse(socket, e).await,
     };
@@ -326,7 +290,7 @@ async fn consume_session(
             .await
         }
     };
-    let client = match svc.inner.ws.get(&svc).await {
+    let client = match svc.inner.client.get(&svc).await {
         Ok(c) => c,
         Err(e) => return refuse(socket, e).await,
     };
@@ -414,7 +378,7 @@ async fn read_session(svc: BrokerService, topic: String, q: ReaderParams, socket
             None => return refuse(socket, format!("invalid messageId {s:?}")).await,
         },
     };
-    let client = match svc.inner.ws.get(&svc).await {
+    let client = match svc.inner.client.get(&svc).await {
         Ok(c) => c,
         Err(e) => return refuse(socket, e).await,
     };

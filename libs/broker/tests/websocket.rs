@@ -1,6 +1,6 @@
-//! Pulsar's WebSocket API on `magnetar standalone` and on a two-broker
-//! cluster (sessions on a broker that does not own the topic), checked with
-//! the official Python client on the other end.
+//! Pulsar's WebSocket API and REST producer on `magnetar standalone` and on
+//! a two-broker cluster (sessions on a broker that does not own the topic),
+//! checked with the official Python client on the other end.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +13,9 @@ const CASES: &[&str] = &[
     "bad_producer_frames_keep_the_socket",
     "reader_from_earliest_and_from_an_id",
     "bad_parameters_close_the_socket_with_a_reason",
+    "rest_produce_python_consume",
+    "rest_produce_to_partitions",
+    "rest_produce_bad_input",
 ];
 
 fn run(svc: &dyn PulsarService) {

@@ -25,6 +25,7 @@ use crate::resources::{
 use crate::service::BrokerService;
 
 mod cluster;
+mod produce;
 
 #[derive(Clone)]
 struct App {
@@ -157,6 +158,14 @@ pub fn router(svc: BrokerService, registry: Arc<Registry>) -> Router {
             delete(delete_subscription),
         )
         .route(&format!("{topic}/unload"), put(unload_topic))
+        .route(
+            "/topics/persistent/{tenant}/{namespace}/{topic}",
+            axum::routing::post(produce::produce),
+        )
+        .route(
+            "/topics/persistent/{tenant}/{namespace}/{topic}/partitions/{partition}",
+            axum::routing::post(produce::produce_partition),
+        )
         .route(
             "/ws/v2/producer/persistent/{tenant}/{namespace}/{topic}",
             get(crate::websocket::producer),

@@ -1,4 +1,5 @@
-"""Pulsar's WebSocket API, checked against the official Python client.
+"""Pulsar's WebSocket API and REST producer, checked against the official
+Python client.
 
 Usage: ws_api.py CASE [CASE...]   (PULSAR_URL and PULSAR_WEB name the service)
 
@@ -11,13 +12,16 @@ import base64
 import json
 import os
 import sys
+import urllib.error
+import urllib.request
 import uuid
 
 import pulsar
 import websocket  # websocket-client from PyPI
 
 URL = os.environ["PULSAR_URL"]
-WS = os.environ["PULSAR_WEB"].replace("http://", "ws://")
+WEB = os.environ["PULSAR_WEB"]
+WS = WEB.replace("http://", "ws://")
 LOGGER = pulsar.ConsoleLogger(getattr(pulsar.LoggerLevel, os.environ.get("PULSAR_LOG", "Warn")))
 
 
@@ -153,6 +157,69 @@ def case_bad_parameters_close_the_socket_with_a_reason():
         check(not got, f"a consumer with an unknown subscription type was accepted: {got!r}")
     except websocket.WebSocketConnectionClosedException:
         pass
+
+
+def post(path, body):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(WEB + path, data=data, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def case_rest_produce_python_consume():
+    t = topic("rest")
+    c = client()
+    consumer = c.subscribe(f"persistent://public/default/{t}", "py")
+    code, body = post(f"/topics/persistent/public/default/{t}", {
+        "producerName": "rest-1",
+        "messages": [{"payload": f"hello {i}", "key": "k", "properties": {"i": str(i)}} for i in range(5)],
+    })
+    check(code == 200, f"{code} {body}")
+    results = body["messagePublishResults"]
+    check(len(results) == 5 and all(r["errorCode"] == 0 for r in results), f"{body}")
+    for i in range(5):
+        m = consumer.receive(timeout_millis=10000)
+        check(m.data() == f"hello {i}".encode(), f"{m.data()!r}")
+        check(m.properties() == {"i": str(i)} and m.partition_key() == "k", f"{m.properties()}")
+        ledger, entry = results[i]["messageId"].split(":")[:2]
+        check((m.message_id().ledger_id(), m.message_id().entry_id()) == (int(ledger), int(entry)), f"id {results[i]} vs {m.message_id()}")
+        consumer.acknowledge(m)
+    c.close()
+
+
+def case_rest_produce_to_partitions():
+    t = topic("rest-parted")
+    req = urllib.request.Request(f"{WEB}/admin/v2/persistent/public/default/{t}/partitions", data=b"3", method="PUT", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=30).read()
+    code, body = post(f"/topics/persistent/public/default/{t}", {
+        "messages": [{"payload": f"m{i}", "partition": i % 3} for i in range(6)],
+    })
+    check(code == 200, f"{code} {body}")
+    ids = [r["messageId"] for r in body["messagePublishResults"]]
+    check([int(i.split(":")[2]) for i in ids] == [0, 1, 2, 0, 1, 2], f"partitions of {ids}")
+    code, body = post(f"/topics/persistent/public/default/{t}/partitions/2", {"messages": [{"payload": "direct"}]})
+    check(code == 200 and body["messagePublishResults"][0]["messageId"].split(":")[2] == "2", f"{code} {body}")
+    code, body = post(f"/topics/persistent/public/default/{t}/partitions/7", {"messages": [{"payload": "x"}]})
+    check(code == 400, f"partition out of range: {code} {body}")
+
+
+def case_rest_produce_bad_input():
+    t = topic("rest-bad")
+    for bad, want in [
+        (b"{not json", 400),
+        ({"messages": []}, 400),
+        ({"messages": [{"key": "no payload"}]}, 400),
+        ({"nothing": 1}, 400),
+    ]:
+        code, body = post(f"/topics/persistent/public/default/{t}", bad)
+        check(code == want and body.get("reason"), f"{bad!r}: {code} {body}")
+    code, body = post(f"/topics/persistent/public/no-such-ns/{t}", {"messages": [{"payload": "x"}]})
+    check(code == 404, f"unknown namespace: {code} {body}")
+    code, body = post(f"/topics/persistent/public/default/{t}/partitions/0", {"messages": [{"payload": "x"}]})
+    check(code == 400, f"partition of a non-partitioned topic: {code} {body}")
 
 
 def main():
