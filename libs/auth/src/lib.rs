@@ -104,7 +104,9 @@ impl Verifier {
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         let c = data.claims;
         if c.sub.is_empty() {
-            return Err(AuthError::Invalid("the token names no subject (role)".into()));
+            return Err(AuthError::Invalid(
+                "the token names no subject (role)".into(),
+            ));
         }
         if c.exp.is_some_and(|exp| exp <= now_secs()) {
             return Err(AuthError::Expired);
@@ -135,8 +137,7 @@ impl Signer {
                 Ok(k) => (Header::new(Algorithm::ES256), k),
                 Err(_) => (
                     Header::new(Algorithm::RS256),
-                    EncodingKey::from_rsa_pem(pem)
-                        .map_err(|e| AuthError::BadKey(e.to_string()))?,
+                    EncodingKey::from_rsa_pem(pem).map_err(|e| AuthError::BadKey(e.to_string()))?,
                 ),
             },
         };
@@ -214,7 +215,10 @@ mod tests {
         let mut bad = token.clone();
         bad.push('x');
         assert!(Verifier::from_secret(&key).verify(&bad).is_err());
-        assert_eq!(Verifier::from_secret(&key).verify(" "), Err(AuthError::Missing));
+        assert_eq!(
+            Verifier::from_secret(&key).verify(" "),
+            Err(AuthError::Missing)
+        );
         assert!(Verifier::from_secret(&key).verify("a.b.c").is_err());
     }
 
@@ -232,14 +236,18 @@ mod tests {
     #[test]
     fn key_pairs_sign_and_verify_and_do_not_cross() {
         let (private, public) = create_key_pair().unwrap();
-        let token = Signer::PrivatePem(private.into_bytes()).token("svc", None).unwrap();
+        let token = Signer::PrivatePem(private.into_bytes())
+            .token("svc", None)
+            .unwrap();
         let v = Verifier::from_public_pem(public.as_bytes()).unwrap();
         assert_eq!(v.verify(&token).unwrap().role, "svc");
         let (_, other_public) = create_key_pair().unwrap();
         let other = Verifier::from_public_pem(other_public.as_bytes()).unwrap();
         assert!(other.verify(&token).is_err());
         // A token made with a secret does not pass a public-key verifier.
-        let hs = Signer::Secret(create_secret_key()).token("svc", None).unwrap();
+        let hs = Signer::Secret(create_secret_key())
+            .token("svc", None)
+            .unwrap();
         assert!(v.verify(&hs).is_err());
         assert!(Verifier::from_public_pem(b"not a key").is_err());
     }

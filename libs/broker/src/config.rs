@@ -66,6 +66,19 @@ pub struct BrokerConfig {
     pub split_max_msg_rate: f64,
     pub split_max_throughput: f64,
     pub max_bundles_per_namespace: usize,
+    /// Token authentication and authorization; `None` = everyone may do
+    /// everything.
+    pub auth: Option<AuthConfig>,
+}
+
+/// How clients prove who they are, and who may do everything.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub verifier: magnetar_auth::Verifier,
+    pub superusers: Vec<String>,
+    /// The token this broker's own client (WebSocket sessions, REST
+    /// produce, calls to other brokers) presents; must be a superuser's.
+    pub client_token: String,
 }
 
 impl BrokerConfig {
@@ -103,6 +116,7 @@ impl BrokerConfig {
             split_max_msg_rate: 30_000.0,
             split_max_throughput: 100e6,
             max_bundles_per_namespace: 128,
+            auth: None,
         }
     }
 
@@ -117,6 +131,81 @@ impl BrokerConfig {
             .clone()
             .unwrap_or_else(|| self.listen.ip().to_string())
     }
+}
+
+impl AuthConfig {
+    /// From key files: a secret key (HS256; raw bytes or base64) or a public
+    /// key (PEM, RS256/ES256). Without `client_token`, the broker signs one
+    /// for its first superuser with the secret key (a public-key setup must
+    /// be given one).
+    pub fn from_keys(
+        secret_key: Option<&[u8]>,
+        public_key: Option<&[u8]>,
+        superusers: Vec<String>,
+        client_token: Option<String>,
+    ) -> Result<AuthConfig, String> {
+        if superusers.is_empty() {
+            return Err("authentication needs at least one superuser role".into());
+        }
+        let (verifier, secret) = match (secret_key, public_key) {
+            (Some(s), None) => {
+                let key = magnetar_auth::read_secret_key(s);
+                (magnetar_auth::Verifier::from_secret(&key), Some(key))
+            }
+            (None, Some(p)) => (
+                magnetar_auth::Verifier::from_public_pem(p).map_err(|e| e.to_string())?,
+                None,
+            ),
+            _ => return Err("give exactly one of a secret key and a public key".into()),
+        };
+        let client_token = match (client_token, secret) {
+            (Some(t), _) => t,
+            (None, Some(key)) => magnetar_auth::Signer::Secret(key)
+                .token(&superusers[0], None)
+                .map_err(|e| e.to_string())?,
+            (None, None) => {
+                return Err("with a public key, the broker needs --broker-client-token".into())
+            }
+        };
+        let role = verifier
+            .verify(&client_token)
+            .map_err(|e| format!("the broker's own token: {e}"))?
+            .role;
+        if !superusers.contains(&role) {
+            return Err(format!(
+                "the broker's own token is for {role:?}, not a superuser"
+            ));
+        }
+        Ok(AuthConfig {
+            verifier,
+            superusers,
+            client_token,
+        })
+    }
+}
+
+/// Authentication from the command line: on when a key file is given.
+/// `superusers` is comma-separated.
+pub fn auth_from_files(
+    secret_key: Option<&std::path::Path>,
+    public_key: Option<&std::path::Path>,
+    superusers: &str,
+    client_token: Option<String>,
+) -> Result<Option<AuthConfig>, String> {
+    if secret_key.is_none() && public_key.is_none() {
+        return Ok(None);
+    }
+    let read =
+        |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+    let secret = secret_key.map(read).transpose()?;
+    let public = public_key.map(read).transpose()?;
+    let roles: Vec<String> = superusers
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .collect();
+    AuthConfig::from_keys(secret.as_deref(), public.as_deref(), roles, client_token).map(Some)
 }
 
 /// Parses `name:pulsar://host:port,other:pulsar://host:port`.

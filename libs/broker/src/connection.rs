@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
 
+use crate::authz::Action;
 use crate::error::{BrokerError, Result};
 use crate::outbound::{Outbound, OutboundReceiver};
 use crate::schema;
@@ -88,6 +89,16 @@ struct Conn {
     out: Outbound,
     peer: SocketAddr,
     connected: bool,
+    /// The authenticated role (authentication on).
+    role: Option<String>,
+    /// When the token runs out (or, once challenged, when the refreshed
+    /// token is due).
+    auth_deadline: Option<tokio::time::Instant>,
+    /// An AUTH_CHALLENGE is out and unanswered.
+    challenged: bool,
+    /// Set by a handler that has sent its last word (e.g. failed
+    /// authentication): the connection closes.
+    close_now: bool,
     producers: HashMap<u64, ProducerSlot>,
     consumers: HashMap<u64, ConsumerSlot>,
 }
@@ -111,6 +122,10 @@ pub async fn serve(
         out: out.clone(),
         peer,
         connected: false,
+        role: None,
+        auth_deadline: None,
+        challenged: false,
+        close_now: false,
         producers: HashMap::new(),
         consumers: HashMap::new(),
     };
@@ -133,6 +148,9 @@ pub async fn serve(
                         });
                         break;
                     }
+                    if conn.close_now {
+                        break;
+                    }
                 }
                 Some(Err(e)) => {
                     tracing::warn!(peer = %peer, error = %e, "bad frame; closing connection");
@@ -144,6 +162,11 @@ pub async fn serve(
                     break;
                 }
             },
+            _ = auth_due(conn.auth_deadline) => {
+                if !conn.auth_expired() {
+                    break;
+                }
+            }
             _ = ticker.tick() => {
                 if last_heard.elapsed() > keepalive * 2 {
                     tracing::info!(peer = %peer, "client silent too long; closing connection");
@@ -167,6 +190,17 @@ pub async fn serve(
         writer.abort();
     }
 }
+
+/// Resolves when the connection's token is due (never without one).
+async fn auth_due(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long a client has to answer an AUTH_CHALLENGE with a fresh token.
+const AUTH_REFRESH_GRACE: Duration = Duration::from_secs(10);
 
 async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, mut out: OutboundReceiver) {
     let mut buf = BytesMut::with_capacity(64 << 10);
@@ -228,6 +262,28 @@ impl Conn {
                     return Err("second CONNECT".into());
                 }
                 self.connected = true;
+                if self.svc.auth_enabled() {
+                    let token = c
+                        .auth_data
+                        .as_deref()
+                        .map(|d| String::from_utf8_lossy(d).into_owned());
+                    let method_ok = c.auth_method_name.as_deref().is_none_or(|m| m == "token");
+                    let verified = if method_ok {
+                        self.verify_token(token.as_deref())
+                    } else {
+                        Err(BrokerError::Unauthenticated(format!(
+                            "unsupported authentication method {:?}; use \"token\"",
+                            c.auth_method_name.unwrap_or_default()
+                        )))
+                    };
+                    if let Err(e) = verified {
+                        tracing::info!(peer = %self.peer, error = %e, "authentication failed");
+                        // Pulsar answers a failed CONNECT with request id -1.
+                        self.out.send(error(u64::MAX, &e));
+                        self.close_now = true;
+                        return Ok(());
+                    }
+                }
                 let version = c.protocol_version.unwrap_or(0).min(PROTOCOL_VERSION);
                 tracing::debug!(peer = %self.peer, client = %c.client_version, version, "connected");
                 self.out.send(pb::CommandConnected {
@@ -252,6 +308,7 @@ impl Conn {
                     .ok_or("PARTITIONED_METADATA without body")?;
                 let r = async {
                     let t = self.check_topic(&c.topic).await?;
+                    self.svc.check_any(self.role.as_deref(), &t).await?;
                     Ok::<u32, BrokerError>(
                         self.svc
                             .resources()
@@ -461,6 +518,9 @@ impl Conn {
                     .ok_or("GET_TOPICS_OF_NAMESPACE without body")?;
                 let r = async {
                     let ns = NamespaceName::parse(&c.namespace)?;
+                    self.svc
+                        .check_namespace_access(self.role.as_deref(), &ns)
+                        .await?;
                     self.svc.list_topics(&ns).await
                 }
                 .await;
@@ -529,7 +589,28 @@ impl Conn {
                 };
                 self.out.send(reply);
             }
-            CommandType::AuthResponse => {}
+            CommandType::AuthResponse => {
+                let c = cmd.auth_response.ok_or("AUTH_RESPONSE without body")?;
+                let token = c
+                    .response
+                    .and_then(|r| r.auth_data)
+                    .map(|d| String::from_utf8_lossy(&d).into_owned());
+                let before = self.role.clone();
+                match self.verify_token(token.as_deref()) {
+                    Ok(()) if self.role == before => self.challenged = false,
+                    Ok(()) => {
+                        let e = BrokerError::Unauthenticated(
+                            "a refreshed token must keep the role".into(),
+                        );
+                        self.out.send(error(0, &e));
+                        self.close_now = true;
+                    }
+                    Err(e) => {
+                        self.out.send(error(0, &e));
+                        self.close_now = true;
+                    }
+                }
+            }
             _ => {
                 // Well-formed but not served here (transactions, watchers, ...).
                 self.out.send(pb::CommandError {
@@ -549,7 +630,12 @@ impl Conn {
         use crate::lookup::Answer;
         use pb::command_lookup_topic_response::LookupType;
         let answer = match TopicName::parse(&c.topic) {
-            Ok(t) => crate::lookup::lookup(&self.svc, &t, c.authoritative.unwrap_or(false)).await,
+            Ok(t) => match self.svc.check_any(self.role.as_deref(), &t).await {
+                Ok(()) => {
+                    crate::lookup::lookup(&self.svc, &t, c.authoritative.unwrap_or(false)).await
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e.into()),
         };
         let found = |url: String, kind: LookupType| pb::CommandLookupTopicResponse {
@@ -580,6 +666,48 @@ impl Conn {
                 ..Default::default()
             },
         }
+    }
+
+    /// Checks a token and takes its role; the token's expiry is when the
+    /// client is next asked for a fresh one.
+    fn verify_token(&mut self, token: Option<&str>) -> Result<()> {
+        let Some(auth) = &self.svc.cfg().auth else {
+            return Ok(());
+        };
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| BrokerError::Unauthenticated("no token given".into()))?;
+        let id = auth
+            .verifier
+            .verify(token)
+            .map_err(|e| BrokerError::Unauthenticated(e.to_string()))?;
+        self.auth_deadline = id.expires_at.map(|exp| {
+            let left = exp.saturating_sub(magnetar_auth::now_secs());
+            tokio::time::Instant::now() + Duration::from_secs(left)
+        });
+        self.role = Some(id.role);
+        Ok(())
+    }
+
+    /// The token ran out: ask for a fresh one, or — if already asked and
+    /// not answered in time — give up. False closes the connection.
+    fn auth_expired(&mut self) -> bool {
+        if self.challenged {
+            let e = BrokerError::Unauthenticated("the token expired and was not refreshed".into());
+            self.out.send(error(0, &e));
+            return false;
+        }
+        self.challenged = true;
+        self.auth_deadline = Some(tokio::time::Instant::now() + AUTH_REFRESH_GRACE);
+        self.out.send(pb::CommandAuthChallenge {
+            server_version: Some(format!("Magnetar {}", env!("CARGO_PKG_VERSION"))),
+            challenge: Some(pb::AuthData {
+                auth_method_name: Some("token".into()),
+                auth_data: Some(b"refresh".to_vec()),
+            }),
+            protocol_version: Some(PROTOCOL_VERSION),
+        });
+        true
     }
 
     /// Parses a topic name and checks that its namespace exists.
@@ -615,6 +743,9 @@ impl Conn {
             .into());
         }
         let name = TopicName::parse(&c.topic)?;
+        self.svc
+            .check(self.role.as_deref(), Action::Produce, &name)
+            .await?;
         let topic = self.svc.topic(&name, true).await?;
         let schema_version = match &c.schema {
             Some(s) if s.r#type != pb::schema::Type::None as i32 => Some(schema::encode_version(
@@ -756,6 +887,9 @@ impl Conn {
             )));
         }
         let name = TopicName::parse(&c.topic)?;
+        self.svc
+            .check(self.role.as_deref(), Action::Consume, &name)
+            .await?;
         if c.subscription.is_empty() {
             return Err(BrokerError::BadRequest("empty subscription name".into()));
         }

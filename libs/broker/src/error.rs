@@ -24,6 +24,12 @@ pub enum BrokerError {
     NotAllowed(String),
     #[error("{0}")]
     ServiceNotReady(String),
+    /// No valid credentials.
+    #[error("authentication failed: {0}")]
+    Unauthenticated(String),
+    /// Valid credentials, not allowed to do this.
+    #[error("not authorized: {0}")]
+    Unauthorized(String),
     #[error("metadata service: {0}")]
     Meta(#[from] magnetar_meta_client::Error),
     #[error("storage: {0}")]
@@ -46,6 +52,8 @@ impl BrokerError {
             BrokerError::Storage(MlError::Fenced(_)) => ServerError::ServiceNotReady,
             BrokerError::Storage(_) => ServerError::PersistenceError,
             BrokerError::ServiceNotReady(_) => ServerError::ServiceNotReady,
+            BrokerError::Unauthenticated(_) => ServerError::AuthenticationError,
+            BrokerError::Unauthorized(_) => ServerError::AuthorizationError,
             BrokerError::Conflict(_) | BrokerError::Precondition(_) => ServerError::NotAllowedError,
             BrokerError::Internal(_) => ServerError::UnknownError,
         }
@@ -59,6 +67,8 @@ impl BrokerError {
             BrokerError::Precondition(_) => 412,
             BrokerError::BadRequest(_) => 400,
             BrokerError::NotAllowed(_) => 405,
+            BrokerError::Unauthenticated(_) => 401,
+            BrokerError::Unauthorized(_) => 403,
             BrokerError::ServiceNotReady(_) | BrokerError::Meta(_) => 503,
             BrokerError::Storage(_) | BrokerError::Internal(_) => 500,
         }

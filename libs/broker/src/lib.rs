@@ -19,6 +19,7 @@
 //! - `server`: listeners and lifecycle
 
 pub mod admin;
+pub mod authz;
 pub mod bundle;
 mod cluster;
 pub mod config;

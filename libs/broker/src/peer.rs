@@ -22,13 +22,16 @@ fn client() -> &'static Client<HttpConnector, Empty<Bytes>> {
     CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build_http())
 }
 
-/// `method url` without a body, following redirects; (status, body).
-pub async fn call(method: Method, url: &str) -> Result<(StatusCode, Bytes)> {
+/// `method url` without a body, following redirects; (status, body). With
+/// `token`, as `Authorization: Bearer`.
+pub async fn call(method: Method, url: &str, token: Option<&str>) -> Result<(StatusCode, Bytes)> {
     let mut url = url.to_string();
     for _ in 0..=MAX_REDIRECTS {
-        let req = Request::builder()
-            .method(method.clone())
-            .uri(&url)
+        let mut req = Request::builder().method(method.clone()).uri(&url);
+        if let Some(t) = token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req
             .body(Empty::new())
             .map_err(|e| BrokerError::Internal(format!("request to {url}: {e}")))?;
         let fail = |e: String| BrokerError::ServiceNotReady(format!("broker at {url}: {e}"));

@@ -51,6 +51,21 @@ pub struct Policies {
     pub replication_clusters: Vec<String>,
     /// The namespace's bundle boundaries (set when it is created).
     pub bundles: Option<crate::bundle::BundlesData>,
+    /// Who may produce and consume (Pulsar's `auth_policies`).
+    pub auth_policies: AuthPolicies,
+}
+
+/// Roles' granted actions (`"produce"`, `"consume"`), on the namespace and
+/// per topic.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthPolicies {
+    pub namespace_auth: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Topic (full name) → role → actions.
+    pub destination_auth: std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    >,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,8 +30,9 @@ impl SelfClient {
                 if addr.ip().is_unspecified() {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }
-                Client::new(ClientConfig::new(format!("pulsar://{addr}")))
-                    .map_err(|e| e.to_string())
+                let mut cfg = ClientConfig::new(format!("pulsar://{addr}"));
+                cfg.auth_token = svc.cfg().auth.as_ref().map(|a| a.client_token.clone());
+                Client::new(cfg).map_err(|e| e.to_string())
             })
             .await
             .cloned()

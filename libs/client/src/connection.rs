@@ -55,6 +55,8 @@ struct Shared {
     closed: AtomicBool,
     max_message_size: usize,
     operation_timeout: Duration,
+    /// Sent again when the broker asks (AUTH_CHALLENGE).
+    auth_token: Option<String>,
 }
 
 #[derive(Clone)]
@@ -86,6 +88,8 @@ impl Connection {
             .send(Frame::new(pb::CommandConnect {
                 client_version: format!("magnetar-client {}", env!("CARGO_PKG_VERSION")),
                 protocol_version: Some(PROTOCOL_VERSION),
+                auth_method_name: cfg.auth_token.as_ref().map(|_| "token".to_string()),
+                auth_data: cfg.auth_token.as_ref().map(|t| t.clone().into_bytes()),
                 ..Default::default()
             }))
             .await?;
@@ -122,6 +126,7 @@ impl Connection {
             closed: AtomicBool::new(false),
             max_message_size,
             operation_timeout: cfg.operation_timeout,
+            auth_token: cfg.auth_token.clone(),
         });
         tokio::spawn(write_loop(writer, rx, shared.clone()));
         tokio::spawn(read_loop(reader, tx.clone(), shared.clone()));
@@ -286,6 +291,16 @@ fn route(frame: Frame, tx: &mpsc::UnboundedSender<Frame>, shared: &Shared) {
             let _ = tx.send(Frame::new(pb::CommandPong {}));
         }
         CommandType::Pong => {}
+        CommandType::AuthChallenge => {
+            let _ = tx.send(Frame::new(pb::CommandAuthResponse {
+                client_version: Some(format!("magnetar-client {}", env!("CARGO_PKG_VERSION"))),
+                response: Some(pb::AuthData {
+                    auth_method_name: Some("token".into()),
+                    auth_data: Some(shared.auth_token.clone().unwrap_or_default().into_bytes()),
+                }),
+                protocol_version: Some(PROTOCOL_VERSION),
+            }));
+        }
         CommandType::Message => {
             let (Some(m), Some(payload)) = (cmd.message, frame.payload) else {
                 return;

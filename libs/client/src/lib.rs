@@ -43,6 +43,8 @@ pub struct ClientConfig {
     /// consumer creation, close, ...).
     pub operation_timeout: Duration,
     pub connect_timeout: Duration,
+    /// A token (JWT) for brokers that require authentication.
+    pub auth_token: Option<String>,
 }
 
 impl ClientConfig {
@@ -51,6 +53,7 @@ impl ClientConfig {
             service_url: service_url.into(),
             operation_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            auth_token: None,
         }
     }
 }

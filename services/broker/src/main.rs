@@ -98,6 +98,24 @@ struct Args {
         default_value_t = 100e6
     )]
     split_max_throughput: f64,
+    /// Turns token authentication on: the HS256 secret key (raw or base64),
+    /// as made by `magnetar tokens create-secret-key`.
+    #[arg(
+        long,
+        env = "MAGNETAR_BROKER_AUTH_SECRET_KEY",
+        conflicts_with = "auth_public_key"
+    )]
+    auth_secret_key: Option<PathBuf>,
+    /// Turns token authentication on: the public key (PEM) of RS256/ES256 tokens.
+    #[arg(long, env = "MAGNETAR_BROKER_AUTH_PUBLIC_KEY")]
+    auth_public_key: Option<PathBuf>,
+    /// Roles that may do everything (comma-separated).
+    #[arg(long, env = "MAGNETAR_BROKER_SUPERUSER_ROLES", default_value = "admin")]
+    superuser_roles: String,
+    /// The token the broker itself uses (a superuser's); made from the
+    /// secret key when not given.
+    #[arg(long, env = "MAGNETAR_BROKER_BROKER_CLIENT_TOKEN")]
+    broker_client_token: Option<String>,
     #[arg(long, env = "MAGNETAR_BROKER_LOG_FORMAT", default_value = "pretty")]
     log_format: LogFormat,
     #[arg(long, env = "MAGNETAR_BROKER_OTLP_ENDPOINT")]
@@ -145,6 +163,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     cfg.split_max_topics = args.split_max_topics;
     cfg.split_max_msg_rate = args.split_max_msg_rate;
     cfg.split_max_throughput = args.split_max_throughput;
+    cfg.auth = magnetar_broker::config::auth_from_files(
+        args.auth_secret_key.as_deref(),
+        args.auth_public_key.as_deref(),
+        &args.superuser_roles,
+        args.broker_client_token.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
     let broker = BrokerHandle::start(cfg, meta, Registry::new(), args.bootstrap)
         .await
         .context("starting the broker")?;

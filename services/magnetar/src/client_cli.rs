@@ -16,6 +16,9 @@ pub struct ProduceArgs {
     topic: String,
     #[arg(long, default_value = "pulsar://127.0.0.1:6650")]
     url: String,
+    /// Token for a broker with authentication on.
+    #[arg(long, env = "MAGNETAR_TOKEN")]
+    token: Option<String>,
     /// Message bodies; each is sent `--num` times.
     #[arg(short, long = "message", required = true)]
     messages: Vec<String>,
@@ -58,6 +61,9 @@ pub struct ConsumeArgs {
     topic: String,
     #[arg(long, default_value = "pulsar://127.0.0.1:6650")]
     url: String,
+    /// Token for a broker with authentication on.
+    #[arg(long, env = "MAGNETAR_TOKEN")]
+    token: Option<String>,
     #[arg(short, long, default_value = "magnetar-cli")]
     subscription: String,
     #[arg(short = 't', long = "type", value_enum, default_value = "exclusive")]
@@ -100,7 +106,7 @@ async fn produce_inner(args: ProduceArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("property {p:?} is not name=value"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let client = Client::from_url(&args.url)?;
+    let client = crate::client_cli::connect(&args.url, args.token.clone())?;
     let producer = client
         .create_producer(&args.topic, ProducerOptions::default())
         .await
@@ -123,7 +129,7 @@ async fn produce_inner(args: ProduceArgs) -> anyhow::Result<()> {
 }
 
 async fn consume_inner(args: ConsumeArgs) -> anyhow::Result<()> {
-    let client = Client::from_url(&args.url)?;
+    let client = crate::client_cli::connect(&args.url, args.token.clone())?;
     let opts = ConsumerOptions {
         subscription_type: args.sub_type.into(),
         initial_position: match args.position {
@@ -170,4 +176,11 @@ async fn consume_inner(args: ConsumeArgs) -> anyhow::Result<()> {
     consumer.close().await?;
     client.close().await;
     Ok(())
+}
+
+/// A client for `url`, presenting `token` if given.
+pub fn connect(url: &str, token: Option<String>) -> magnetar_client::Result<Client> {
+    let mut cfg = magnetar_client::ClientConfig::new(url);
+    cfg.auth_token = token;
+    Client::new(cfg)
 }

@@ -6,6 +6,7 @@ mod ledger_cli;
 mod meta_cli;
 mod perf;
 mod standalone;
+mod tokens_cli;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,9 @@ enum Command {
     /// Load generator: `perf produce` / `perf consume`, like pulsar-perf.
     #[command(subcommand)]
     Perf(perf::PerfCli),
+    /// Keys and tokens for token authentication.
+    #[command(subcommand)]
+    Tokens(tokens_cli::TokensCli),
 }
 
 fn main() -> ExitCode {
@@ -71,5 +75,6 @@ fn main() -> ExitCode {
         Command::Produce(args) => runtime.block_on(client_cli::produce(args)),
         Command::Consume(args) => runtime.block_on(client_cli::consume(args)),
         Command::Perf(cmd) => runtime.block_on(perf::run(cmd)),
+        Command::Tokens(cmd) => tokens_cli::run(cmd),
     }
 }

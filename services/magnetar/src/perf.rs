@@ -13,7 +13,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use magnetar_client::{
-    Client, ConsumerOptions, InitialPosition, OutgoingMessage, ProducerOptions, SubscriptionType,
+    ConsumerOptions, InitialPosition, OutgoingMessage, ProducerOptions, SubscriptionType,
 };
 use tokio::sync::mpsc;
 
@@ -40,6 +40,9 @@ pub struct ProduceArgs {
     topic: String,
     #[arg(long, default_value = "pulsar://127.0.0.1:6650")]
     url: String,
+    /// Token for a broker with authentication on.
+    #[arg(long, env = "MAGNETAR_TOKEN")]
+    token: Option<String>,
     #[arg(long, default_value_t = 1)]
     topics: usize,
     /// Producers per topic.
@@ -78,6 +81,9 @@ pub struct ConsumeArgs {
     topic: String,
     #[arg(long, default_value = "pulsar://127.0.0.1:6650")]
     url: String,
+    /// Token for a broker with authentication on.
+    #[arg(long, env = "MAGNETAR_TOKEN")]
+    token: Option<String>,
     #[arg(long, default_value_t = 1)]
     topics: usize,
     #[arg(short, long, default_value = "perf")]
@@ -255,7 +261,7 @@ async fn finish(
 }
 
 async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
-    let client = Client::from_url(&a.url)?;
+    let client = crate::client_cli::connect(&a.url, a.token.clone())?;
     let compression = match a.compression {
         Compression::None => magnetar_wire::CompressionType::None,
         Compression::Lz4 => magnetar_wire::CompressionType::Lz4,
@@ -359,7 +365,7 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
 }
 
 async fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
-    let client = Client::from_url(&a.url)?;
+    let client = crate::client_cli::connect(&a.url, a.token.clone())?;
     let meter = Meter::new();
     let report = tokio::spawn(reporter(
         meter.clone(),

@@ -60,6 +60,28 @@ pub struct StandaloneArgs {
     /// fdatasync the bookie journal before acknowledging (benchmarks only turn it off).
     #[arg(long, env = "MAGNETAR_STANDALONE_JOURNAL_SYNC", default_value_t = true, action = clap::ArgAction::Set)]
     pub journal_sync: bool,
+    /// Turns token authentication on: the HS256 secret key (raw or base64),
+    /// as made by `magnetar tokens create-secret-key`.
+    #[arg(
+        long,
+        env = "MAGNETAR_STANDALONE_AUTH_SECRET_KEY",
+        conflicts_with = "auth_public_key"
+    )]
+    pub auth_secret_key: Option<PathBuf>,
+    /// Turns token authentication on: the public key (PEM) of RS256/ES256 tokens.
+    #[arg(long, env = "MAGNETAR_STANDALONE_AUTH_PUBLIC_KEY")]
+    pub auth_public_key: Option<PathBuf>,
+    /// Roles that may do everything (comma-separated).
+    #[arg(
+        long,
+        env = "MAGNETAR_STANDALONE_SUPERUSER_ROLES",
+        default_value = "admin"
+    )]
+    pub superuser_roles: String,
+    /// The token the broker itself uses (a superuser's); made from the
+    /// secret key when not given.
+    #[arg(long, env = "MAGNETAR_STANDALONE_BROKER_CLIENT_TOKEN")]
+    pub broker_client_token: Option<String>,
     #[arg(long, env = "MAGNETAR_STANDALONE_LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
     #[arg(long, env = "MAGNETAR_STANDALONE_OTLP_ENDPOINT")]
@@ -67,6 +89,14 @@ pub struct StandaloneArgs {
 }
 
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
+    // Checked before anything starts: a bad key stops here.
+    let auth = magnetar_broker::config::auth_from_files(
+        args.auth_secret_key.as_deref(),
+        args.auth_public_key.as_deref(),
+        &args.superuser_roles,
+        args.broker_client_token.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
     let _telemetry = magnetar_telemetry::init(
         "magnetar-standalone",
         args.log_format,
@@ -105,6 +135,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     broker_cfg.ensemble_size = 1;
     broker_cfg.write_quorum = 1;
     broker_cfg.ack_quorum = 1;
+    broker_cfg.auth = auth;
     let broker = BrokerHandle::start(broker_cfg, meta, registry, true)
         .await
         .context("starting the broker")?;

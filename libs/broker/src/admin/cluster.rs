@@ -83,7 +83,7 @@ fn topic_of_path(path: &str) -> Option<TopicName> {
     if parts.len() < 3 || (parts.len() == 3 && parts[2] == "partitioned") {
         return None;
     }
-    if parts.len() > 3 && matches!(parts[3], "partitions" | "partitioned-stats") {
+    if parts.len() > 3 && matches!(parts[3], "partitions" | "partitioned-stats" | "permissions") {
         return None;
     }
     let ns = NamespaceName::new(parts[0], parts[1]).ok()?;
@@ -274,6 +274,10 @@ async fn split_bundle(
     no_content()
 }
 
+fn own_token(a: &App) -> Option<&str> {
+    a.svc.cfg().auth.as_ref().map(|x| x.client_token.as_str())
+}
+
 fn admin_path(t: &TopicName) -> String {
     format!("/admin/v2/persistent/{}/{}", t.namespace, t.local)
 }
@@ -305,7 +309,7 @@ pub(super) async fn stats_anywhere(
         Some((base, q)) => format!("{base}/stats?{q}"),
         None => format!("{url}/stats"),
     };
-    let (code, body) = crate::peer::call(hyper::Method::GET, &url).await?;
+    let (code, body) = crate::peer::call(hyper::Method::GET, &url, own_token(a)).await?;
     match code.as_u16() {
         200 => Ok(serde_json::from_slice(&body).ok()),
         404 => Ok(None),
@@ -322,7 +326,7 @@ pub(super) async fn delete_anywhere(a: &App, t: &TopicName, force: bool) -> Resu
     };
     let sep = if url.contains('?') { '&' } else { '?' };
     let url = format!("{url}{sep}force={force}");
-    let (code, body) = crate::peer::call(hyper::Method::DELETE, &url).await?;
+    let (code, body) = crate::peer::call(hyper::Method::DELETE, &url, own_token(a)).await?;
     match code.as_u16() {
         200..=299 | 404 => Ok(()),
         c => {

@@ -24,6 +24,7 @@ use crate::resources::{
 };
 use crate::service::BrokerService;
 
+mod auth;
 mod cluster;
 mod produce;
 
@@ -159,6 +160,22 @@ pub fn router(svc: BrokerService, registry: Arc<Registry>) -> Router {
         )
         .route(&format!("{topic}/unload"), put(unload_topic))
         .route(
+            &format!("{ns}/permissions"),
+            get(auth::namespace_permissions),
+        )
+        .route(
+            &format!("{ns}/permissions/{{role}}"),
+            axum::routing::post(auth::grant_namespace).delete(auth::revoke_namespace),
+        )
+        .route(
+            &format!("{topic}/permissions"),
+            get(auth::topic_permissions),
+        )
+        .route(
+            &format!("{topic}/permissions/{{role}}"),
+            axum::routing::post(auth::grant_topic).delete(auth::revoke_topic),
+        )
+        .route(
             "/topics/persistent/{tenant}/{namespace}/{topic}",
             axum::routing::post(produce::produce),
         )
@@ -182,6 +199,11 @@ pub fn router(svc: BrokerService, registry: Arc<Registry>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             cluster::served_here,
+        ))
+        // Outermost: nobody is redirected or served before authorization.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::authenticate,
         ))
         .fallback(|| async {
             ApiError(BrokerError::NotFound("no such endpoint".into())).into_response()
