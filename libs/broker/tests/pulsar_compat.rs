@@ -72,7 +72,15 @@ async fn redelivery_readers_seek_and_delays() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dedup_partitions_and_admin_rest() {
     let s = standalone().await;
-    run(&s, &["dedup_across_reconnect", "partitioned", "admin_rest"]);
+    run(
+        &s,
+        &[
+            "dedup_across_reconnect",
+            "partitioned",
+            "admin_rest",
+            "subscription_admin",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

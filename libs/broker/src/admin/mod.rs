@@ -27,6 +27,7 @@ use crate::service::BrokerService;
 mod auth;
 mod cluster;
 mod produce;
+mod subscriptions;
 
 #[derive(Clone)]
 struct App {
@@ -156,9 +157,25 @@ pub fn router(svc: BrokerService, registry: Arc<Registry>) -> Router {
         .route(&format!("{topic}/subscriptions"), get(list_subscriptions))
         .route(
             &format!("{topic}/subscription/{{subscription}}"),
-            delete(delete_subscription),
+            delete(delete_subscription).put(subscriptions::create),
         )
         .route(&format!("{topic}/unload"), put(unload_topic))
+        .route(
+            &format!("{topic}/subscription/{{subscription}}/resetcursor/{{timestamp}}"),
+            axum::routing::post(subscriptions::reset_by_time),
+        )
+        .route(
+            &format!("{topic}/subscription/{{subscription}}/resetcursor"),
+            axum::routing::post(subscriptions::reset_by_id),
+        )
+        .route(
+            &format!("{topic}/subscription/{{subscription}}/skip_all"),
+            axum::routing::post(subscriptions::skip_all),
+        )
+        .route(
+            &format!("{topic}/subscription/{{subscription}}/expireMessages/{{seconds}}"),
+            axum::routing::post(subscriptions::expire),
+        )
         .route(
             &format!("{ns}/permissions"),
             get(auth::namespace_permissions),

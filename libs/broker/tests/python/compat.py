@@ -553,6 +553,59 @@ def case_admin_rest():
     c.close()
 
 
+def case_subscription_admin():
+    """Create at a position, reset by id and by time, clear, expire."""
+    c = client()
+    t = topic("subadmin")
+    name = t.rsplit("/", 1)[1]
+    base = f"/admin/v2/persistent/public/default/{name}"
+    p = c.create_producer(t, batching_enabled=False)
+    ids = [p.send(f"m{i}".encode()) for i in range(10)]
+
+    def backlog(sub):
+        code, stats = http("GET", base + "/stats")
+        check(code == 200, f"stats: {code} {stats}")
+        return stats["subscriptions"][sub]["msgBacklog"]
+
+    # Created at the 4th message: m3.. are its backlog.
+    at = {"ledgerId": ids[3].ledger_id(), "entryId": ids[3].entry_id()}
+    code, body = http("PUT", base + "/subscription/at-m3", at)
+    check(code == 204, f"create at position: {code} {body}")
+    check(backlog("at-m3") == 7, f"backlog after creating at m3: {backlog('at-m3')}")
+    code, body = http("PUT", base + "/subscription/at-m3", at)
+    check(code == 409, f"creating it again: {code} {body}")
+    code, body = http("PUT", base + "/subscription/at-end")
+    check(code == 204 and backlog("at-end") == 0, f"create at the end: {code} {body}")
+    # Reset by id, then by time (0 = the beginning), clear, expire.
+    code, body = http("POST", base + "/subscription/at-end/resetcursor", {"ledgerId": ids[8].ledger_id(), "entryId": ids[8].entry_id()})
+    check(code == 204 and backlog("at-end") == 2, f"reset by id: {code} {body} backlog {backlog('at-end')}")
+    code, body = http("POST", base + "/subscription/at-end/resetcursor/0")
+    check(code == 204 and backlog("at-end") == 10, f"reset by time: {code} {body} backlog {backlog('at-end')}")
+    cons = c.subscribe(t, "at-end")
+    check(cons.receive(timeout_millis=10000).data() == b"m0", "reset consumer starts at m0")
+    cons.close()
+    code, body = http("POST", base + "/subscription/at-end/skip_all")
+    check(code == 204 and backlog("at-end") == 0, f"clear backlog: {code} {body}")
+    code, body = http("POST", base + "/subscription/at-m3/expireMessages/0")
+    check(code == 204, f"expire: {code} {body}")
+    deadline = time.time() + 10
+    while backlog("at-m3") != 0 and time.time() < deadline:
+        time.sleep(0.2)
+    check(backlog("at-m3") == 0, f"expired backlog {backlog('at-m3')}")
+    # Bad input changes nothing.
+    for method, path, body, want in [
+        ("POST", "/subscription/nope/skip_all", None, 404),
+        ("POST", "/subscription/at-m3/resetcursor/yesterday", None, 400),
+        ("POST", "/subscription/at-m3/resetcursor", {"ledgerId": -5, "entryId": 1}, 400),
+        ("POST", "/subscription/at-m3/resetcursor", None, 400),
+        ("POST", "/subscription/at-m3/expireMessages/soon", None, 400),
+    ]:
+        code, answer = http(method, base + path, body)
+        check(code == want and answer.get("reason"), f"{method} {path}: {code} {answer}")
+    check(backlog("at-m3") == 0, "bad requests changed the subscription")
+    c.close()
+
+
 def case_producer_access_modes():
     import threading
 
