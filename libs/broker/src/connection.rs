@@ -309,13 +309,7 @@ impl Conn {
                 let r = async {
                     let t = self.check_topic(&c.topic).await?;
                     self.svc.check_any(self.role.as_deref(), &t).await?;
-                    Ok::<u32, BrokerError>(
-                        self.svc
-                            .resources()
-                            .partitioned(&t)
-                            .await?
-                            .map_or(0, |m| m.partitions),
-                    )
+                    self.svc.partitions_of(&t).await
                 }
                 .await;
                 let reply = match r {
@@ -897,6 +891,11 @@ impl Conn {
             .svc
             .topic(&name, c.force_topic_creation.unwrap_or(true))
             .await?;
+        if !topic.has_room_for_consumer().await {
+            return Err(BrokerError::ConsumerBusy(format!(
+                "topic {name} reached its limit of consumers"
+            )));
+        }
         let sub_type = SubType::from_wire(c.sub_type);
         let durable = c.durable.unwrap_or(true);
         let latest = c.initial_position.unwrap_or(0)

@@ -53,6 +53,27 @@ pub struct Policies {
     pub bundles: Option<crate::bundle::BundlesData>,
     /// Who may produce and consume (Pulsar's `auth_policies`).
     pub auth_policies: AuthPolicies,
+    pub max_producers_per_topic: Option<u32>,
+    pub max_consumers_per_topic: Option<u32>,
+    /// Overrides the broker's `allow_auto_topic_creation`.
+    #[serde(rename = "autoTopicCreationOverride")]
+    pub auto_topic_creation: Option<AutoTopicCreation>,
+}
+
+/// Pulsar's `AutoTopicCreationOverride`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoTopicCreation {
+    pub allow_auto_topic_creation: bool,
+    /// `"non-partitioned"` or `"partitioned"`.
+    #[serde(default = "non_partitioned")]
+    pub topic_type: String,
+    #[serde(default)]
+    pub default_num_partitions: Option<u32>,
+}
+
+fn non_partitioned() -> String {
+    "non-partitioned".into()
 }
 
 /// Roles' granted actions (`"produce"`, `"consume"`), on the namespace and

@@ -35,6 +35,16 @@ pub struct ServiceInner {
     pub client: crate::self_client::SelfClient,
 }
 
+/// Whether loading a topic that does not exist creates it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Create {
+    Never,
+    /// If the auto-creation policy allows (a client's producer/consumer).
+    Auto,
+    /// An administrator asked for it.
+    Explicit,
+}
+
 #[derive(Clone)]
 pub struct BrokerService {
     pub inner: Arc<ServiceInner>,
@@ -136,6 +146,38 @@ impl BrokerService {
         lock(&self.inner.topics).values().cloned().collect()
     }
 
+    /// A topic's partition count (0: not partitioned). A topic that does not
+    /// exist yet is created partitioned when its namespace's auto-creation
+    /// policy says so (as a client's first lookup does in Pulsar).
+    pub async fn partitions_of(&self, name: &TopicName) -> Result<u32> {
+        let r = self.resources();
+        if let Some(m) = r.partitioned(name).await? {
+            return Ok(m.partitions);
+        }
+        let Some((p, _)) = r.policies(&name.namespace).await? else {
+            return Ok(0);
+        };
+        let Some(o) = p
+            .auto_topic_creation
+            .filter(|o| o.allow_auto_topic_creation && o.topic_type == "partitioned")
+        else {
+            return Ok(0);
+        };
+        if name.partition_index().is_some() || self.topic_exists(name).await? {
+            return Ok(0);
+        }
+        let n = o.default_num_partitions.unwrap_or(1).max(1);
+        let md = crate::resources::PartitionedTopicMetadata { partitions: n };
+        match r.put_partitioned(name, md, 0).await {
+            Ok(()) => Ok(n),
+            // Created by someone else meanwhile.
+            Err(BrokerError::Conflict(_)) => {
+                Ok(r.partitioned(name).await?.map_or(0, |m| m.partitions))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether the topic exists in storage (it has a managed ledger).
     pub async fn topic_exists(&self, name: &TopicName) -> Result<bool> {
         if self.loaded(name).is_some() {
@@ -145,8 +187,20 @@ impl BrokerService {
         Ok(self.resources().meta().get(key).await?.is_some())
     }
 
-    /// The topic, loading it (and creating it if `create` and policy allow).
+    /// The topic, loading it (and creating it if `create` and the
+    /// auto-creation policy allow).
     pub async fn topic(&self, name: &TopicName, create: bool) -> Result<Arc<Topic>> {
+        let how = if create { Create::Auto } else { Create::Never };
+        self.topic_with(name, how).await
+    }
+
+    /// Creates (or loads) a topic at an administrator's request, whatever
+    /// the auto-creation policy.
+    pub async fn create_topic(&self, name: &TopicName) -> Result<Arc<Topic>> {
+        self.topic_with(name, Create::Explicit).await
+    }
+
+    async fn topic_with(&self, name: &TopicName, create: Create) -> Result<Arc<Topic>> {
         if let Some(t) = self.loaded(name) {
             return Ok(t);
         }
@@ -160,7 +214,7 @@ impl BrokerService {
         result
     }
 
-    async fn load(&self, name: &TopicName, create: bool) -> Result<Arc<Topic>> {
+    async fn load(&self, name: &TopicName, create: Create) -> Result<Arc<Topic>> {
         if let Some(t) = self.loaded(name) {
             return Ok(t);
         }
@@ -178,7 +232,16 @@ impl BrokerService {
             )));
         }
         let exists = self.topic_exists(name).await?;
-        let may_create = create && self.cfg().allow_auto_topic_creation;
+        let may_create = match create {
+            Create::Never => false,
+            Create::Explicit => true,
+            Create::Auto => policies
+                .auto_topic_creation
+                .as_ref()
+                .map_or(self.cfg().allow_auto_topic_creation, |o| {
+                    o.allow_auto_topic_creation
+                }),
+        };
         if !exists && !may_create {
             return Err(BrokerError::TopicNotFound(format!(
                 "topic {name} not found"
@@ -200,6 +263,10 @@ impl BrokerService {
             max_held: self.cfg().max_held_entries,
         })
         .await?;
+        topic.set_limits(
+            policies.max_producers_per_topic,
+            policies.max_consumers_per_topic,
+        );
         lock(&self.inner.topics).insert(name.clone(), topic.clone());
         // The bundle may have been released while the topic opened; the
         // release closed what was loaded then, this closes the latecomer.
@@ -256,6 +323,7 @@ impl BrokerService {
             .collect();
         for t in topics {
             t.ml.set_retention_policy(policy);
+            t.set_limits(p.max_producers_per_topic, p.max_consumers_per_topic);
             if let Err(e) = t.set_dedup(dedup).await {
                 tracing::warn!(topic = %t.name, error = %e, "applying deduplication policy");
             }

@@ -90,6 +90,9 @@ pub struct Topic {
     bytes_in: AtomicU64,
     rates: Mutex<Rates>,
     closed: AtomicBool,
+    /// Namespace limits (0 = none).
+    max_producers: std::sync::atomic::AtomicU32,
+    max_consumers: std::sync::atomic::AtomicU32,
     /// Woken when a producer leaves (WaitForExclusive producers retry).
     producer_left: tokio::sync::Notify,
 }
@@ -130,6 +133,8 @@ impl Topic {
             bytes_in: AtomicU64::new(0),
             rates: Mutex::new(Rates::default()),
             closed: AtomicBool::new(false),
+            max_producers: Default::default(),
+            max_consumers: Default::default(),
             producer_left: tokio::sync::Notify::new(),
         });
         // Durable subscriptions that exist in storage exist on the topic.
@@ -145,6 +150,31 @@ impl Topic {
             lock(&topic.subscriptions).insert(c.name().to_string(), sub);
         }
         Ok(topic)
+    }
+
+    /// The namespace's producer and consumer limits (`None` = no limit).
+    pub fn set_limits(&self, producers: Option<u32>, consumers: Option<u32>) {
+        self.max_producers
+            .store(producers.unwrap_or(0), Ordering::Relaxed);
+        self.max_consumers
+            .store(consumers.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Whether another consumer may join (the limit counts every
+    /// subscription's consumers).
+    pub async fn has_room_for_consumer(&self) -> bool {
+        let max = self.max_consumers.load(Ordering::Relaxed);
+        if max == 0 {
+            return true;
+        }
+        let subs: Vec<Subscription> = lock(&self.subscriptions).values().cloned().collect();
+        let mut n = 0;
+        for s in subs {
+            if let Ok(st) = s.stats().await {
+                n += st.consumers.len();
+            }
+        }
+        n < max as usize
     }
 
     pub fn is_closed(&self) -> bool {
@@ -180,6 +210,13 @@ impl Topic {
             )));
         }
         let mut producers = lock(&self.producers);
+        let max = self.max_producers.load(Ordering::Relaxed);
+        if max > 0 && producers.len() >= max as usize {
+            return Err(BrokerError::ProducerBusy(format!(
+                "topic {} reached its limit of {max} producers",
+                self.name
+            )));
+        }
         if producers.values().any(|e| e.name == p.name) {
             return Err(BrokerError::ProducerBusy(format!(
                 "producer with name '{}' is already connected to topic {}",

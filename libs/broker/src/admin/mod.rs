@@ -133,6 +133,24 @@ pub fn router(svc: BrokerService, registry: Arc<Registry>) -> Router {
             get(get_dedup).post(set_dedup).delete(remove_dedup),
         )
         .route(
+            &format!("{ns}/maxProducersPerTopic"),
+            get(get_max_producers)
+                .post(set_max_producers)
+                .delete(remove_max_producers),
+        )
+        .route(
+            &format!("{ns}/maxConsumersPerTopic"),
+            get(get_max_consumers)
+                .post(set_max_consumers)
+                .delete(remove_max_consumers),
+        )
+        .route(
+            &format!("{ns}/autoTopicCreation"),
+            get(get_auto_creation)
+                .post(set_auto_creation)
+                .delete(remove_auto_creation),
+        )
+        .route(
             "/admin/v2/persistent/{tenant}/{namespace}",
             get(list_topics),
         )
@@ -546,6 +564,89 @@ async fn remove_ttl(State(a): State<App>, Path((t, n)): Path<(String, String)>) 
     change_policy(&a, &ns, |p| p.message_ttl_in_seconds = None).await
 }
 
+fn limit(raw: &Bytes, what: &str) -> Result<u32, ApiError> {
+    let n: i64 = required(raw)?;
+    u32::try_from(n).map_err(|_| {
+        ApiError(BrokerError::BadRequest(format!(
+            "{what} must be 0 (no limit) or more, not {n}"
+        )))
+    })
+}
+
+async fn get_max_producers(State(a): State<App>, Path((t, n)): Path<(String, String)>) -> Reply {
+    let ns = NamespaceName::new(&t, &n)?;
+    ok_json(namespace_policies(&a, &ns).await?.max_producers_per_topic)
+}
+
+async fn set_max_producers(
+    State(a): State<App>,
+    Path((t, n)): Path<(String, String)>,
+    raw: Bytes,
+) -> Reply {
+    let ns = NamespaceName::new(&t, &n)?;
+    let max = limit(&raw, "maxProducersPerTopic")?;
+    change_policy(&a, &ns, |p| p.max_producers_per_topic = Some(max)).await
+}
+
+async fn remove_max_producers(State(a): State<App>, Path((t, n)): Path<(String, String)>) -> Reply {
+    let ns = NamespaceName::new(&t, &n)?;
+    change_policy(&a, &ns, |p| p.max_producers_per_topic = None).await
+}
+
+async fn get_max_consumers(State(a): State<App>, Path((t, n)): Path<(String, String)>) -> Reply {
+    let ns = NamespaceName::new(&t, &n)?;
+    ok_json(namespace_policies(&a, &ns).await?.max_consumers_per_topic)
+}
+
+async fn set_max_consumers(
+    State(a): State<App>,
+    Path((t, n)): Path<(String, String)>,
+    raw: Bytes,
+) -> Reply {
+    let ns = NamespaceName::new(&t, &n)?;
+    let max = limit(&raw, "maxConsumersPerTopic")?;
+    change_policy(&a, &ns, |p| p.max_consumers_per_topic = Some(max)).await
+}
+
+async fn remove_max_consumers(State(a): State<App>, Path((t, n)): Path<(String, String)>) -> Reply {
+    let ns = NamespaceName::new(&t, &n)?;
+    change_policy(&a, &ns, |p| p.max_consumers_per_topic = None).await
+}
+
+async fn get_auto_creation(State(a): State<App>, Path((t, n)): Path<(String, String)>) -> Reply {
+    let ns = NamespaceName::new(&t, &n)?;
+    ok_json(namespace_policies(&a, &ns).await?.auto_topic_creation)
+}
+
+async fn set_auto_creation(
+    State(a): State<App>,
+    Path((t, n)): Path<(String, String)>,
+    raw: Bytes,
+) -> Reply {
+    let ns = NamespaceName::new(&t, &n)?;
+    let o: crate::resources::AutoTopicCreation = required(&raw)?;
+    let partitioned = match o.topic_type.as_str() {
+        "non-partitioned" => false,
+        "partitioned" => true,
+        other => {
+            return Err(ApiError(BrokerError::BadRequest(format!(
+                "topicType must be \"non-partitioned\" or \"partitioned\", not {other:?}"
+            ))))
+        }
+    };
+    if partitioned && !(1..=10_000).contains(&o.default_num_partitions.unwrap_or(0)) {
+        return Err(ApiError(BrokerError::BadRequest(
+            "partitioned auto-creation needs defaultNumPartitions between 1 and 10000".into(),
+        )));
+    }
+    change_policy(&a, &ns, |p| p.auto_topic_creation = Some(o.clone())).await
+}
+
+async fn remove_auto_creation(State(a): State<App>, Path((t, n)): Path<(String, String)>) -> Reply {
+    let ns = NamespaceName::new(&t, &n)?;
+    change_policy(&a, &ns, |p| p.auto_topic_creation = None).await
+}
+
 async fn get_dedup(State(a): State<App>, Path((t, n)): Path<(String, String)>) -> Reply {
     let ns = NamespaceName::new(&t, &n)?;
     ok_json(namespace_policies(&a, &ns).await?.deduplication_enabled)
@@ -604,7 +705,7 @@ async fn create_topic(
             "topic {name} already exists"
         ))));
     }
-    a.svc.topic(&name, true).await?;
+    a.svc.create_topic(&name).await?;
     no_content()
 }
 

@@ -606,6 +606,59 @@ def case_subscription_admin():
     c.close()
 
 
+def case_namespace_limits_and_auto_creation():
+    """maxProducersPerTopic / maxConsumersPerTopic enforced; autoTopicCreation
+    off refuses unknown topics, partitioned creates partitions."""
+    ns = f"public/limits-{uuid.uuid4().hex[:6]}"
+    base = f"/admin/v2/namespaces/{ns}"
+    code, body = http("PUT", base)
+    check(code == 204, f"create {ns}: {code} {body}")
+    for path, bad in [("/maxProducersPerTopic", -1), ("/maxConsumersPerTopic", "x"), ("/autoTopicCreation", {"allowAutoTopicCreation": True, "topicType": "sideways"})]:
+        code, body = http("POST", base + path, bad)
+        check(code == 400 and body.get("reason"), f"{path} {bad!r}: {code} {body}")
+    check(http("POST", base + "/maxProducersPerTopic", 1)[0] == 204, "set max producers")
+    check(http("POST", base + "/maxConsumersPerTopic", 1)[0] == 204, "set max consumers")
+    check(http("GET", base + "/maxProducersPerTopic") == (200, 1), "read max producers")
+    c = client()
+    t = f"persistent://{ns}/limited"
+    p = c.create_producer(t)
+    try:
+        c.create_producer(t)
+        raise AssertionError("a second producer passed maxProducersPerTopic=1")
+    except pulsar.ProducerBusy:
+        pass
+    cons = c.subscribe(t, "one")
+    try:
+        c.subscribe(t, "two")
+        raise AssertionError("a second consumer passed maxConsumersPerTopic=1")
+    except pulsar.ConsumerBusy:
+        pass
+    # Lifting the limit takes effect on the loaded topic.
+    check(http("DELETE", base + "/maxProducersPerTopic")[0] == 204, "remove max producers")
+    c.create_producer(t).close()
+    cons.close()
+    p.close()
+    # No auto-creation: an unknown topic is refused, a created one works.
+    off = {"allowAutoTopicCreation": False, "topicType": "non-partitioned"}
+    check(http("POST", base + "/autoTopicCreation", off)[0] == 204, "auto-creation off")
+    try:
+        c.create_producer(f"persistent://{ns}/unknown")
+        raise AssertionError("auto-creation off, yet an unknown topic was created")
+    except pulsar.TopicNotFound:
+        pass
+    check(http("PUT", f"/admin/v2/persistent/{ns}/made")[0] == 204, "create topic by admin")
+    c.create_producer(f"persistent://{ns}/made").close()
+    # Partitioned auto-creation.
+    on = {"allowAutoTopicCreation": True, "topicType": "partitioned", "defaultNumPartitions": 3}
+    check(http("POST", base + "/autoTopicCreation", on)[0] == 204, "partitioned auto-creation")
+    t2 = f"persistent://{ns}/auto-parted"
+    p2 = c.create_producer(t2)
+    p2.send(b"x")
+    code, md = http("GET", f"/admin/v2/persistent/{ns}/auto-parted/partitions")
+    check(code == 200 and md["partitions"] == 3, f"partitions: {code} {md}")
+    c.close()
+
+
 def case_producer_access_modes():
     import threading
 
