@@ -3,7 +3,11 @@
 //! as any Pulsar client would, so lookups send them to whichever broker owns
 //! a topic and they get every guarantee of the binary protocol.
 
-use magnetar_client::{Client, ClientConfig};
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use magnetar_client::{Client, ClientConfig, OutgoingMessage};
+use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use crate::service::BrokerService;
@@ -42,5 +46,35 @@ impl SelfClient {
 impl Default for SelfClient {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// What a message sent over HTTP or WebSocket may carry besides its payload
+/// (Pulsar's field names).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MessageOptions {
+    pub key: Option<String>,
+    pub properties: HashMap<String, String>,
+    pub event_time: Option<u64>,
+    /// Unix milliseconds.
+    pub deliver_at: Option<i64>,
+    pub deliver_after_ms: Option<i64>,
+}
+
+impl MessageOptions {
+    pub fn into_message(self, payload: Bytes) -> OutgoingMessage {
+        let deliver_at = self.deliver_at.or(self
+            .deliver_after_ms
+            .map(|ms| crate::subscription::now_ms() as i64 + ms.max(0)));
+        let mut properties: Vec<(String, String)> = self.properties.into_iter().collect();
+        properties.sort();
+        OutgoingMessage {
+            payload,
+            key: self.key,
+            properties,
+            event_time: self.event_time,
+            deliver_at,
+        }
     }
 }

@@ -17,7 +17,6 @@
 //! takes the next message, so a slow WebSocket client holds back only its
 //! own subscription (through the receiver queue and permits).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -34,6 +33,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use crate::self_client::MessageOptions;
 use crate::service::BrokerService;
 
 /// A socket write that takes longer than this ends the session.
@@ -81,21 +81,13 @@ pub struct ProducerParams {
 
 /// One message a WebSocket producer sends (Pulsar's field names).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct ProducerMessage {
+    /// Base64.
     payload: String,
     #[serde(default)]
-    properties: HashMap<String, String>,
-    #[serde(default)]
     context: Option<String>,
-    #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
-    event_time: Option<u64>,
-    #[serde(default)]
-    deliver_at: Option<i64>,
-    #[serde(default)]
-    deliver_after_ms: Option<i64>,
+    #[serde(flatten)]
+    options: MessageOptions,
 }
 
 fn parse_producer_message(
@@ -111,23 +103,7 @@ fn parse_producer_message(
     let payload = B64
         .decode(m.payload.as_bytes())
         .map_err(|e| (context.clone(), format!("payload is not base64: {e}")))?;
-    let deliver_at = match (m.deliver_at, m.deliver_after_ms) {
-        (Some(at), _) => Some(at),
-        (None, Some(after)) => Some(crate::subscription::now_ms() as i64 + after.max(0)),
-        (None, None) => None,
-    };
-    let mut properties: Vec<(String, String)> = m.properties.into_iter().collect();
-    properties.sort();
-    Ok((
-        m.context,
-        OutgoingMessage {
-            payload: payload.into(),
-            key: m.key,
-            properties,
-            event_time: m.event_time,
-            deliver_at,
-        },
-    ))
+    Ok((m.context, m.options.into_message(payload.into())))
 }
 
 pub async fn producer(

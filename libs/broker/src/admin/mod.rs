@@ -134,15 +134,11 @@ pub fn router(svc: BrokerService, registry: Arc<Registry>) -> Router {
         )
         .route(
             &format!("{ns}/maxProducersPerTopic"),
-            get(get_max_producers)
-                .post(set_max_producers)
-                .delete(remove_max_producers),
+            limit_routes(Limit::Producers),
         )
         .route(
             &format!("{ns}/maxConsumersPerTopic"),
-            get(get_max_consumers)
-                .post(set_max_consumers)
-                .delete(remove_max_consumers),
+            limit_routes(Limit::Consumers),
         )
         .route(
             &format!("{ns}/autoTopicCreation"),
@@ -573,44 +569,51 @@ fn limit(raw: &Bytes, what: &str) -> Result<u32, ApiError> {
     })
 }
 
-async fn get_max_producers(State(a): State<App>, Path((t, n)): Path<(String, String)>) -> Reply {
-    let ns = NamespaceName::new(&t, &n)?;
-    ok_json(namespace_policies(&a, &ns).await?.max_producers_per_topic)
+/// A per-topic limit of a namespace's policies.
+#[derive(Clone, Copy)]
+enum Limit {
+    Producers,
+    Consumers,
 }
 
-async fn set_max_producers(
-    State(a): State<App>,
-    Path((t, n)): Path<(String, String)>,
-    raw: Bytes,
-) -> Reply {
-    let ns = NamespaceName::new(&t, &n)?;
-    let max = limit(&raw, "maxProducersPerTopic")?;
-    change_policy(&a, &ns, |p| p.max_producers_per_topic = Some(max)).await
+impl Limit {
+    fn name(self) -> &'static str {
+        match self {
+            Limit::Producers => "maxProducersPerTopic",
+            Limit::Consumers => "maxConsumersPerTopic",
+        }
+    }
+
+    fn slot(self, p: &mut Policies) -> &mut Option<u32> {
+        match self {
+            Limit::Producers => &mut p.max_producers_per_topic,
+            Limit::Consumers => &mut p.max_consumers_per_topic,
+        }
+    }
 }
 
-async fn remove_max_producers(State(a): State<App>, Path((t, n)): Path<(String, String)>) -> Reply {
-    let ns = NamespaceName::new(&t, &n)?;
-    change_policy(&a, &ns, |p| p.max_producers_per_topic = None).await
-}
-
-async fn get_max_consumers(State(a): State<App>, Path((t, n)): Path<(String, String)>) -> Reply {
-    let ns = NamespaceName::new(&t, &n)?;
-    ok_json(namespace_policies(&a, &ns).await?.max_consumers_per_topic)
-}
-
-async fn set_max_consumers(
-    State(a): State<App>,
-    Path((t, n)): Path<(String, String)>,
-    raw: Bytes,
-) -> Reply {
-    let ns = NamespaceName::new(&t, &n)?;
-    let max = limit(&raw, "maxConsumersPerTopic")?;
-    change_policy(&a, &ns, |p| p.max_consumers_per_topic = Some(max)).await
-}
-
-async fn remove_max_consumers(State(a): State<App>, Path((t, n)): Path<(String, String)>) -> Reply {
-    let ns = NamespaceName::new(&t, &n)?;
-    change_policy(&a, &ns, |p| p.max_consumers_per_topic = None).await
+/// GET / POST / DELETE of one limit.
+fn limit_routes(l: Limit) -> axum::routing::MethodRouter<App> {
+    get(
+        move |State(a): State<App>, Path((t, n)): Path<(String, String)>| async move {
+            let ns = NamespaceName::new(&t, &n)?;
+            let mut p = namespace_policies(&a, &ns).await?;
+            ok_json(*l.slot(&mut p))
+        },
+    )
+    .post(
+        move |State(a): State<App>, Path((t, n)): Path<(String, String)>, raw: Bytes| async move {
+            let ns = NamespaceName::new(&t, &n)?;
+            let max = limit(&raw, l.name())?;
+            change_policy(&a, &ns, |p| *l.slot(p) = Some(max)).await
+        },
+    )
+    .delete(
+        move |State(a): State<App>, Path((t, n)): Path<(String, String)>| async move {
+            let ns = NamespaceName::new(&t, &n)?;
+            change_policy(&a, &ns, |p| *l.slot(p) = None).await
+        },
+    )
 }
 
 async fn get_auto_creation(State(a): State<App>, Path((t, n)): Path<(String, String)>) -> Reply {

@@ -7,12 +7,12 @@
 //! broker accepts them for any topic. Messages for a partitioned topic go to
 //! the partition they name, else by a hash of their key, else round-robin.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use futures::future::join_all;
-use magnetar_client::{ClientError, OutgoingMessage, ProducerOptions};
+use magnetar_client::{ClientError, ProducerOptions};
 use magnetar_common::names::{NamespaceName, TopicName};
 use magnetar_wire::ServerError;
 use serde::Deserialize;
@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use super::{namespace_policies, ok_json, required, ApiError, App, Reply};
 use crate::error::BrokerError;
+use crate::self_client::MessageOptions;
 
 /// Messages one request may carry.
 const MAX_MESSAGES: usize = 10_000;
@@ -33,42 +34,13 @@ struct ProducerMessages {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct RestMessage {
+    /// The message's text.
     payload: String,
     #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
-    properties: HashMap<String, String>,
-    #[serde(default)]
-    event_time: Option<u64>,
-    #[serde(default)]
-    deliver_at: Option<i64>,
-    #[serde(default)]
-    deliver_after_ms: Option<i64>,
-    #[serde(default)]
     partition: Option<i32>,
-}
-
-impl RestMessage {
-    fn outgoing(&self) -> OutgoingMessage {
-        let mut properties: Vec<(String, String)> = self
-            .properties
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        properties.sort();
-        let deliver_at = self.deliver_at.or(self
-            .deliver_after_ms
-            .map(|ms| crate::subscription::now_ms() as i64 + ms.max(0)));
-        OutgoingMessage {
-            payload: self.payload.clone().into_bytes().into(),
-            key: self.key.clone(),
-            properties,
-            event_time: self.event_time,
-            deliver_at,
-        }
-    }
+    #[serde(flatten)]
+    options: MessageOptions,
 }
 
 pub(super) async fn produce(
@@ -120,7 +92,7 @@ async fn publish(
             }
             return Ok(base.clone());
         }
-        let p = match (partition, m.partition.filter(|p| *p >= 0), &m.key) {
+        let p = match (partition, m.partition.filter(|p| *p >= 0), &m.options.key) {
             (Some(p), _, _) => p,
             (None, Some(p), _) => p as u32,
             (None, None, Some(k)) => crate::key_shared::murmur3_32(k.as_bytes()) % partitions,
@@ -138,6 +110,12 @@ async fn publish(
     for (i, m) in body.messages.iter().enumerate() {
         by_topic.entry(target(i, m)?).or_default().push(i);
     }
+    let count = body.messages.len();
+    let messages: Vec<magnetar_client::OutgoingMessage> = body
+        .messages
+        .into_iter()
+        .map(|m| m.options.into_message(m.payload.into_bytes().into()))
+        .collect();
     let client = a
         .svc
         .inner
@@ -145,10 +123,10 @@ async fn publish(
         .get(&a.svc)
         .await
         .map_err(|e| ApiError(BrokerError::ServiceNotReady(e)))?;
-    let mut results: Vec<Value> = vec![Value::Null; body.messages.len()];
+    let mut results: Vec<Value> = vec![Value::Null; count];
     let sends = by_topic.into_iter().map(|(topic, idx)| {
         let client = client.clone();
-        let messages = &body.messages;
+        let messages = &messages;
         let name = body.producer_name.clone();
         async move {
             let opts = ProducerOptions {
@@ -162,7 +140,7 @@ async fn publish(
                 .map_err(refused)?;
             let mut receipts = Vec::with_capacity(idx.len());
             for &i in &idx {
-                receipts.push((i, producer.send_async(messages[i].outgoing()).await));
+                receipts.push((i, producer.send_async(messages[i].clone()).await));
             }
             let mut out = Vec::with_capacity(idx.len());
             for (i, r) in receipts {
