@@ -221,6 +221,10 @@ def mode_paused(a):
     idx = webs.index(owner)
     others = [w for i, w in enumerate(webs) if i != idx]
     os.kill(pids[idx], signal.SIGSTOP)
+    # Stopped for sure before anything is sent: otherwise the broker may
+    # still store a "late" message (the client then resends it unacked: a
+    # legitimate duplicate, but not what this case is about).
+    wait_stopped(pids[idx])
     try:
         # These reach the paused broker's socket and wait there.
         late = []
@@ -268,6 +272,17 @@ def mode_paused(a):
     c1.close()
     c2.close()
     print(json.dumps({"messages": len(got), "first_owner": owner, "new_owner": new_owner}))
+
+
+def wait_stopped(pid):
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t"):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"broker {pid} did not stop")
 
 
 # ---- subscriptions across moves -------------------------------------------------
