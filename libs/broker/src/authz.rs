@@ -92,7 +92,7 @@ impl BrokerService {
             .is_some_and(|(t, _)| t.admin_roles.iter().any(|r| r == role)))
     }
 
-    pub async fn check_superuser(&self, role: Option<&str>) -> Result<()> {
+    pub fn check_superuser(&self, role: Option<&str>) -> Result<()> {
         if self.is_superuser(role) {
             Ok(())
         } else {
@@ -121,6 +121,17 @@ impl BrokerService {
         action: Action,
         topic: &TopicName,
     ) -> Result<bool> {
+        self.allowed_one_of(role, &[action], topic).await
+    }
+
+    /// Whether `role` may do any of `actions` on `topic` (one read of the
+    /// tenant and one of the policies, whatever the number of actions).
+    async fn allowed_one_of(
+        &self,
+        role: Option<&str>,
+        actions: &[Action],
+        topic: &TopicName,
+    ) -> Result<bool> {
         if self.is_tenant_admin(role, &topic.namespace.tenant).await? {
             return Ok(true);
         }
@@ -129,7 +140,7 @@ impl BrokerService {
             .resources()
             .policies(&topic.namespace)
             .await?
-            .is_some_and(|(p, _)| granted(&p, role, topic, action)))
+            .is_some_and(|(p, _)| actions.iter().any(|a| granted(&p, role, topic, *a))))
     }
 
     pub async fn check(&self, role: Option<&str>, action: Action, topic: &TopicName) -> Result<()> {
@@ -146,8 +157,9 @@ impl BrokerService {
 
     /// Lookups and metadata: either action will do.
     pub async fn check_any(&self, role: Option<&str>, topic: &TopicName) -> Result<()> {
-        if self.allowed(role, Action::Produce, topic).await?
-            || self.allowed(role, Action::Consume, topic).await?
+        if self
+            .allowed_one_of(role, &[Action::Produce, Action::Consume], topic)
+            .await?
         {
             Ok(())
         } else {

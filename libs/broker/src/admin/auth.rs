@@ -71,12 +71,12 @@ async fn authorize(
     match parts.as_slice() {
         ["admin", "v2", "clusters", ..] if method == Method::GET => Ok(()),
         ["admin", "v2", "clusters", ..] | ["admin", "v2", "brokers", ..] => {
-            svc.check_superuser(role).await
+            svc.check_superuser(role)
         }
         ["admin", "v2", "tenants", tenant] if method == Method::GET => {
             svc.check_tenant_admin(role, tenant).await
         }
-        ["admin", "v2", "tenants", ..] => svc.check_superuser(role).await,
+        ["admin", "v2", "tenants", ..] => svc.check_superuser(role),
         ["admin", "v2", "namespaces", tenant, ..] | ["admin", "v2", "persistent", tenant, ..] => {
             svc.check_tenant_admin(role, tenant).await
         }
