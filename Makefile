@@ -41,11 +41,12 @@ setup:
 PY_VENV := $(HOME)/.cache/magnetar/venv
 PULSAR_CLIENT := pulsar-client==3.13.0
 WEBSOCKET_CLIENT := websocket-client==1.8.0
+SCHEMATHESIS := schemathesis==4.32.5
 
 python-env: setup
-	@$(PY_VENV)/bin/python -c 'import pulsar, websocket' 2>/dev/null || { \
-	  echo "make: installing $(PULSAR_CLIENT) $(WEBSOCKET_CLIENT) into $(PY_VENV)"; \
-	  python3 -m venv $(PY_VENV) && $(PY_VENV)/bin/pip install -q '$(PULSAR_CLIENT)' '$(WEBSOCKET_CLIENT)'; }
+	@$(PY_VENV)/bin/python -c 'import pulsar, websocket, schemathesis' 2>/dev/null || { \
+	  echo "make: installing $(PULSAR_CLIENT) $(WEBSOCKET_CLIENT) $(SCHEMATHESIS) into $(PY_VENV)"; \
+	  python3 -m venv $(PY_VENV) && $(PY_VENV)/bin/pip install -q '$(PULSAR_CLIENT)' '$(WEBSOCKET_CLIENT)' '$(SCHEMATHESIS)'; }
 
 build: setup
 	$(CARGO) build --workspace --bins

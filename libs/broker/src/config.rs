@@ -40,6 +40,12 @@ pub struct BrokerConfig {
     pub max_entries_per_ledger: i64,
     pub cache_max_bytes: usize,
     pub housekeeping_interval: Duration,
+    /// How often backlog quotas are checked on topics that are producing
+    /// (new producers are checked when they come).
+    pub backlog_quota_check_interval: Duration,
+    /// Loaded topics beyond which /metrics sums topic series per namespace
+    /// (bounds the number of series a scrape returns).
+    pub max_topic_metrics: usize,
     /// How often the broker pings idle clients (and closes silent ones after
     /// twice this).
     pub keepalive: Duration,
@@ -103,6 +109,8 @@ impl BrokerConfig {
             max_entries_per_ledger: 50_000,
             cache_max_bytes: 256 << 20,
             housekeeping_interval: Duration::from_secs(30),
+            backlog_quota_check_interval: Duration::from_secs(10),
+            max_topic_metrics: 1000,
             keepalive: Duration::from_secs(30),
             dedup_snapshot_interval: 1000,
             lease_ttl_seconds: 10,

@@ -718,9 +718,12 @@ impl Conn {
 
     async fn create_producer(&mut self, c: pb::CommandProducer) -> Result<BaseCommand> {
         if let Some(existing) = self.producers.get(&c.producer_id) {
-            if existing.topic.is_closed() {
+            let released = existing.waiting.as_ref().is_none_or(|w| w.is_finished())
+                && !existing.topic.has_producer(&self.out, c.producer_id);
+            if existing.topic.is_closed() || released {
                 // The client comes back after its topic was unloaded (and
-                // maybe loaded here again): start afresh.
+                // maybe loaded here again) or after the topic let it go
+                // (backlog quota): start afresh.
                 if let Some(old) = self.producers.remove(&c.producer_id) {
                     old.close(&self.out, c.producer_id).await;
                 }
@@ -741,6 +744,10 @@ impl Conn {
             .check(self.role.as_deref(), Action::Produce, &name)
             .await?;
         let topic = self.svc.topic(&name, true).await?;
+        if topic.ml.terminated_at().is_some() {
+            return Err(magnetar_managed_ledger::MlError::Terminated(name.to_string()).into());
+        }
+        topic.check_backlog_quota().await?;
         let schema_version = match &c.schema {
             Some(s) if s.r#type != pb::schema::Type::None as i32 => Some(schema::encode_version(
                 schema::get_or_create(self.svc.resources(), &name, s).await?,
@@ -853,7 +860,19 @@ impl Conn {
         p.msg_in.fetch_add(messages, Ordering::Relaxed);
         p.bytes_in
             .fetch_add(payload.raw.len() as u64, Ordering::Relaxed);
-        let result = Box::pin(p.topic.publish(&p.name, &payload));
+        let span = tracing::info_span!(
+            target: magnetar_telemetry::SPANS,
+            "publish",
+            topic = %p.topic.name,
+            producer = %p.name,
+            sequence_id = c.sequence_id,
+            messages,
+            bytes = payload.raw.len(),
+        );
+        let result = Box::pin(tracing::Instrument::instrument(
+            p.topic.publish(&p.name, &payload),
+            span,
+        ));
         let item = PendingSend {
             sequence_id: c.sequence_id,
             highest_sequence_id: c.highest_sequence_id.unwrap_or(0),

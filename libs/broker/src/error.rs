@@ -24,6 +24,12 @@ pub enum BrokerError {
     NotAllowed(String),
     #[error("{0}")]
     ServiceNotReady(String),
+    /// Backlog quota exceeded, policy `producer_request_hold`.
+    #[error("{0}")]
+    QuotaExceededHold(String),
+    /// Backlog quota exceeded, policy `producer_exception`.
+    #[error("{0}")]
+    QuotaExceededException(String),
     /// No valid credentials.
     #[error("authentication failed: {0}")]
     Unauthenticated(String),
@@ -50,8 +56,13 @@ impl BrokerError {
             BrokerError::BadRequest(_) => ServerError::InvalidTopicName,
             BrokerError::Meta(_) => ServerError::MetadataError,
             BrokerError::Storage(MlError::Fenced(_)) => ServerError::ServiceNotReady,
+            BrokerError::Storage(MlError::Terminated(_)) => ServerError::TopicTerminatedError,
             BrokerError::Storage(_) => ServerError::PersistenceError,
             BrokerError::ServiceNotReady(_) => ServerError::ServiceNotReady,
+            BrokerError::QuotaExceededHold(_) => ServerError::ProducerBlockedQuotaExceededError,
+            BrokerError::QuotaExceededException(_) => {
+                ServerError::ProducerBlockedQuotaExceededException
+            }
             BrokerError::Unauthenticated(_) => ServerError::AuthenticationError,
             BrokerError::Unauthorized(_) => ServerError::AuthorizationError,
             BrokerError::Conflict(_) | BrokerError::Precondition(_) => ServerError::NotAllowedError,
@@ -70,6 +81,8 @@ impl BrokerError {
             BrokerError::Unauthenticated(_) => 401,
             BrokerError::Unauthorized(_) => 403,
             BrokerError::ServiceNotReady(_) | BrokerError::Meta(_) => 503,
+            BrokerError::QuotaExceededHold(_) | BrokerError::QuotaExceededException(_) => 429,
+            BrokerError::Storage(MlError::Terminated(_)) => 412,
             BrokerError::Storage(_) | BrokerError::Internal(_) => 500,
         }
     }

@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod authz;
+pub mod backlog_quota;
 pub mod bundle;
 mod cluster;
 pub mod config;
@@ -40,6 +41,7 @@ pub mod server;
 pub mod service;
 pub mod subscription;
 pub mod topic;
+pub mod topic_metrics;
 pub mod websocket;
 
 pub use config::BrokerConfig;

@@ -58,6 +58,98 @@ pub struct Policies {
     /// Overrides the broker's `allow_auto_topic_creation`.
     #[serde(rename = "autoTopicCreationOverride")]
     pub auto_topic_creation: Option<AutoTopicCreation>,
+    /// Quota type (`destination_storage`, `message_age`) → quota.
+    pub backlog_quota_map: std::collections::BTreeMap<String, crate::backlog_quota::BacklogQuota>,
+    /// Where closed ledgers are offloaded (used by tiered storage).
+    pub offload_policies: Option<OffloadPolicies>,
+}
+
+/// Pulsar's `OffloadPolicies` (the fields Magnetar's offloaders use).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// Unknown fields are ignored: Pulsar's tools send every offloader's fields.
+#[serde(rename_all = "camelCase")]
+pub struct OffloadPolicies {
+    /// `aws-s3`, `S3`, `google-cloud-storage`, `azureblob`, `filesystem`.
+    pub managed_ledger_offload_driver: String,
+    /// Offload once the topic holds more than this (-1 = never automatically).
+    #[serde(default = "minus_one")]
+    pub managed_ledger_offload_threshold_in_bytes: i64,
+    /// Offload ledgers older than this (-1 = never automatically).
+    #[serde(default = "minus_one")]
+    pub managed_ledger_offload_threshold_in_seconds: i64,
+    /// How long an offloaded ledger is kept on the bookies as well.
+    #[serde(default = "four_hours_ms")]
+    pub managed_ledger_offload_deletion_lag_in_millis: i64,
+    #[serde(default)]
+    pub s3_managed_ledger_offload_region: Option<String>,
+    #[serde(default)]
+    pub s3_managed_ledger_offload_bucket: Option<String>,
+    #[serde(default)]
+    pub s3_managed_ledger_offload_service_endpoint: Option<String>,
+    #[serde(default)]
+    pub s3_managed_ledger_offload_max_block_size_in_bytes: Option<i64>,
+    #[serde(default)]
+    pub s3_managed_ledger_offload_read_buffer_size_in_bytes: Option<i64>,
+    #[serde(default, rename = "fileSystemURI")]
+    pub file_system_uri: Option<String>,
+    #[serde(default)]
+    pub offloaders_directory: Option<String>,
+}
+
+fn minus_one() -> i64 {
+    -1
+}
+
+fn four_hours_ms() -> i64 {
+    4 * 3600 * 1000
+}
+
+impl OffloadPolicies {
+    /// Refuses policies an offloader could not act on.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(BrokerError::BadRequest(m));
+        let d = self.managed_ledger_offload_driver.as_str();
+        match d {
+            "aws-s3" | "S3" | "s3" | "google-cloud-storage" | "azureblob" | "aliyun-oss" => {
+                if self
+                    .s3_managed_ledger_offload_bucket
+                    .as_deref()
+                    .is_none_or(str::is_empty)
+                {
+                    return bad(format!(
+                        "the {d} offload driver needs s3ManagedLedgerOffloadBucket"
+                    ));
+                }
+            }
+            "filesystem" => {
+                if self.file_system_uri.as_deref().is_none_or(str::is_empty) {
+                    return bad("the filesystem offload driver needs fileSystemURI".into());
+                }
+            }
+            other => return bad(format!("unknown offload driver {other:?}")),
+        }
+        if self.managed_ledger_offload_threshold_in_bytes < -1
+            || self.managed_ledger_offload_threshold_in_seconds < -1
+            || self.managed_ledger_offload_deletion_lag_in_millis < -1
+        {
+            return bad("offload thresholds and lag must be -1 (off) or more".into());
+        }
+        for (name, v) in [
+            (
+                "s3ManagedLedgerOffloadMaxBlockSizeInBytes",
+                self.s3_managed_ledger_offload_max_block_size_in_bytes,
+            ),
+            (
+                "s3ManagedLedgerOffloadReadBufferSizeInBytes",
+                self.s3_managed_ledger_offload_read_buffer_size_in_bytes,
+            ),
+        ] {
+            if v.is_some_and(|v| v <= 0) {
+                return bad(format!("{name} must be more than 0"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Pulsar's `AutoTopicCreationOverride`.

@@ -82,7 +82,12 @@ impl BrokerHandle {
             }
         }
         let (cluster_stop, cluster_stop_rx) = watch::channel(false);
-        let cluster = crate::cluster::start(service.clone(), cluster_stop_rx);
+        let mut cluster = crate::cluster::start(service.clone(), cluster_stop_rx.clone());
+        cluster.push(tokio::spawn(crate::backlog_quota::check_loop(
+            service.clone(),
+            cfg.backlog_quota_check_interval,
+            cluster_stop_rx,
+        )));
         // Serve once a session exists: bundles can be taken from then on.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while service.ownership().lease().is_none() && tokio::time::Instant::now() < deadline {

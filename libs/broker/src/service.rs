@@ -10,6 +10,7 @@ use magnetar_common::names::{NamespaceName, TopicName};
 use magnetar_managed_ledger::{info, ManagedLedgerConfig, ManagedLedgerFactory, RetentionPolicy};
 use magnetar_meta_client::MetaClient;
 
+use crate::backlog_quota::TopicQuotas;
 use crate::bundle::{topic_hash, Bundles};
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
@@ -267,6 +268,7 @@ impl BrokerService {
             policies.max_producers_per_topic,
             policies.max_consumers_per_topic,
         );
+        topic.set_backlog_quotas(TopicQuotas::from_map(&policies.backlog_quota_map));
         lock(&self.inner.topics).insert(name.clone(), topic.clone());
         // The bundle may have been released while the topic opened; the
         // release closed what was loaded then, this closes the latecomer.
@@ -324,6 +326,7 @@ impl BrokerService {
         for t in topics {
             t.ml.set_retention_policy(policy);
             t.set_limits(p.max_producers_per_topic, p.max_consumers_per_topic);
+            t.set_backlog_quotas(TopicQuotas::from_map(&p.backlog_quota_map));
             if let Err(e) = t.set_dedup(dedup).await {
                 tracing::warn!(topic = %t.name, error = %e, "applying deduplication policy");
             }

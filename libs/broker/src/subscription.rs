@@ -118,6 +118,8 @@ enum Cmd {
     /// Delete the subscription if `requester` (if any) is its only consumer.
     Unsubscribe(Option<u64>, oneshot::Sender<Result<()>>),
     Expire(u64, oneshot::Sender<Result<()>>),
+    /// Ack the next N unacked messages; replies how many were skipped.
+    Skip(u64, oneshot::Sender<Result<u64>>),
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -255,6 +257,12 @@ impl Subscription {
         self.call(|tx| Cmd::Expire(age_seconds, tx)).await?
     }
 
+    /// Acks the next `n` unacked messages (admin skip, backlog eviction);
+    /// returns how many there were.
+    pub async fn skip(&self, n: u64) -> Result<u64> {
+        self.call(|tx| Cmd::Skip(n, tx)).await?
+    }
+
     pub fn is_stopped(&self) -> bool {
         self.tx.is_closed()
     }
@@ -271,6 +279,8 @@ struct ConsumerState {
     msg_out: u64,
     bytes_out: u64,
     since: String,
+    /// Told the topic was terminated and it has read everything.
+    told_end: bool,
 }
 
 /// An entry read and waiting to be dispatched.
@@ -475,8 +485,31 @@ impl Actor {
                 *after = (*after).max(last.position);
             }
         }
+        if entries.is_empty() && !replayed {
+            self.maybe_end_of_topic();
+        }
         for e in entries {
             self.hold(e);
+        }
+    }
+
+    /// On a terminated topic, tells consumers once they have everything.
+    fn maybe_end_of_topic(&mut self) {
+        let Some(end) = self.ml.terminated_at() else {
+            return;
+        };
+        let read_all = match &self.cursor {
+            SubCursor::Durable(c) => c.read_position() > end,
+            SubCursor::NonDurable { after } => *after >= end,
+        };
+        if !read_all || !self.held.is_empty() || !self.replay.is_empty() {
+            return;
+        }
+        for c in self.consumers.iter_mut().filter(|c| !c.told_end) {
+            c.told_end = true;
+            c.spec.out.send(pb::CommandReachedEndOfTopic {
+                consumer_id: c.spec.consumer_id,
+            });
         }
     }
 
@@ -644,6 +677,17 @@ impl Actor {
             return;
         };
         let bytes = h.payload.raw.len() as u64;
+        let _span = tracing::info_span!(
+            target: magnetar_telemetry::SPANS,
+            "dispatch",
+            topic = self.ml.name(),
+            subscription = %self.name,
+            consumer = %c.spec.name,
+            message_id = %p,
+            messages = h.messages,
+            redelivery_count,
+        )
+        .entered();
         let cmd = pb::CommandMessage {
             consumer_id: c.spec.consumer_id,
             message_id: message_id(p, -1),
@@ -753,6 +797,9 @@ impl Actor {
             Cmd::Expire(age, reply) => {
                 let _ = reply.send(self.expire(age).await);
             }
+            Cmd::Skip(n, reply) => {
+                let _ = reply.send(self.skip(n).await);
+            }
         }
     }
 
@@ -796,6 +843,7 @@ impl Actor {
             msg_out: 0,
             bytes_out: 0,
             since: now_rfc3339(),
+            told_end: false,
         });
         self.elect_active();
         Ok(())
@@ -1041,6 +1089,21 @@ impl Actor {
         c.ack_cumulative(through)?;
         self.settle_through(through);
         Ok(())
+    }
+
+    async fn skip(&mut self, n: u64) -> Result<u64> {
+        let SubCursor::Durable(c) = &self.cursor else {
+            return Err(BrokerError::NotAllowed(format!(
+                "{} is a reader: it has no backlog to skip",
+                self.name
+            )));
+        };
+        let skipped = c.skip(n)?;
+        c.flush().await?;
+        for p in &skipped {
+            self.settle(*p);
+        }
+        Ok(skipped.len() as u64)
     }
 
     fn stats(&self) -> SubscriptionStats {

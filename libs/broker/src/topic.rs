@@ -13,12 +13,14 @@ use magnetar_meta_client::MetaClient;
 use magnetar_wire::{pb, Payload};
 use serde::Serialize;
 
+use crate::backlog_quota::{self, QuotaPolicy, TopicQuotas};
 use crate::dedup::{self, Check, Dedup};
 use crate::error::{BrokerError, Result};
 use crate::outbound::Outbound;
 use crate::subscription::{
     SubCursor, SubType, Subscription, SubscriptionParams, SubscriptionStats,
 };
+use crate::topic_metrics::LatencyHistogram;
 
 /// Pulsar's producer access modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +97,9 @@ pub struct Topic {
     max_consumers: std::sync::atomic::AtomicU32,
     /// Woken when a producer leaves (WaitForExclusive producers retry).
     producer_left: tokio::sync::Notify,
+    /// The namespace's backlog quotas.
+    quotas: Mutex<TopicQuotas>,
+    write_latency: LatencyHistogram,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -136,6 +141,8 @@ impl Topic {
             max_producers: Default::default(),
             max_consumers: Default::default(),
             producer_left: tokio::sync::Notify::new(),
+            quotas: Mutex::new(TopicQuotas::default()),
+            write_latency: LatencyHistogram::default(),
         });
         // Durable subscriptions that exist in storage exist on the topic.
         for c in p.ml.cursors() {
@@ -158,6 +165,59 @@ impl Topic {
             .store(producers.unwrap_or(0), Ordering::Relaxed);
         self.max_consumers
             .store(consumers.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub fn write_latency(&self) -> &LatencyHistogram {
+        &self.write_latency
+    }
+
+    pub fn set_backlog_quotas(&self, q: TopicQuotas) {
+        *lock(&self.quotas) = q;
+    }
+
+    /// Refuses a new producer while a blocking backlog quota is exceeded.
+    pub async fn check_backlog_quota(&self) -> Result<()> {
+        let q = *lock(&self.quotas);
+        if q.is_empty() {
+            return Ok(());
+        }
+        match backlog_quota::exceeded(&self.ml, &q).await {
+            Some(x) => match x.producer_error(&self.name.to_string()) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// The periodic quota check: evicts, or disconnects the producers (they
+    /// reconnect and are refused until the backlog is within the quota).
+    pub async fn enforce_backlog_quota(&self) {
+        let q = *lock(&self.quotas);
+        if q.is_empty() {
+            return;
+        }
+        let Some(x) = backlog_quota::exceeded(&self.ml, &q).await else {
+            return;
+        };
+        if x.policy == QuotaPolicy::ConsumerBacklogEviction {
+            let subs: Vec<(String, Subscription)> = lock(&self.subscriptions)
+                .iter()
+                .filter(|(_, s)| s.durable)
+                .map(|(n, s)| (n.clone(), s.clone()))
+                .collect();
+            backlog_quota::evict(&self.ml, &subs, &q).await;
+            return;
+        }
+        let producers = std::mem::take(&mut *lock(&self.producers));
+        if !producers.is_empty() {
+            tracing::info!(topic = %self.name, kind = x.kind.key(), producers = producers.len(),
+                "backlog quota exceeded: disconnecting producers");
+        }
+        for (_, p) in producers {
+            (p.close_notice)();
+        }
+        self.producer_left.notify_waiters();
     }
 
     /// Whether another consumer may join (the limit counts every
@@ -302,6 +362,7 @@ impl Topic {
             .then(|| self.ml.append(&payload.raw, payload.metadata.publish_time));
         let topic = self.clone();
         let producer = producer.to_string();
+        let started = Instant::now();
         async move {
             if duplicate {
                 return Ok(Published::Duplicate);
@@ -314,6 +375,7 @@ impl Topic {
             };
             match append.await {
                 Ok(pos) => {
+                    topic.write_latency.record(started.elapsed());
                     topic.msg_in.fetch_add(messages, Ordering::Relaxed);
                     topic.bytes_in.fetch_add(bytes, Ordering::Relaxed);
                     if let Some(h) = highest {

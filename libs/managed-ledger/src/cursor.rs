@@ -480,8 +480,8 @@ impl ManagedCursor {
         Ok(target)
     }
 
-    /// Acks the next `n` unacked entries.
-    pub fn skip(&self, n: u64) -> Result<()> {
+    /// Acks the next `n` unacked entries; returns them.
+    pub fn skip(&self, n: u64) -> Result<Vec<Position>> {
         let list = self.list();
         let positions: Vec<Position> = {
             let s = self.lock();
@@ -495,7 +495,8 @@ impl ManagedCursor {
             }
             out
         };
-        self.ack(&positions)
+        self.ack(&positions)?;
+        Ok(positions)
     }
 
     /// Acks everything written so far.

@@ -13,6 +13,9 @@ pub enum MlError {
     Fenced(String),
     #[error("managed ledger {0} is closed")]
     Closed(String),
+    /// Terminated: no entry will ever be added again.
+    #[error("managed ledger {0} was terminated")]
+    Terminated(String),
     #[error("cursor {cursor} of {ledger} does not exist")]
     NoSuchCursor { ledger: String, cursor: String },
     #[error("cursor {cursor} of {ledger} is closed or was deleted")]

@@ -38,6 +38,9 @@ pub struct ManagedLedgerInfo {
     pub created_ms: u64,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Set by terminate: the last entry there will ever be.
+    #[serde(default)]
+    pub terminated_at: Option<Position>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

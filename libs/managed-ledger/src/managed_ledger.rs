@@ -86,6 +86,8 @@ struct State {
     self_recovering: Option<u64>,
     /// Readers of closed ledgers.
     readers: HashMap<u64, Arc<LedgerReader>>,
+    /// A terminate is waiting for the last appends; no new ones are taken.
+    terminating: bool,
 }
 
 pub(crate) struct Inner {
@@ -143,6 +145,7 @@ impl ManagedLedger {
                 waiting: VecDeque::new(),
                 self_recovering: None,
                 readers: HashMap::new(),
+                terminating: false,
             }),
             info_update: tokio::sync::Mutex::new(()),
             confirmed: watch::channel(Position::new(0, -1)).0,
@@ -453,6 +456,73 @@ impl ManagedLedger {
         Ok(())
     }
 
+    /// Stops appends for good: waits (up to `wait`) for the appends already
+    /// taken, then records the last position in the ledger list, so every
+    /// later owner refuses appends too. Returns the last position.
+    pub async fn terminate(&self, wait: Duration) -> Result<Position> {
+        {
+            let mut s = self.inner.lock();
+            if let Some(p) = s.info.terminated_at {
+                return Ok(p);
+            }
+            s.terminating = true;
+        }
+        let r = self.terminate_after_appends(wait).await;
+        self.inner.lock().terminating = false;
+        r
+    }
+
+    async fn terminate_after_appends(&self, wait: Duration) -> Result<Position> {
+        let deadline = Instant::now() + wait;
+        loop {
+            {
+                let s = self.inner.lock();
+                match s.status {
+                    Status::Fenced => return Err(MlError::Fenced(self.inner.name.clone())),
+                    Status::Closed => return Err(MlError::Closed(self.inner.name.clone())),
+                    Status::RollingOver => {}
+                    Status::Open => {
+                        let last = s.list.last_confirmed();
+                        let settled = s.current.as_ref().is_none_or(|c| {
+                            c.reserved == 0 || last >= Position::new(c.writer.id(), c.reserved - 1)
+                        });
+                        if s.waiting.is_empty() && settled {
+                            break;
+                        }
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(MlError::Unavailable(format!(
+                    "{}: appends in flight did not complete in {wait:?}",
+                    self.inner.name
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _update = self.inner.info_update.lock().await;
+        let (mut new_info, version, last) = {
+            let s = self.inner.lock();
+            (s.info.clone(), s.info_version, s.list.last_confirmed())
+        };
+        new_info.terminated_at = Some(last);
+        let key = info::ledger_key(&self.inner.name);
+        match info::store(&self.inner.meta, &key, &new_info, version).await? {
+            Stored::Ok(v) => {
+                let mut s = self.inner.lock();
+                s.info = new_info;
+                s.info_version = v;
+                Ok(last)
+            }
+            Stored::Conflict => Err(MlError::Fenced(self.inner.name.clone())),
+        }
+    }
+
+    /// The last position of a terminated managed ledger.
+    pub fn terminated_at(&self) -> Option<Position> {
+        self.inner.lock().info.terminated_at
+    }
+
     pub fn is_fenced(&self) -> bool {
         self.inner.lock().status == Status::Fenced
     }
@@ -665,6 +735,9 @@ impl Inner {
             Status::Fenced => return Err(MlError::Fenced(self.name.clone())),
             Status::Closed => return Err(MlError::Closed(self.name.clone())),
             Status::Open | Status::RollingOver => {}
+        }
+        if s.terminating || s.info.terminated_at.is_some() {
+            return Err(MlError::Terminated(self.name.clone()));
         }
         s.waiting.push_back(Waiting {
             payload: payload.to_vec(),

@@ -14,6 +14,11 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// The `tracing` target of per-message spans (publish, dispatch). They are
+/// exported over OTLP when an endpoint is set and never logged: without an
+/// exporter no layer wants them, so they cost nothing on the hot path.
+pub const SPANS: &str = "magnetar_spans";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum LogFormat {
     #[default]
@@ -65,19 +70,23 @@ pub fn init(
     format: LogFormat,
     otlp_endpoint: Option<&str>,
 ) -> Result<TelemetryGuard, TelemetryError> {
-    let filter = || {
-        EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,h2=warn,tower=warn,hyper=warn"))
+    let filter = |spans: &str| {
+        let f = EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,h2=warn,tower=warn,hyper=warn"));
+        match format!("{SPANS}={spans}").parse() {
+            Ok(d) => f.add_directive(d),
+            Err(_) => f,
+        }
     };
     let fmt_layer = match format {
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            .with_filter(filter())
+            .with_filter(filter("off"))
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
-            .with_filter(filter())
+            .with_filter(filter("off"))
             .boxed(),
     };
     let (otel_layer, provider) = match otlp_endpoint {
@@ -102,7 +111,7 @@ pub fn init(
             let tracer = provider.tracer(service);
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(tracer)
-                .with_filter(filter())
+                .with_filter(filter("info"))
                 .boxed();
             (Some(layer), Some(provider))
         }

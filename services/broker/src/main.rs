@@ -116,6 +116,20 @@ struct Args {
     /// secret key when not given.
     #[arg(long, env = "MAGNETAR_BROKER_BROKER_CLIENT_TOKEN")]
     broker_client_token: Option<String>,
+    /// How often backlog quotas are enforced on producing topics (ms).
+    #[arg(
+        long,
+        env = "MAGNETAR_BROKER_BACKLOG_QUOTA_CHECK_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    backlog_quota_check_interval_ms: u64,
+    /// Loaded topics beyond which /metrics sums topic series per namespace.
+    #[arg(
+        long,
+        env = "MAGNETAR_BROKER_MAX_TOPIC_METRICS",
+        default_value_t = 1000
+    )]
+    max_topic_metrics: usize,
     #[arg(long, env = "MAGNETAR_BROKER_LOG_FORMAT", default_value = "pretty")]
     log_format: LogFormat,
     #[arg(long, env = "MAGNETAR_BROKER_OTLP_ENDPOINT")]
@@ -163,6 +177,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     cfg.split_max_topics = args.split_max_topics;
     cfg.split_max_msg_rate = args.split_max_msg_rate;
     cfg.split_max_throughput = args.split_max_throughput;
+    cfg.max_topic_metrics = args.max_topic_metrics;
+    cfg.backlog_quota_check_interval = Duration::from_millis(args.backlog_quota_check_interval_ms);
     cfg.auth = magnetar_broker::config::auth_from_files(
         args.auth_secret_key.as_deref(),
         args.auth_public_key.as_deref(),

@@ -82,6 +82,20 @@ pub struct StandaloneArgs {
     /// secret key when not given.
     #[arg(long, env = "MAGNETAR_STANDALONE_BROKER_CLIENT_TOKEN")]
     pub broker_client_token: Option<String>,
+    /// How often backlog quotas are enforced on producing topics (ms).
+    #[arg(
+        long,
+        env = "MAGNETAR_STANDALONE_BACKLOG_QUOTA_CHECK_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub backlog_quota_check_interval_ms: u64,
+    /// Loaded topics beyond which /metrics sums topic series per namespace.
+    #[arg(
+        long,
+        env = "MAGNETAR_STANDALONE_MAX_TOPIC_METRICS",
+        default_value_t = 1000
+    )]
+    pub max_topic_metrics: usize,
     #[arg(long, env = "MAGNETAR_STANDALONE_LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
     #[arg(long, env = "MAGNETAR_STANDALONE_OTLP_ENDPOINT")]
@@ -136,6 +150,9 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     broker_cfg.write_quorum = 1;
     broker_cfg.ack_quorum = 1;
     broker_cfg.auth = auth;
+    broker_cfg.max_topic_metrics = args.max_topic_metrics;
+    broker_cfg.backlog_quota_check_interval =
+        std::time::Duration::from_millis(args.backlog_quota_check_interval_ms);
     let broker = BrokerHandle::start(broker_cfg, meta, registry, true)
         .await
         .context("starting the broker")?;

@@ -38,7 +38,12 @@ fn query_token(req: &Request) -> Option<String> {
 
 pub(super) async fn authenticate(State(a): State<App>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    if !a.svc.auth_enabled() || matches!(path.as_str(), "/health" | "/metrics") {
+    if !a.svc.auth_enabled()
+        || matches!(
+            path.as_str(),
+            "/health" | "/metrics" | "/admin/v2/openapi.json"
+        )
+    {
         return next.run(req).await;
     }
     let token = bearer(&req).or_else(|| {

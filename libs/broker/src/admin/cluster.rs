@@ -8,12 +8,11 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
-use axum::Router;
 use magnetar_common::names::{NamespaceName, TopicName};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::openapi::{object, string_list, Api, Op};
 use super::{namespace_policies, no_content, not_found, ok_json, ApiError, App, Reply};
 use crate::bundle::BundleRange;
 use crate::cluster::{self, Command};
@@ -21,22 +20,45 @@ use crate::error::BrokerError;
 use crate::lookup::{self, live_brokers, Answer};
 use crate::ownership::{BundleId, OwnerData};
 
-pub(super) fn routes() -> Router<App> {
+pub(super) fn routes() -> Api {
     let ns = "/admin/v2/namespaces/{tenant}/{namespace}";
-    Router::new()
-        .route("/admin/v2/brokers/leaderBroker", get(leader_broker))
-        .route("/admin/v2/brokers/{cluster}", get(list_brokers))
+    Api::new()
+        .route(
+            "/admin/v2/brokers/leaderBroker",
+            [Op::get(leader_broker, "The leader broker").returns(object())],
+        )
+        .route(
+            "/admin/v2/brokers/{cluster}",
+            [Op::get(list_brokers, "Live brokers of a cluster").returns(string_list())],
+        )
         .route(
             "/admin/v2/brokers/{cluster}/{broker}/ownedNamespaces",
-            get(owned_namespaces),
+            [Op::get(owned_namespaces, "Bundles a broker owns").returns(object())],
         )
-        .route(&format!("{ns}/bundles"), get(get_bundles))
-        .route(&format!("{ns}/unload"), put(unload_namespace))
-        .route(&format!("{ns}/{{bundle}}/unload"), put(unload_bundle))
-        .route(&format!("{ns}/{{bundle}}/split"), put(split_bundle))
+        .route(
+            &format!("{ns}/bundles"),
+            [Op::get(get_bundles, "A namespace's bundles").returns(object())],
+        )
+        .route(
+            &format!("{ns}/unload"),
+            [Op::put(
+                unload_namespace,
+                "Unload every bundle of a namespace",
+            )],
+        )
+        .route(
+            &format!("{ns}/{{bundle}}/unload"),
+            [Op::put(unload_bundle, "Unload a bundle")],
+        )
+        .route(
+            &format!("{ns}/{{bundle}}/split"),
+            [Op::put(split_bundle, "Split a bundle in two")],
+        )
         .route(
             "/lookup/v2/topic/{domain}/{tenant}/{namespace}/{topic}",
-            get(lookup_topic),
+            [Op::get(lookup_topic, "The broker serving a topic")
+                .query("authoritative", json!({"type": "boolean"}))
+                .returns(object())],
         )
 }
 

@@ -2,14 +2,13 @@
 //! and `/health`. Errors carry Pulsar's status codes and a `{"reason": …}`
 //! body; a request that fails changes nothing.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
+use axum::routing::get;
 use axum::{Json, Router};
 use magnetar_common::names::{NamespaceName, TopicName};
 use magnetar_telemetry::prometheus::{Encoder, Registry, TextEncoder};
@@ -23,10 +22,13 @@ use crate::resources::{
     ClusterData, PartitionedTopicMetadata, Policies, RetentionPolicies, TenantInfo,
 };
 use crate::service::BrokerService;
+use openapi::{Api, Op};
 
 mod auth;
 mod cluster;
+mod openapi;
 mod produce;
+mod storage_policies;
 mod subscriptions;
 
 #[derive(Clone)]
@@ -92,154 +94,330 @@ fn required<T: DeserializeOwned>(raw: &Bytes) -> Result<T, ApiError> {
 }
 
 pub fn router(svc: BrokerService, registry: Arc<Registry>) -> Router {
+    let (api, doc) = api().finish();
+    let doc = Arc::new(doc);
     let app = App { svc, registry };
+    api.route(
+        "/admin/v2/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move { Json((*doc).clone()) }
+        }),
+    )
+    .layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        cluster::served_here,
+    ))
+    // Outermost: nobody is redirected or served before authorization.
+    .layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        auth::authenticate,
+    ))
+    .fallback(|| async {
+        ApiError(BrokerError::NotFound("no such endpoint".into())).into_response()
+    })
+    .with_state(app)
+}
+
+/// Every documented route.
+fn api() -> Api {
+    use openapi::{object, schema, string_list};
     let ns = "/admin/v2/namespaces/{tenant}/{namespace}";
     let topic = "/admin/v2/persistent/{tenant}/{namespace}/{topic}";
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/admin/v2/clusters", get(list_clusters))
+    let sub = format!("{topic}/subscription/{{subscription}}");
+    let force = || json!({"type": "boolean"});
+    let quota_type = || json!({"type": "string", "enum": ["destination_storage", "message_age"]});
+    Api::new()
+        .route("/health", [Op::get(health, "Whether the broker serves")])
+        .route(
+            "/metrics",
+            [Op::get(metrics, "Prometheus metrics (text format)")],
+        )
+        .route(
+            "/admin/v2/clusters",
+            [Op::get(list_clusters, "List clusters").returns(string_list())],
+        )
         .route(
             "/admin/v2/clusters/{cluster}",
-            get(get_cluster).put(create_cluster),
+            [
+                Op::get(get_cluster, "Get a cluster").returns(schema("ClusterData")),
+                Op::put(create_cluster, "Create a cluster").body(schema("ClusterData"), false),
+            ],
         )
-        .route("/admin/v2/tenants", get(list_tenants))
+        .route(
+            "/admin/v2/tenants",
+            [Op::get(list_tenants, "List tenants").returns(string_list())],
+        )
         .route(
             "/admin/v2/tenants/{tenant}",
-            get(get_tenant)
-                .put(create_tenant)
-                .post(update_tenant)
-                .delete(delete_tenant),
+            [
+                Op::get(get_tenant, "Get a tenant").returns(schema("TenantInfo")),
+                Op::put(create_tenant, "Create a tenant").body(schema("TenantInfo"), false),
+                Op::post(update_tenant, "Update a tenant").body(schema("TenantInfo"), true),
+                Op::delete(delete_tenant, "Delete a tenant without namespaces"),
+            ],
         )
-        .route("/admin/v2/namespaces/{tenant}", get(list_namespaces))
+        .route(
+            "/admin/v2/namespaces/{tenant}",
+            [Op::get(list_namespaces, "List a tenant's namespaces").returns(string_list())],
+        )
         .route(
             ns,
-            get(get_namespace)
-                .put(create_namespace)
-                .delete(delete_namespace),
+            [
+                Op::get(get_namespace, "Get a namespace's policies").returns(schema("Policies")),
+                Op::put(create_namespace, "Create a namespace").body(schema("Policies"), false),
+                Op::delete(delete_namespace, "Delete an empty namespace"),
+            ],
         )
         .route(
             &format!("{ns}/retention"),
-            get(get_retention)
-                .post(set_retention)
-                .delete(remove_retention),
+            [
+                Op::get(get_retention, "Get retention").returns(schema("RetentionPolicies")),
+                Op::post(set_retention, "Set retention").body(schema("RetentionPolicies"), true),
+                Op::delete(remove_retention, "Remove retention"),
+            ],
         )
         .route(
             &format!("{ns}/messageTTL"),
-            get(get_ttl).post(set_ttl).delete(remove_ttl),
+            [
+                Op::get(get_ttl, "Get the message TTL (seconds)"),
+                Op::post(set_ttl, "Set the message TTL (seconds)")
+                    .body(json!({"type": "integer", "minimum": 0}), true),
+                Op::delete(remove_ttl, "Remove the message TTL"),
+            ],
         )
         .route(
             &format!("{ns}/deduplication"),
-            get(get_dedup).post(set_dedup).delete(remove_dedup),
+            [
+                Op::get(get_dedup, "Get deduplication"),
+                Op::post(set_dedup, "Turn deduplication on or off")
+                    .body(json!({"type": "boolean"}), true),
+                Op::delete(remove_dedup, "Remove the deduplication setting"),
+            ],
         )
         .route(
             &format!("{ns}/maxProducersPerTopic"),
-            limit_routes(Limit::Producers),
+            limit_ops(Limit::Producers),
         )
         .route(
             &format!("{ns}/maxConsumersPerTopic"),
-            limit_routes(Limit::Consumers),
+            limit_ops(Limit::Consumers),
         )
         .route(
             &format!("{ns}/autoTopicCreation"),
-            get(get_auto_creation)
-                .post(set_auto_creation)
-                .delete(remove_auto_creation),
+            [
+                Op::get(get_auto_creation, "Get the auto topic creation override"),
+                Op::post(set_auto_creation, "Set the auto topic creation override")
+                    .body(schema("AutoTopicCreation"), true),
+                Op::delete(
+                    remove_auto_creation,
+                    "Remove the auto topic creation override",
+                ),
+            ],
         )
         .route(
-            "/admin/v2/persistent/{tenant}/{namespace}",
-            get(list_topics),
+            &format!("{ns}/backlogQuotaMap"),
+            [Op::get(
+                storage_policies::get_backlog_quotas,
+                "Get backlog quotas by type",
+            )
+            .returns(object())],
         )
         .route(
-            "/admin/v2/persistent/{tenant}/{namespace}/partitioned",
-            get(list_partitioned),
-        )
-        .route(topic, put(create_topic).delete(delete_topic))
-        .route(
-            &format!("{topic}/partitions"),
-            get(get_partitions)
-                .put(create_partitioned)
-                .post(update_partitioned)
-                .delete(delete_partitioned),
-        )
-        .route(&format!("{topic}/stats"), get(topic_stats))
-        .route(
-            &format!("{topic}/partitioned-stats"),
-            get(partitioned_stats),
-        )
-        .route(&format!("{topic}/internalStats"), get(internal_stats))
-        .route(&format!("{topic}/subscriptions"), get(list_subscriptions))
-        .route(
-            &format!("{topic}/subscription/{{subscription}}"),
-            delete(delete_subscription).put(subscriptions::create),
-        )
-        .route(&format!("{topic}/unload"), put(unload_topic))
-        .route(
-            &format!("{topic}/subscription/{{subscription}}/resetcursor/{{timestamp}}"),
-            axum::routing::post(subscriptions::reset_by_time),
+            &format!("{ns}/backlogQuota"),
+            [
+                Op::post(storage_policies::set_backlog_quota, "Set a backlog quota")
+                    .query("backlogQuotaType", quota_type())
+                    .body(schema("BacklogQuota"), true),
+                Op::delete(
+                    storage_policies::remove_backlog_quota,
+                    "Remove a backlog quota",
+                )
+                .query("backlogQuotaType", quota_type()),
+            ],
         )
         .route(
-            &format!("{topic}/subscription/{{subscription}}/resetcursor"),
-            axum::routing::post(subscriptions::reset_by_id),
+            &format!("{ns}/offloadPolicies"),
+            [
+                Op::get(storage_policies::get_offload, "Get offload policies"),
+                Op::post(storage_policies::set_offload, "Set offload policies")
+                    .body(schema("OffloadPolicies"), true),
+            ],
         )
         .route(
-            &format!("{topic}/subscription/{{subscription}}/skip_all"),
-            axum::routing::post(subscriptions::skip_all),
-        )
-        .route(
-            &format!("{topic}/subscription/{{subscription}}/expireMessages/{{seconds}}"),
-            axum::routing::post(subscriptions::expire),
+            &format!("{ns}/removeOffloadPolicies"),
+            [Op::delete(
+                storage_policies::remove_offload,
+                "Remove offload policies",
+            )],
         )
         .route(
             &format!("{ns}/permissions"),
-            get(auth::namespace_permissions),
+            [Op::get(auth::namespace_permissions, "Roles and their actions").returns(object())],
         )
         .route(
             &format!("{ns}/permissions/{{role}}"),
-            axum::routing::post(auth::grant_namespace).delete(auth::revoke_namespace),
+            [
+                Op::post(
+                    auth::grant_namespace,
+                    "Grant a role actions on the namespace",
+                )
+                .body(schema("Actions"), true),
+                Op::delete(auth::revoke_namespace, "Revoke a role's actions"),
+            ],
+        )
+        .route(
+            "/admin/v2/persistent/{tenant}/{namespace}",
+            [Op::get(list_topics, "List topics (and partitions)").returns(string_list())],
+        )
+        .route(
+            "/admin/v2/persistent/{tenant}/{namespace}/partitioned",
+            [Op::get(list_partitioned, "List partitioned topics").returns(string_list())],
+        )
+        .route(
+            topic,
+            [
+                Op::put(create_topic, "Create a non-partitioned topic"),
+                Op::delete(delete_topic, "Delete a topic").query("force", force()),
+            ],
+        )
+        .route(
+            &format!("{topic}/partitions"),
+            [
+                Op::get(get_partitions, "Get partitioned metadata").returns(object()),
+                Op::put(create_partitioned, "Create a partitioned topic")
+                    .body(json!({"type": "integer", "minimum": 1}), true),
+                Op::post(update_partitioned, "Add partitions")
+                    .body(json!({"type": "integer", "minimum": 1}), true),
+                Op::delete(delete_partitioned, "Delete a partitioned topic")
+                    .query("force", force()),
+            ],
+        )
+        .route(
+            &format!("{topic}/stats"),
+            [Op::get(topic_stats, "Topic stats").returns(object())],
+        )
+        .route(
+            &format!("{topic}/partitioned-stats"),
+            [Op::get(partitioned_stats, "Partitioned topic stats").returns(object())],
+        )
+        .route(
+            &format!("{topic}/internalStats"),
+            [Op::get(internal_stats, "Managed ledger stats").returns(object())],
+        )
+        .route(
+            &format!("{topic}/subscriptions"),
+            [Op::get(list_subscriptions, "List subscriptions").returns(string_list())],
+        )
+        .route(
+            &format!("{topic}/unload"),
+            [Op::put(unload_topic, "Unload a topic")],
+        )
+        .route(
+            &format!("{topic}/terminate"),
+            [Op::post(terminate_topic, "Terminate a topic").returns(schema("MessageId"))],
         )
         .route(
             &format!("{topic}/permissions"),
-            get(auth::topic_permissions),
+            [Op::get(
+                auth::topic_permissions,
+                "Roles and their actions on the topic",
+            )
+            .returns(object())],
         )
         .route(
             &format!("{topic}/permissions/{{role}}"),
-            axum::routing::post(auth::grant_topic).delete(auth::revoke_topic),
+            [
+                Op::post(auth::grant_topic, "Grant a role actions on the topic")
+                    .body(schema("Actions"), true),
+                Op::delete(auth::revoke_topic, "Revoke a role's actions on the topic"),
+            ],
+        )
+        .route(
+            &sub,
+            [
+                Op::put(
+                    subscriptions::create,
+                    "Create a subscription (at a message id)",
+                )
+                .body(schema("MessageId"), false),
+                Op::delete(delete_subscription, "Delete a subscription").query("force", force()),
+            ],
+        )
+        .route(
+            &format!("{sub}/resetcursor/{{timestamp}}"),
+            [Op::post(
+                subscriptions::reset_by_time,
+                "Reset the cursor to a publish time (ms)",
+            )],
+        )
+        .route(
+            &format!("{sub}/resetcursor"),
+            [Op::post(
+                subscriptions::reset_by_id,
+                "Reset the cursor to a message id",
+            )
+            .body(schema("MessageId"), true)],
+        )
+        .route(
+            &format!("{sub}/skip_all"),
+            [Op::post(subscriptions::skip_all, "Clear the backlog")],
+        )
+        .route(
+            &format!("{sub}/skip/{{count}}"),
+            [Op::post(subscriptions::skip, "Skip messages")],
+        )
+        .route(
+            &format!("{sub}/expireMessages/{{seconds}}"),
+            [Op::post(
+                subscriptions::expire,
+                "Expire messages older than this",
+            )],
+        )
+        .route(
+            &format!("{sub}/position/{{position}}"),
+            [Op::get(
+                subscriptions::peek,
+                "Peek the nth unacknowledged message",
+            )],
         )
         .route(
             "/topics/persistent/{tenant}/{namespace}/{topic}",
-            axum::routing::post(produce::produce),
+            [Op::post(produce::produce, "Produce messages (REST)")
+                .body(schema("ProduceRequest"), true)
+                .returns(object())],
         )
         .route(
             "/topics/persistent/{tenant}/{namespace}/{topic}/partitions/{partition}",
-            axum::routing::post(produce::produce_partition),
+            [Op::post(
+                produce::produce_partition,
+                "Produce messages to a partition (REST)",
+            )
+            .body(schema("ProduceRequest"), true)
+            .returns(object())],
         )
         .route(
             "/ws/v2/producer/persistent/{tenant}/{namespace}/{topic}",
-            get(crate::websocket::producer),
+            [Op::get(
+                crate::websocket::producer,
+                "WebSocket producer (upgrade)",
+            )],
         )
         .route(
             "/ws/v2/consumer/persistent/{tenant}/{namespace}/{topic}/{subscription}",
-            get(crate::websocket::consumer),
+            [Op::get(
+                crate::websocket::consumer,
+                "WebSocket consumer (upgrade)",
+            )],
         )
         .route(
             "/ws/v2/reader/persistent/{tenant}/{namespace}/{topic}",
-            get(crate::websocket::reader),
+            [Op::get(
+                crate::websocket::reader,
+                "WebSocket reader (upgrade)",
+            )],
         )
         .merge(cluster::routes())
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            cluster::served_here,
-        ))
-        // Outermost: nobody is redirected or served before authorization.
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            auth::authenticate,
-        ))
-        .fallback(|| async {
-            ApiError(BrokerError::NotFound("no such endpoint".into())).into_response()
-        })
-        .with_state(app)
 }
 
 // ---- operations -------------------------------------------------------------
@@ -268,73 +446,13 @@ async fn metrics(State(a): State<App>) -> Reply {
         .encode(&a.registry.gather(), &mut buf)
         .map_err(|e| ApiError(BrokerError::Internal(e.to_string())))?;
     let mut text = String::from_utf8_lossy(&buf).into_owned();
-    topic_metrics(&a.svc, &mut text).await;
+    crate::topic_metrics::render(&a.svc, a.svc.cfg().max_topic_metrics, &mut text).await;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         text,
     )
         .into_response())
-}
-
-/// Per-topic gauges and counters with Pulsar's metric names.
-async fn topic_metrics(svc: &BrokerService, out: &mut String) {
-    let cluster = &svc.cfg().cluster;
-    let mut rows: Vec<(String, &str, f64)> = Vec::new();
-    for t in svc.loaded_topics() {
-        let s = t.stats().await;
-        let labels = format!(
-            "cluster=\"{cluster}\",namespace=\"{}\",topic=\"{}\"",
-            t.name.namespace, t.name
-        );
-        let backlog: u64 = s.subscriptions.values().map(|x| x.msg_backlog).sum();
-        let consumers: usize = s.subscriptions.values().map(|x| x.consumers.len()).sum();
-        rows.push((labels.clone(), "pulsar_rate_in", s.msg_rate_in));
-        rows.push((labels.clone(), "pulsar_rate_out", s.msg_rate_out));
-        rows.push((labels.clone(), "pulsar_throughput_in", s.msg_throughput_in));
-        rows.push((
-            labels.clone(),
-            "pulsar_throughput_out",
-            s.msg_throughput_out,
-        ));
-        rows.push((
-            labels.clone(),
-            "pulsar_in_messages_total",
-            s.msg_in_counter as f64,
-        ));
-        rows.push((
-            labels.clone(),
-            "pulsar_in_bytes_total",
-            s.bytes_in_counter as f64,
-        ));
-        rows.push((
-            labels.clone(),
-            "pulsar_out_messages_total",
-            s.msg_out_counter as f64,
-        ));
-        rows.push((labels.clone(), "pulsar_storage_size", s.storage_size as f64));
-        rows.push((labels.clone(), "pulsar_msg_backlog", backlog as f64));
-        rows.push((
-            labels.clone(),
-            "pulsar_producers_count",
-            s.publishers.len() as f64,
-        ));
-        rows.push((
-            labels.clone(),
-            "pulsar_subscriptions_count",
-            s.subscriptions.len() as f64,
-        ));
-        rows.push((labels, "pulsar_consumers_count", consumers as f64));
-    }
-    rows.sort_by(|a, b| a.1.cmp(b.1));
-    let mut last = "";
-    for (labels, name, v) in &rows {
-        if *name != last {
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            last = name;
-        }
-        let _ = writeln!(out, "{name}{{{labels}}} {v}");
-    }
 }
 
 // ---- clusters ---------------------------------------------------------------
@@ -593,27 +711,33 @@ impl Limit {
 }
 
 /// GET / POST / DELETE of one limit.
-fn limit_routes(l: Limit) -> axum::routing::MethodRouter<App> {
-    get(
-        move |State(a): State<App>, Path((t, n)): Path<(String, String)>| async move {
-            let ns = NamespaceName::new(&t, &n)?;
-            let mut p = namespace_policies(&a, &ns).await?;
-            ok_json(*l.slot(&mut p))
-        },
-    )
-    .post(
-        move |State(a): State<App>, Path((t, n)): Path<(String, String)>, raw: Bytes| async move {
-            let ns = NamespaceName::new(&t, &n)?;
-            let max = limit(&raw, l.name())?;
-            change_policy(&a, &ns, |p| *l.slot(p) = Some(max)).await
-        },
-    )
-    .delete(
-        move |State(a): State<App>, Path((t, n)): Path<(String, String)>| async move {
-            let ns = NamespaceName::new(&t, &n)?;
-            change_policy(&a, &ns, |p| *l.slot(p) = None).await
-        },
-    )
+fn limit_ops(l: Limit) -> [Op; 3] {
+    [
+        Op::get(
+            move |State(a): State<App>, Path((t, n)): Path<(String, String)>| async move {
+                let ns = NamespaceName::new(&t, &n)?;
+                let mut p = namespace_policies(&a, &ns).await?;
+                ok_json(*l.slot(&mut p))
+            },
+            "Get the limit",
+        ),
+        Op::post(
+            move |State(a): State<App>, Path((t, n)): Path<(String, String)>, raw: Bytes| async move {
+                let ns = NamespaceName::new(&t, &n)?;
+                let max = limit(&raw, l.name())?;
+                change_policy(&a, &ns, |p| *l.slot(p) = Some(max)).await
+            },
+            "Set the limit (0 = none)",
+        )
+        .body(json!({"type": "integer", "minimum": 0}), true),
+        Op::delete(
+            move |State(a): State<App>, Path((t, n)): Path<(String, String)>| async move {
+                let ns = NamespaceName::new(&t, &n)?;
+                change_policy(&a, &ns, |p| *l.slot(p) = None).await
+            },
+            "Remove the limit",
+        ),
+    ]
 }
 
 async fn get_auto_creation(State(a): State<App>, Path((t, n)): Path<(String, String)>) -> Reply {
@@ -910,6 +1034,26 @@ async fn unload_topic(
     let name = topic_name(&a, &t, &n, &topic).await?;
     a.svc.unload(&name).await?;
     no_content()
+}
+
+/// Ends the topic: producers are refused from now on; consumers get
+/// everything written before and then "reached end of topic". Returns the
+/// last message id.
+async fn terminate_topic(
+    State(a): State<App>,
+    Path((t, n, topic)): Path<(String, String, String)>,
+) -> Reply {
+    let topic = existing_topic(&a, &t, &n, &topic).await?;
+    let last = topic
+        .ml
+        .terminate(std::time::Duration::from_secs(30))
+        .await
+        .map_err(BrokerError::from)?;
+    ok_json(json!({
+        "ledgerId": last.ledger_id,
+        "entryId": last.entry_id,
+        "partitionIndex": topic.name.partition_index().map_or(-1, |i| i as i64),
+    }))
 }
 
 async fn delete_subscription(

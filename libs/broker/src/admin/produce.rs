@@ -178,6 +178,12 @@ fn refused(e: ClientError) -> ApiError {
             BrokerError::Conflict(e.to_string())
         }
         Some(ServerError::InvalidTopicName) => BrokerError::BadRequest(e.to_string()),
+        Some(ServerError::ProducerBlockedQuotaExceededError) => {
+            BrokerError::QuotaExceededHold(e.to_string())
+        }
+        Some(ServerError::ProducerBlockedQuotaExceededException) => {
+            BrokerError::QuotaExceededException(e.to_string())
+        }
         _ => BrokerError::ServiceNotReady(e.to_string()),
     })
 }

@@ -130,3 +130,122 @@ pub(super) async fn expire(
     s.expire(secs).await?;
     no_content()
 }
+
+fn count_param(what: &str, raw: &str, max: u64) -> Result<u64, ApiError> {
+    match raw.parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError(BrokerError::BadRequest(format!(
+            "{what} must be a number from 1 to {max}, not {raw:?}"
+        )))),
+    }
+}
+
+/// `POST .../subscription/{sub}/skip/{count}`: acknowledges the next
+/// `count` messages.
+pub(super) async fn skip(
+    State(a): State<App>,
+    Path((t, n, topic, sub, count)): Path<(String, String, String, String, String)>,
+) -> Reply {
+    let count = count_param("the number of messages to skip", &count, i64::MAX as u64)?;
+    let (_, s) = subscription_of(&a, &(t, n, topic, sub)).await?;
+    s.skip(count).await?;
+    no_content()
+}
+
+/// How far into a backlog a peek may look (entries are walked one by one).
+const MAX_PEEK_POSITION: u64 = 10_000;
+
+/// `GET .../subscription/{sub}/position/{n}`: the `n`th unacknowledged
+/// entry (1 = the oldest), as Pulsar returns it: the body is the payload
+/// (uncompressed; a batch stays a batch, `X-Pulsar-num-batch-message` says
+/// how many) and the message's metadata is in `X-Pulsar-*` headers.
+pub(super) async fn peek(
+    State(a): State<App>,
+    Path((t, n, topic, sub, position)): Path<(String, String, String, String, String)>,
+) -> Reply {
+    let nth = count_param("the message position", &position, MAX_PEEK_POSITION)?;
+    let (topic, _) = subscription_of(&a, &(t, n, topic, sub.clone())).await?;
+    let cursor = topic
+        .ml
+        .cursor(&sub)
+        .ok_or_else(|| not_found(format!("subscription {sub} is not durable")))?;
+    let list = topic.ml.ledger_list();
+    let last = list.last_confirmed();
+    let mut p = list.next_valid(cursor.mark_delete_position());
+    let mut seen = 0;
+    let found = loop {
+        if p > last || !list.contains(p) {
+            break None;
+        }
+        if !cursor.is_acked(p) {
+            seen += 1;
+            if seen == nth {
+                break Some(p);
+            }
+        }
+        p = list.next_valid(p);
+    };
+    let Some(pos) = found else {
+        return Err(not_found(format!(
+            "subscription {sub} has fewer than {nth} messages"
+        )));
+    };
+    let entry = topic.ml.read_entry(pos).await.map_err(BrokerError::from)?;
+    peek_response(pos, &entry.data)
+}
+
+fn peek_response(pos: Position, data: &[u8]) -> Reply {
+    use axum::http::HeaderValue;
+    use axum::response::IntoResponse;
+    use magnetar_wire::{batch, compression, Payload};
+
+    let bad = |e: String| ApiError(BrokerError::Internal(format!("stored entry {pos}: {e}")));
+    let payload =
+        Payload::parse(bytes::Bytes::copy_from_slice(data)).map_err(|e| bad(e.to_string()))?;
+    let md = &payload.metadata;
+    let body = match batch::compression_of(md).map_err(|e| bad(e.to_string()))? {
+        magnetar_wire::CompressionType::None => payload.body.clone(),
+        kind => compression::decompress(kind, &payload.body, md.uncompressed_size() as usize)
+            .map_err(|e| bad(e.to_string()))?,
+    };
+    let mut resp = (
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        body,
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    let mut put = |name: String, value: String| {
+        if let (Ok(n), Ok(v)) = (
+            axum::http::HeaderName::try_from(name),
+            HeaderValue::try_from(value),
+        ) {
+            h.insert(n, v);
+        }
+    };
+    put(
+        "X-Pulsar-Message-ID".into(),
+        format!("{}:{}", pos.ledger_id, pos.entry_id),
+    );
+    put(
+        "X-Pulsar-publish-time".into(),
+        super::super::subscription::rfc3339(md.publish_time),
+    );
+    put("X-Pulsar-producer-name".into(), md.producer_name.clone());
+    put("X-Pulsar-sequence-id".into(), md.sequence_id.to_string());
+    if let Some(t) = md.event_time.filter(|t| *t > 0) {
+        put(
+            "X-Pulsar-event-time".into(),
+            super::super::subscription::rfc3339(t),
+        );
+    }
+    if let Some(k) = &md.partition_key {
+        put("X-Pulsar-partition-key".into(), k.clone());
+    }
+    if let Some(n) = md.num_messages_in_batch {
+        put("X-Pulsar-num-batch-message".into(), n.to_string());
+    }
+    for kv in &md.properties {
+        put(format!("X-Pulsar-PROPERTY-{}", kv.key), kv.value.clone());
+    }
+    Ok(resp)
+}

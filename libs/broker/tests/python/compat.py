@@ -723,6 +723,246 @@ def case_restart_read():
     c.close()
 
 
+# ---- namespace storage policies, subscription skip/peek, terminate ----------
+# (run against a standalone that checks backlog quotas every 500 ms)
+
+
+def quota_namespace(policy, limit_size=-1, limit_time=-1, kind="destination_storage"):
+    """A fresh namespace with one backlog quota."""
+    ns = f"public/quota-{uuid.uuid4().hex[:6]}"
+    code, body = http("PUT", f"/admin/v2/namespaces/{ns}")
+    check(code == 204, f"create {ns}: {code} {body}")
+    quota = {"limitSize": limit_size, "limitTime": limit_time, "policy": policy}
+    code, body = http("POST", f"/admin/v2/namespaces/{ns}/backlogQuota?backlogQuotaType={kind}", quota)
+    check(code == 204, f"set quota: {code} {body}")
+    code, body = http("GET", f"/admin/v2/namespaces/{ns}/backlogQuotaMap")
+    check(code == 200 and body[kind]["policy"] == policy, f"quota map: {code} {body}")
+    return ns
+
+
+def backlog_of(t, sub):
+    name = t.split("://", 1)[1]
+    code, stats = http("GET", f"/admin/v2/persistent/{name}/stats")
+    check(code == 200, f"stats: {code} {stats}")
+    return stats["subscriptions"][sub]["msgBacklog"]
+
+
+def case_backlog_quota_bad_input():
+    ns = quota_namespace("producer_request_hold", limit_size=1 << 20)
+    base = f"/admin/v2/namespaces/{ns}"
+    for path, body in [
+        ("/backlogQuota", {"limitSize": 1024, "policy": "drop_everything"}),
+        ("/backlogQuota", {"limitSize": 0, "policy": "producer_exception"}),
+        ("/backlogQuota?backlogQuotaType=message_age", {"limitSize": 10, "policy": "producer_exception"}),
+        ("/backlogQuota?backlogQuotaType=sideways", {"limitSize": 10, "policy": "producer_exception"}),
+        ("/backlogQuota", b"{not json"),
+    ]:
+        code, answer = http("POST", base + path, body)
+        check(code == 400 and answer.get("reason"), f"POST {path} {body!r}: {code} {answer}")
+    # A quota the retention could never let grow that large: 412.
+    check(http("POST", base + "/retention", {"retentionTimeInMinutes": 10, "retentionSizeInMB": 1})[0] == 204, "retention")
+    code, answer = http("POST", base + "/backlogQuota", {"limitSize": 2 << 20, "policy": "producer_exception"})
+    check(code == 412, f"quota beyond retention: {code} {answer}")
+    code, quotas = http("GET", base + "/backlogQuotaMap")
+    check(quotas["destination_storage"]["limitSize"] == 1 << 20, f"bad requests changed the quota: {quotas}")
+    check(http("POST", "/admin/v2/namespaces/public/nope/backlogQuota", {"limitSize": 1, "policy": "producer_exception"})[0] == 404, "unknown namespace")
+    check(http("DELETE", base + "/backlogQuota")[0] == 204, "remove quota")
+    check(http("GET", base + "/backlogQuotaMap") == (200, {}), "quota removed")
+
+
+def fill_backlog(c, t, n=20, size=1024):
+    """A subscription that reads nothing, and n messages of `size` bytes."""
+    cons = c.subscribe(t, "slow", consumer_type=ConsumerType.Shared)
+    p = c.create_producer(t, batching_enabled=False)
+    for i in range(n):
+        p.send(bytes([65 + i % 26]) * size)
+    return cons, p
+
+
+def case_backlog_quota_hold():
+    ns = quota_namespace("producer_request_hold", limit_size=8 * 1024)
+    c = client()
+    t = f"persistent://{ns}/held"
+    cons, p = fill_backlog(c, t)
+    # A new producer is refused at once; the connected one is let go by the
+    # periodic check and its sends wait (the client holds them).
+    try:
+        c.create_producer(t)
+        raise AssertionError("producer created over a producer_request_hold quota")
+    except pulsar.ProducerBlockedQuotaExceededError:
+        pass
+    time.sleep(1.5)
+    sent = []
+    p.send_async(b"held-message", lambda res, mid: sent.append(res))
+    time.sleep(2)
+    check(sent == [], f"a send completed while the quota was exceeded: {sent}")
+    # The consumer catches up: the producer comes back and the held send lands.
+    receive_all(cons, 20)
+    deadline = time.time() + 20
+    while not sent and time.time() < deadline:
+        time.sleep(0.1)
+    check(sent == [pulsar.Result.Ok], f"held send after the backlog drained: {sent}")
+    check(cons.receive(timeout_millis=10000).data() == b"held-message", "held message delivered")
+    c.create_producer(t).close()
+    c.close()
+
+
+def case_backlog_quota_exception():
+    ns = quota_namespace("producer_exception", limit_size=8 * 1024)
+    c = client()
+    t = f"persistent://{ns}/refused"
+    cons, p = fill_backlog(c, t)
+    try:
+        c.create_producer(t)
+        raise AssertionError("producer created over a producer_exception quota")
+    except pulsar.ProducerBlockedQuotaExceededException:
+        pass
+    time.sleep(1.5)
+    try:
+        p.send(b"refused")
+        raise AssertionError("a send passed a producer_exception quota")
+    except (pulsar.ProducerBlockedQuotaExceededException, pulsar.Timeout, pulsar.AlreadyClosed):
+        pass
+    # Nothing that was refused is stored.
+    got = [m.data() for m in receive_all(cons, 20)]
+    expect_nothing(cons)
+    check(len(got) == 20 and b"refused" not in got, "refused send was stored")
+    c.close()
+
+
+def case_backlog_quota_eviction():
+    ns = quota_namespace("consumer_backlog_eviction", limit_size=8 * 1024)
+    c = client()
+    t = f"persistent://{ns}/evicted"
+    cons, p = fill_backlog(c, t, n=40)
+    # Closed so that nothing is prefetched: what it reads next comes from the
+    # subscription as eviction left it.
+    cons.close()
+    c.create_producer(t).close()  # eviction never blocks producers
+    deadline = time.time() + 10
+    while backlog_of(t, "slow") > 8 and time.time() < deadline:
+        time.sleep(0.2)
+    left = backlog_of(t, "slow")
+    check(0 < left <= 8, f"backlog after eviction: {left}")
+    # The newest messages are the ones kept.
+    cons = c.subscribe(t, "slow", consumer_type=ConsumerType.Shared)
+    got = [m.data()[:1] for m in receive_all(cons, left)]
+    want = [bytes([65 + i % 26]) for i in range(40 - left, 40)]
+    check(got == want, f"kept {got}, want {want}")
+    p.send(b"after")
+    check(cons.receive(timeout_millis=10000).data() == b"after", "producing after eviction")
+    c.close()
+
+
+def case_backlog_quota_age():
+    ns = quota_namespace("producer_exception", limit_time=1, kind="message_age")
+    c = client()
+    t = f"persistent://{ns}/aged"
+    cons, p = fill_backlog(c, t, n=3)
+    c.create_producer(t).close()  # young backlog: allowed
+    time.sleep(2)
+    try:
+        c.create_producer(t)
+        raise AssertionError("producer created over a message_age quota")
+    except pulsar.ProducerBlockedQuotaExceededException:
+        pass
+    receive_all(cons, 3)
+    time.sleep(0.5)
+    c.create_producer(t).close()
+    c.close()
+
+
+def case_skip_and_peek():
+    c = client()
+    t = topic("peek")
+    name = t.split("://", 1)[1]
+    sub = f"/admin/v2/persistent/{name}/subscription/s"
+    c.subscribe(t, "s").close()
+    p = c.create_producer(t, batching_enabled=False)
+    ids = [p.send(f"m{i}".encode(), properties={"n": str(i)}, partition_key=f"k{i}") for i in range(5)]
+    req = urllib.request.Request(WEB + sub + "/position/1")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        body, headers = r.read(), r.headers
+    check(body == b"m0", f"peek 1: {body!r}")
+    check(headers["X-Pulsar-Message-ID"] == f"{ids[0].ledger_id()}:{ids[0].entry_id()}", f"id header {headers['X-Pulsar-Message-ID']}")
+    check(headers["X-Pulsar-PROPERTY-n"] == "0" and headers["X-Pulsar-partition-key"] == "k0", f"headers {dict(headers)}")
+    code, answer = http("POST", sub + "/skip/2")
+    check(code == 204, f"skip: {code} {answer}")
+    check(backlog_of(t, "s") == 3, f"backlog after skip {backlog_of(t, 's')}")
+    with urllib.request.urlopen(urllib.request.Request(WEB + sub + "/position/2"), timeout=30) as r:
+        check(r.read() == b"m3", "peek 2 after skipping 2")
+    for method, path, want in [
+        ("GET", "/position/9", 404),
+        ("GET", "/position/0", 400),
+        ("GET", "/position/x", 400),
+        ("POST", "/skip/-1", 400),
+        ("POST", "/skip/many", 400),
+    ]:
+        code, answer = http(method, sub + path)
+        check(code == want and answer.get("reason"), f"{method} {path}: {code} {answer}")
+    code, answer = http("POST", f"/admin/v2/persistent/{name}/subscription/nope/skip/1")
+    check(code == 404, f"skip on unknown subscription: {code}")
+    check(backlog_of(t, "s") == 3, "bad requests changed the backlog")
+    cons = c.subscribe(t, "s")
+    check([m.data() for m in receive_all(cons, 3)] == [b"m2", b"m3", b"m4"], "consume after skip")
+    c.close()
+
+
+def case_terminate():
+    c = client()
+    t = topic("terminated")
+    name = t.split("://", 1)[1]
+    cons = c.subscribe(t, "s")
+    p = c.create_producer(t, batching_enabled=False)
+    ids = [p.send(f"m{i}".encode()) for i in range(3)]
+    code, last = http("POST", f"/admin/v2/persistent/{name}/terminate")
+    check(code == 200 and (last["ledgerId"], last["entryId"]) == (ids[-1].ledger_id(), ids[-1].entry_id()), f"terminate: {code} {last}")
+    try:
+        p.send(b"late")
+        raise AssertionError("send to a terminated topic succeeded")
+    except pulsar.TopicTerminated:
+        pass
+    try:
+        c.create_producer(t)
+        raise AssertionError("producer created on a terminated topic")
+    except pulsar.TopicTerminated:
+        pass
+    check([m.data() for m in receive_all(cons, 3)] == [b"m0", b"m1", b"m2"], "consume what was written")
+    expect_nothing(cons)
+    # Terminating again answers the same id; an unknown topic is 404.
+    check(http("POST", f"/admin/v2/persistent/{name}/terminate") == (200, last), "terminate twice")
+    check(http("POST", "/admin/v2/persistent/public/default/nope-never/terminate")[0] == 404, "terminate unknown")
+    # It stays terminated when loaded again.
+    check(http("PUT", f"/admin/v2/persistent/{name}/unload")[0] == 204, "unload")
+    try:
+        c.create_producer(t)
+        raise AssertionError("producer created on a terminated topic after reload")
+    except pulsar.TopicTerminated:
+        pass
+    c.close()
+
+
+def case_offload_policies():
+    ns = f"public/offload-{uuid.uuid4().hex[:6]}"
+    base = f"/admin/v2/namespaces/{ns}"
+    check(http("PUT", base)[0] == 204, "create namespace")
+    check(http("GET", base + "/offloadPolicies") == (200, None), "no policies yet")
+    good = {"managedLedgerOffloadDriver": "aws-s3", "s3ManagedLedgerOffloadBucket": "b",
+            "s3ManagedLedgerOffloadRegion": "eu-west-1", "managedLedgerOffloadThresholdInBytes": 1 << 30}
+    check(http("POST", base + "/offloadPolicies", good)[0] == 204, "set offload policies")
+    code, got = http("GET", base + "/offloadPolicies")
+    check(code == 200 and got["s3ManagedLedgerOffloadBucket"] == "b" and got["managedLedgerOffloadThresholdInBytes"] == 1 << 30, f"read back: {got}")
+    for bad in [{"managedLedgerOffloadDriver": "floppy"}, {"managedLedgerOffloadDriver": "aws-s3"},
+                {"managedLedgerOffloadDriver": "filesystem"}, {"s3ManagedLedgerOffloadBucket": "b"},
+                {"managedLedgerOffloadDriver": "aws-s3", "s3ManagedLedgerOffloadBucket": "b", "managedLedgerOffloadThresholdInBytes": -7}]:
+        code, answer = http("POST", base + "/offloadPolicies", bad)
+        check(code == 400 and answer.get("reason"), f"{bad}: {code} {answer}")
+    check(http("GET", base + "/offloadPolicies")[1] == got, "bad requests changed the policies")
+    check(http("DELETE", base + "/removeOffloadPolicies")[0] == 204, "remove")
+    check(http("GET", base + "/offloadPolicies") == (200, None), "removed")
+    check(http("GET", "/admin/v2/namespaces/public/nope/offloadPolicies")[0] == 404, "unknown namespace")
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 if __name__ == "__main__":
