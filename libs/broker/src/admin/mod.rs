@@ -104,6 +104,7 @@ pub fn router(svc: BrokerService, registry: Arc<Registry>) -> Router {
             async move { Json((*doc).clone()) }
         }),
     )
+    .layer(axum::middleware::map_response(reason_body))
     .layer(axum::middleware::from_fn_with_state(
         app.clone(),
         cluster::served_here,
@@ -117,6 +118,30 @@ pub fn router(svc: BrokerService, registry: Arc<Registry>) -> Router {
         ApiError(BrokerError::NotFound("no such endpoint".into())).into_response()
     })
     .with_state(app)
+}
+
+/// Errors made outside our handlers (axum's rejections of a malformed path,
+/// query or body) come as plain text; every error leaves as Pulsar's
+/// `{"reason": …}`.
+async fn reason_body(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let text = match axum::body::to_bytes(resp.into_body(), 64 << 10).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let reason = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    (status, Json(json!({ "reason": reason }))).into_response()
 }
 
 /// Every documented route.

@@ -41,6 +41,15 @@ def call(method, path, body=None):
         return e.code, e.read()
 
 
+def call_raw(method, path, data):
+    req = urllib.request.Request(WEB + path, data=data, method=method.upper(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 def document():
     code, raw = call("get", "/admin/v2/openapi.json")
     if code != 200:
@@ -69,6 +78,13 @@ def example(schema, doc):
     if t == "boolean":
         return True
     return "x"
+
+
+def has_reason(raw):
+    try:
+        return bool(json.loads(raw).get("reason"))
+    except (ValueError, AttributeError):
+        return False
 
 
 def check_status(code, raw, what):
@@ -119,7 +135,18 @@ def check_routes():
         unrouted = code == 405 or (code == 404 and b"no such endpoint" in raw)
         if unrouted or code >= 500:
             failures.append(f"{method.upper()} {url}: {code} {raw[:200]!r}")
+        if 400 <= code < 500 and not has_reason(raw):
+            failures.append(f"{method.upper()} {url}: {code} without a reason: {raw[:200]!r}")
         print(f"{code} {method.upper()} {url}", flush=True)
+    # Malformed requests rejected before any handler still say why.
+    for method, url, body in [
+        ("post", "/topics/persistent/public/default/t/partitions/minus-one", {"messages": []}),
+        ("put", "/admin/v2/tenants/x", b"{"),
+        ("get", "/admin/v2/no/such/thing", None),
+    ]:
+        code, raw = call(method, url, body) if not isinstance(body, bytes) else call_raw(method, url, body)
+        if not (400 <= code < 500 and has_reason(raw)):
+            failures.append(f"{method.upper()} {url}: {code} {raw[:200]!r}")
     if failures:
         raise AssertionError("operations not served as documented:\n" + "\n".join(failures))
     print(f"ok routes ({len(ops)} operations)", flush=True)
