@@ -1,6 +1,7 @@
 //! `magnetar`: the all-in-one binary. `standalone` runs the services in one
 //! process for a laptop; the other subcommands are clients.
 
+mod admin_cli;
 mod client_cli;
 mod ledger_cli;
 mod meta_cli;
@@ -27,6 +28,9 @@ struct Cli {
 enum Command {
     /// Run every service in this process with one data directory.
     Standalone(standalone::StandaloneArgs),
+    /// Administer clusters, tenants, namespaces, topics and brokers over the
+    /// admin REST API (like pulsar-admin).
+    Admin(admin_cli::AdminCli),
     /// Talk to the metadata service (like etcdctl).
     Meta(meta_cli::MetaCli),
     /// Ledger tools: simpletest, read, recover, delete, list.
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Admin(cmd) => runtime.block_on(admin_cli::run(cmd)),
         Command::Meta(cmd) => runtime.block_on(meta_cli::run(cmd)),
         Command::Ledger(cmd) => runtime.block_on(ledger_cli::run_ledger(cmd)),
         Command::Bookies(cmd) => runtime.block_on(ledger_cli::run_bookies(cmd)),

@@ -25,10 +25,12 @@ struct MessageIdBody {
 }
 
 impl MessageIdBody {
-    /// `ledgerId = entryId = -1` is Pulsar's "latest"; `i64::MAX` also.
+    /// Pulsar's `MessageId.earliest` is `-1:-1`, `MessageId.latest` is
+    /// `i64::MAX:i64::MAX`.
     fn target(&self) -> Result<SeekTarget, ApiError> {
         match (self.ledger_id, self.entry_id) {
-            (-1, -1) | (i64::MAX, i64::MAX) => Ok(SeekTarget::Latest),
+            (-1, -1) => Ok(SeekTarget::Earliest),
+            (i64::MAX, i64::MAX) => Ok(SeekTarget::Latest),
             (l, e) if l >= 0 && e >= 0 => Ok(SeekTarget::Position(Position::new(l as u64, e))),
             _ => Err(ApiError(BrokerError::BadRequest(format!(
                 "invalid message id {}:{}",

@@ -891,6 +891,10 @@ def case_skip_and_peek():
     check(backlog_of(t, "s") == 3, f"backlog after skip {backlog_of(t, 's')}")
     with urllib.request.urlopen(urllib.request.Request(WEB + sub + "/position/2"), timeout=30) as r:
         check(r.read() == b"m3", "peek 2 after skipping 2")
+    # -1:-1 is Pulsar's MessageId.earliest.
+    code, answer = http("POST", sub + "/resetcursor", {"ledgerId": -1, "entryId": -1})
+    check(code == 204 and backlog_of(t, "s") == 5, f"reset to earliest: {code} {answer} {backlog_of(t, 's')}")
+    check(http("POST", sub + "/skip/2")[0] == 204 and backlog_of(t, "s") == 3, "skip again")
     for method, path, want in [
         ("GET", "/position/9", 404),
         ("GET", "/position/0", 400),
