@@ -169,7 +169,7 @@ pub async fn exceeded(ml: &ManagedLedger, q: &TopicQuotas) -> Option<Exceeded> {
         }
     }
     if let Some((limit, policy)) = q.age {
-        let cutoff = now_ms().saturating_sub(limit.as_millis() as u64);
+        let cutoff = now_ms().saturating_sub(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX));
         if let Some(oldest) = oldest_unacked_publish_time(ml).await {
             if oldest < cutoff {
                 return Some(Exceeded {

@@ -675,8 +675,12 @@ impl Conn {
             .verifier
             .verify(token)
             .map_err(|e| BrokerError::Unauthenticated(e.to_string()))?;
+        // A token that expires in centuries is checked again in a year (an
+        // Instant that far out would overflow).
         self.auth_deadline = id.expires_at.map(|exp| {
-            let left = exp.saturating_sub(magnetar_auth::now_secs());
+            let left = exp
+                .saturating_sub(magnetar_auth::now_secs())
+                .min(365 * 24 * 3600);
             tokio::time::Instant::now() + Duration::from_secs(left)
         });
         self.role = Some(id.role);

@@ -66,7 +66,7 @@ impl MessageOptions {
     pub fn into_message(self, payload: Bytes) -> OutgoingMessage {
         let deliver_at = self.deliver_at.or(self
             .deliver_after_ms
-            .map(|ms| crate::subscription::now_ms() as i64 + ms.max(0)));
+            .map(|ms| (crate::subscription::now_ms() as i64).saturating_add(ms.max(0))));
         let mut properties: Vec<(String, String)> = self.properties.into_iter().collect();
         properties.sort();
         OutgoingMessage {

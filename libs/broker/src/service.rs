@@ -273,7 +273,7 @@ impl BrokerService {
         // The bundle may have been released while the topic opened; the
         // release closed what was loaded then, this closes the latecomer.
         if let Err(e) = self.check_serves(&bundle) {
-            self.unload(name).await?;
+            self.unload_now(name).await?;
             return Err(e);
         }
         tracing::info!(topic = %name, "topic loaded");
@@ -305,8 +305,10 @@ impl BrokerService {
             ),
         };
         RetentionPolicy {
-            retention_time: (minutes >= 0).then(|| Duration::from_secs(minutes as u64 * 60)),
-            retention_bytes: (mb >= 0).then(|| mb as u64 * 1024 * 1024),
+            // Saturating: a policy may say "practically forever" with i64::MAX.
+            retention_time: (minutes >= 0)
+                .then(|| Duration::from_secs((minutes as u64).saturating_mul(60))),
+            retention_bytes: (mb >= 0).then(|| (mb as u64).saturating_mul(1 << 20)),
             message_ttl: p
                 .message_ttl_in_seconds
                 .filter(|&s| s > 0)
@@ -334,7 +336,30 @@ impl BrokerService {
     }
 
     /// Unloads a topic (clients reconnect and it is loaded again).
+    ///
+    /// Holds the topic's loading gate while it closes, so a client coming
+    /// back at once waits and then opens the log after this close (instead
+    /// of opening it beside the closing one, which would fence it).
     pub async fn unload(&self, name: &TopicName) -> Result<()> {
+        let gate = lock(&self.inner.loading)
+            .entry(name.clone())
+            .or_default()
+            .clone();
+        let guard = gate.lock().await;
+        let r = self.unload_now(name).await;
+        {
+            let mut loading = lock(&self.inner.loading);
+            // Nobody else holds or waits for the gate: forget it.
+            if loading.get(name).is_some_and(|g| Arc::strong_count(g) <= 2) {
+                loading.remove(name);
+            }
+        }
+        drop(guard);
+        r
+    }
+
+    /// Unloads without taking the loading gate (its holder calls this).
+    async fn unload_now(&self, name: &TopicName) -> Result<()> {
         let t = lock(&self.inner.topics).remove(name);
         if let Some(t) = t {
             t.close().await?;

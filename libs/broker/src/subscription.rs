@@ -1081,7 +1081,7 @@ impl Actor {
         let SubCursor::Durable(c) = &self.cursor else {
             return Ok(());
         };
-        let cutoff = now_ms().saturating_sub(age_seconds * 1000);
+        let cutoff = now_ms().saturating_sub(age_seconds.saturating_mul(1000));
         let through = match self.ml.find_by_publish_time(cutoff).await? {
             Some(p) => self.ml.ledger_list().previous(p),
             None => self.ml.last_confirmed(),

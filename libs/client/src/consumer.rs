@@ -4,6 +4,11 @@
 //! at subscribe and grants more each time the application has taken half of
 //! them, so the broker never sends more than the queue holds. Batches are
 //! split here; a batch entry is acknowledged once all its messages are.
+//!
+//! When the broker closes the consumer, `receive` subscribes again wherever
+//! the topic went: what was queued and not yet returned is dropped (the
+//! broker delivers it again, it was not acknowledged); a reader goes on
+//! after the last message it returned.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -13,7 +18,8 @@ use tokio::sync::mpsc;
 use crate::connection::{Connection, ConsumerEvent};
 use crate::error::{ClientError, Result};
 use crate::message::{from_key_values, Message, MessageId};
-use crate::unexpected;
+use crate::reconnect::{retryable, Backoff};
+use crate::{unexpected, Client};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubscriptionType {
@@ -62,6 +68,12 @@ impl Default for ConsumerOptions {
 }
 
 pub struct Consumer {
+    client: Client,
+    opts: ConsumerOptions,
+    /// A reader's start, as given to the broker (`None`: a durable subscription).
+    reader_start: Option<MessageId>,
+    /// The last message `receive` returned (a reader re-attaches after it).
+    last_returned: Option<MessageId>,
     conn: Connection,
     consumer_id: u64,
     topic: String,
@@ -81,49 +93,20 @@ pub struct Consumer {
 
 impl Consumer {
     pub(crate) async fn subscribe(
-        conn: Connection,
+        client: Client,
         topic: &str,
         subscription: &str,
         opts: ConsumerOptions,
         start: Option<MessageId>,
     ) -> Result<Consumer> {
         let receiver_queue = opts.receiver_queue.max(1);
-        let consumer_id = conn.next_id();
-        let request_id = conn.next_id();
-        let events = conn.register_consumer(consumer_id);
-        let initial = match opts.initial_position {
-            InitialPosition::Earliest => pb::command_subscribe::InitialPosition::Earliest,
-            InitialPosition::Latest => pb::command_subscribe::InitialPosition::Latest,
-        };
-        let r = conn
-            .request(
-                request_id,
-                pb::CommandSubscribe {
-                    topic: topic.to_string(),
-                    subscription: subscription.to_string(),
-                    sub_type: opts.subscription_type.to_wire() as i32,
-                    consumer_id,
-                    request_id,
-                    consumer_name: opts.name.clone(),
-                    durable: Some(start.is_none()),
-                    start_message_id: start.map(MessageId::to_wire),
-                    initial_position: Some(initial as i32),
-                    ..Default::default()
-                },
-            )
-            .await;
-        match r {
-            Ok(reply) if reply.success.is_some() => {}
-            Ok(reply) => {
-                conn.unregister_consumer(consumer_id);
-                return Err(unexpected("SUBSCRIBE", &reply));
-            }
-            Err(e) => {
-                conn.unregister_consumer(consumer_id);
-                return Err(e);
-            }
-        }
+        let conn = client.connection_for(topic).await?;
+        let (consumer_id, events) = attach(&conn, topic, subscription, &opts, start).await?;
         let consumer = Consumer {
+            client,
+            opts,
+            reader_start: start,
+            last_returned: None,
             conn,
             consumer_id,
             topic: topic.to_string(),
@@ -138,6 +121,47 @@ impl Consumer {
         };
         consumer.flow(receiver_queue)?;
         Ok(consumer)
+    }
+
+    /// Subscribes again wherever the topic is now.
+    async fn reattach(&mut self) -> Result<()> {
+        self.queue.clear();
+        self.batches.clear();
+        self.taken = 0;
+        let start = match (self.reader_start, self.last_returned) {
+            (Some(_), Some(last)) => {
+                self.start = Some((last, false));
+                Some(last)
+            }
+            (start, _) => start,
+        };
+        let deadline = tokio::time::Instant::now() + self.client.cfg.reconnect_timeout;
+        let mut backoff = Backoff::until(deadline);
+        loop {
+            let attempt = async {
+                let conn = self.client.connection_for(&self.topic).await?;
+                let (id, events) =
+                    attach(&conn, &self.topic, &self.subscription, &self.opts, start).await?;
+                Ok::<_, ClientError>((conn, id, events))
+            }
+            .await;
+            match attempt {
+                Ok((conn, consumer_id, events)) => {
+                    self.conn = conn;
+                    self.consumer_id = consumer_id;
+                    self.events = events;
+                    tracing::debug!(topic = %self.topic, subscription = %self.subscription, "consumer attached again");
+                    return self.flow(self.receiver_queue);
+                }
+                Err(e) if !retryable(&e) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(topic = %self.topic, error = %e, "re-attaching consumer");
+                    if !backoff.wait().await {
+                        return Err(e);
+                    }
+                }
+            }
+        }
     }
 
     pub fn topic(&self) -> &str {
@@ -161,9 +185,11 @@ impl Consumer {
             if let Some(m) = self.queue.pop_front() {
                 self.taken += 1;
                 if self.taken >= self.receiver_queue.div_ceil(2) {
-                    self.flow(self.taken)?;
+                    // A lost connection shows up as Closed on the next wait.
+                    let _ = self.flow(self.taken);
                     self.taken = 0;
                 }
+                self.last_returned = Some(m.id);
                 return Ok(m);
             }
             if self.closed {
@@ -174,7 +200,12 @@ impl Consumer {
                     let (cmd, payload) = *m;
                     self.unpack(cmd, payload)?
                 }
-                Some(ConsumerEvent::Closed) | None => self.closed = true,
+                Some(ConsumerEvent::Closed) | None => {
+                    if let Err(e) = self.reattach().await {
+                        self.closed = true;
+                        return Err(e);
+                    }
+                }
             }
         }
     }
@@ -336,18 +367,20 @@ pub struct Reader {
 
 impl Reader {
     pub(crate) async fn create(
-        conn: Connection,
+        client: Client,
         topic: &str,
         start: MessageId,
         inclusive: bool,
     ) -> Result<Reader> {
-        let name = format!(
-            "reader-{:016x}",
-            conn.next_id() ^ (std::process::id() as u64) << 32
-        );
-        let mut consumer =
-            Consumer::subscribe(conn, topic, &name, ConsumerOptions::default(), Some(start))
-                .await?;
+        let name = format!("reader-{:016x}", reader_suffix());
+        let mut consumer = Consumer::subscribe(
+            client,
+            topic,
+            &name,
+            ConsumerOptions::default(),
+            Some(start),
+        )
+        .await?;
         // Brokers start at the given entry; what comes before the start (and
         // the start itself unless inclusive) is dropped here, as Pulsar's
         // clients do.
@@ -367,6 +400,57 @@ impl Reader {
 
     pub async fn close(self) -> Result<()> {
         self.consumer.close().await
+    }
+}
+
+/// A process-unique suffix for reader subscription names.
+fn reader_suffix() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) ^ (u64::from(std::process::id()) << 32)
+}
+
+/// Registers a consumer on `conn` and subscribes; its id and events.
+async fn attach(
+    conn: &Connection,
+    topic: &str,
+    subscription: &str,
+    opts: &ConsumerOptions,
+    start: Option<MessageId>,
+) -> Result<(u64, mpsc::UnboundedReceiver<ConsumerEvent>)> {
+    let consumer_id = conn.next_id();
+    let request_id = conn.next_id();
+    let events = conn.register_consumer(consumer_id);
+    let initial = match opts.initial_position {
+        InitialPosition::Earliest => pb::command_subscribe::InitialPosition::Earliest,
+        InitialPosition::Latest => pb::command_subscribe::InitialPosition::Latest,
+    };
+    let r = conn
+        .request(
+            request_id,
+            pb::CommandSubscribe {
+                topic: topic.to_string(),
+                subscription: subscription.to_string(),
+                sub_type: opts.subscription_type.to_wire() as i32,
+                consumer_id,
+                request_id,
+                consumer_name: opts.name.clone(),
+                durable: Some(start.is_none()),
+                start_message_id: start.map(MessageId::to_wire),
+                initial_position: Some(initial as i32),
+                ..Default::default()
+            },
+        )
+        .await;
+    match r {
+        Ok(reply) if reply.success.is_some() => Ok((consumer_id, events)),
+        Ok(reply) => {
+            conn.unregister_consumer(consumer_id);
+            Err(unexpected("SUBSCRIBE", &reply))
+        }
+        Err(e) => {
+            conn.unregister_consumer(consumer_id);
+            Err(e)
+        }
     }
 }
 

@@ -9,9 +9,14 @@
 //!   cumulative acks, negative acks. [`Reader`]: a consumer without a
 //!   durable subscription, from a start position.
 //!
-//! What it leaves out for now: reconnecting after a broker closes a
-//! producer or consumer (the handle then fails with
-//! [`ClientError::Disconnected`]), partitioned topics, schemas other than
+//! When a broker closes a producer or consumer (unload, bundle move,
+//! failover, a dropped connection), the handle looks the topic up again and
+//! re-attaches: a producer resends what has no receipt yet, in order; a
+//! consumer resubscribes (unacknowledged messages come again); a reader goes
+//! on after the last message it returned. It gives up after
+//! `reconnect_timeout` or on an error that retrying cannot fix.
+//!
+//! What it leaves out for now: partitioned topics, schemas other than
 //! bytes, chunking, encryption and TLS.
 
 mod connection;
@@ -19,6 +24,7 @@ mod consumer;
 mod error;
 mod message;
 mod producer;
+mod reconnect;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,6 +51,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// A token (JWT) for brokers that require authentication.
     pub auth_token: Option<String>,
+    /// How long a closed producer or consumer keeps trying to re-attach.
+    pub reconnect_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -54,6 +62,7 @@ impl ClientConfig {
             operation_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             auth_token: None,
+            reconnect_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -64,6 +73,8 @@ pub struct Client {
     cfg: Arc<ClientConfig>,
     service_addr: String,
     connections: Arc<Mutex<HashMap<String, Connection>>>,
+    /// Set by `close`: handles stop re-attaching.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How many LOOKUP redirects are followed before giving up.
@@ -76,6 +87,7 @@ impl Client {
             cfg: Arc::new(cfg),
             service_addr,
             connections: Arc::new(Mutex::new(HashMap::new())),
+            closed: Arc::default(),
         })
     }
 
@@ -98,8 +110,15 @@ impl Client {
         Ok(c)
     }
 
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The connection to the broker that serves `topic`.
-    async fn connection_for(&self, topic: &str) -> Result<Connection> {
+    pub(crate) async fn connection_for(&self, topic: &str) -> Result<Connection> {
+        if self.is_closed() {
+            return Err(ClientError::Closed);
+        }
         let mut conn = self.connection(&self.service_addr).await?;
         let mut authoritative = false;
         for _ in 0..MAX_REDIRECTS {
@@ -149,8 +168,7 @@ impl Client {
     }
 
     pub async fn create_producer(&self, topic: &str, opts: ProducerOptions) -> Result<Producer> {
-        let conn = self.connection_for(topic).await?;
-        Producer::create(conn, topic, opts).await
+        Producer::create(self.clone(), topic, opts).await
     }
 
     pub async fn subscribe(
@@ -159,8 +177,7 @@ impl Client {
         subscription: &str,
         opts: ConsumerOptions,
     ) -> Result<Consumer> {
-        let conn = self.connection_for(topic).await?;
-        Consumer::subscribe(conn, topic, subscription, opts, None).await
+        Consumer::subscribe(self.clone(), topic, subscription, opts, None).await
     }
 
     /// A reader from `start` (exclusive unless `inclusive`); `MessageId::EARLIEST`
@@ -171,12 +188,13 @@ impl Client {
         start: MessageId,
         inclusive: bool,
     ) -> Result<Reader> {
-        let conn = self.connection_for(topic).await?;
-        Reader::create(conn, topic, start, inclusive).await
+        Reader::create(self.clone(), topic, start, inclusive).await
     }
 
     /// Closes every connection (producers and consumers on them fail).
     pub async fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let conns: Vec<Connection> = self
             .connections
             .lock()

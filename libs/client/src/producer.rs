@@ -5,6 +5,10 @@
 //! At most `max_pending` messages are unacknowledged at a time: `send_async`
 //! waits for room, which is how a fast application is slowed to what the
 //! broker and bookies sustain.
+//!
+//! Every send without a receipt is kept (its frame shares the payload's
+//! memory) so that, when the broker closes the producer, the producer can
+//! attach again wherever the topic went and resend them in order.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -21,7 +25,8 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::connection::{Connection, ProducerEvent};
 use crate::error::{ClientError, Result};
 use crate::message::{key_values, MessageId, OutgoingMessage};
-use crate::unexpected;
+use crate::reconnect::{retryable, Backoff};
+use crate::{unexpected, Client};
 
 #[derive(Clone, Debug)]
 pub struct ProducerOptions {
@@ -58,6 +63,9 @@ type Waiter = oneshot::Sender<Result<MessageId>>;
 /// A SEND awaiting its receipt.
 struct InFlight {
     sequence_id: u64,
+    /// What was sent, to send again after re-attaching.
+    cmd: pb::CommandSend,
+    payload: Payload,
     /// One per message; more than one means the entry is a batch.
     waiters: Vec<Waiter>,
     batched: bool,
@@ -70,8 +78,17 @@ struct Queued {
     permit: OwnedSemaphorePermit,
 }
 
-#[derive(Default)]
+/// The connection the producer is attached through, and its id there.
+struct Link {
+    conn: Connection,
+    producer_id: u64,
+}
+
 struct State {
+    link: Link,
+    /// Closed by the broker and not attached again yet: sends wait in
+    /// `in_flight` unsent.
+    reattaching: bool,
     next_sequence: u64,
     batch: Vec<Queued>,
     batch_bytes: usize,
@@ -80,8 +97,7 @@ struct State {
 }
 
 struct Inner {
-    conn: Connection,
-    producer_id: u64,
+    client: Client,
     name: String,
     topic: String,
     opts: ProducerOptions,
@@ -109,7 +125,7 @@ fn now_ms() -> u64 {
 
 impl Producer {
     pub(crate) async fn create(
-        conn: Connection,
+        client: Client,
         topic: &str,
         opts: ProducerOptions,
     ) -> Result<Producer> {
@@ -118,45 +134,23 @@ impl Producer {
                 "max_pending and batch_max_messages must be positive".into(),
             ));
         }
-        let producer_id = conn.next_id();
-        let request_id = conn.next_id();
-        let events = conn.register_producer(producer_id);
-        let reply = conn
-            .request(
-                request_id,
-                pb::CommandProducer {
-                    topic: topic.to_string(),
-                    producer_id,
-                    request_id,
-                    producer_name: opts.name.clone(),
-                    user_provided_producer_name: Some(opts.name.is_some()),
-                    producer_access_mode: Some(opts.access_mode as i32),
-                    ..Default::default()
-                },
-            )
-            .await;
-        let reply = match reply {
-            Ok(r) => r,
-            Err(e) => {
-                conn.unregister_producer(producer_id);
-                return Err(e);
-            }
-        };
-        let ok = reply
-            .producer_success
-            .as_ref()
-            .ok_or_else(|| unexpected("PRODUCER", &reply))?;
+        let conn = client.connection_for(topic).await?;
+        let (producer_id, events, ok) = attach(&conn, topic, &opts, None).await?;
         let last = ok.last_sequence_id.unwrap_or(-1);
         let inner = Arc::new(Inner {
-            conn,
-            producer_id,
+            client,
             name: ok.producer_name.clone(),
             topic: topic.to_string(),
             permits: Arc::new(Semaphore::new(opts.max_pending)),
             opts,
             state: Mutex::new(State {
+                link: Link { conn, producer_id },
+                reattaching: false,
                 next_sequence: (last + 1).max(0) as u64,
-                ..Default::default()
+                batch: Vec::new(),
+                batch_bytes: 0,
+                batch_since: None,
+                in_flight: VecDeque::new(),
             }),
             closed: AtomicBool::new(false),
         });
@@ -192,7 +186,7 @@ impl Producer {
         &self,
         msg: OutgoingMessage,
     ) -> Result<impl Future<Output = Result<MessageId>> + Send + 'static> {
-        let max = self.inner.conn.max_message_size();
+        let max = self.inner.lock().link.conn.max_message_size();
         if msg.payload.len() > max {
             return Err(ClientError::MessageTooBig {
                 size: msg.payload.len(),
@@ -262,19 +256,22 @@ impl Producer {
     pub async fn close(mut self) -> Result<()> {
         let flushed = self.flush().await;
         self.inner.closed.store(true, Ordering::Relaxed);
-        let conn = &self.inner.conn;
+        let (conn, producer_id) = {
+            let st = self.inner.lock();
+            (st.link.conn.clone(), st.link.producer_id)
+        };
         let request_id = conn.next_id();
         let r = conn
             .request(
                 request_id,
                 pb::CommandCloseProducer {
-                    producer_id: self.inner.producer_id,
+                    producer_id,
                     request_id,
                     ..Default::default()
                 },
             )
             .await;
-        conn.unregister_producer(self.inner.producer_id);
+        conn.unregister_producer(producer_id);
         for t in self.tasks.drain(..) {
             t.abort();
         }
@@ -326,7 +323,6 @@ fn send_single(inner: &Inner, st: &mut State, q: Queued) {
         }
     };
     let cmd = pb::CommandSend {
-        producer_id: inner.producer_id,
         sequence_id,
         ..Default::default()
     };
@@ -383,7 +379,6 @@ fn flush_batch(inner: &Inner, st: &mut State) {
         }
     };
     let cmd = pb::CommandSend {
-        producer_id: inner.producer_id,
         sequence_id: first,
         num_messages: Some(n as i32),
         highest_sequence_id: Some(first + n - 1),
@@ -401,35 +396,157 @@ fn flush_batch(inner: &Inner, st: &mut State) {
 }
 
 /// Records the send as in flight and queues its frame, under the state lock
-/// so frames and the in-flight queue stay in the same order.
+/// so frames and the in-flight queue stay in the same order. While the
+/// producer re-attaches (or if the connection just went), the send waits in
+/// `in_flight` and goes out on the next attachment.
 fn dispatch(
-    inner: &Inner,
+    _inner: &Inner,
     st: &mut State,
-    cmd: pb::CommandSend,
+    mut cmd: pb::CommandSend,
     payload: Payload,
     waiters: Vec<Waiter>,
     batched: bool,
     permits: Vec<OwnedSemaphorePermit>,
 ) {
-    let sequence_id = cmd.sequence_id;
-    if let Err(e) = inner.conn.send(Frame::with_payload(cmd, payload)) {
-        let msg = e.to_string();
-        for w in waiters {
-            let _ = w.send(Err(ClientError::Protocol(msg.clone())));
-        }
-        return;
+    cmd.producer_id = st.link.producer_id;
+    if !st.reattaching {
+        // A failure means the connection is gone; its Closed event follows.
+        let _ = st
+            .link
+            .conn
+            .send(Frame::with_payload(cmd.clone(), payload.clone()));
     }
     st.in_flight.push_back(InFlight {
-        sequence_id,
+        sequence_id: cmd.sequence_id,
+        cmd,
+        payload,
         waiters,
         batched,
         _permits: permits,
     });
 }
 
-/// Resolves in-flight sends as receipts and errors arrive.
+/// Registers a producer for `topic` on `conn` (named `name` when
+/// re-attaching); its id, events and the broker's answer.
+async fn attach(
+    conn: &Connection,
+    topic: &str,
+    opts: &ProducerOptions,
+    name: Option<&str>,
+) -> Result<(
+    u64,
+    mpsc::UnboundedReceiver<ProducerEvent>,
+    pb::CommandProducerSuccess,
+)> {
+    let producer_id = conn.next_id();
+    let request_id = conn.next_id();
+    let events = conn.register_producer(producer_id);
+    let reply = conn
+        .request(
+            request_id,
+            pb::CommandProducer {
+                topic: topic.to_string(),
+                producer_id,
+                request_id,
+                producer_name: name.map(str::to_string).or_else(|| opts.name.clone()),
+                user_provided_producer_name: Some(opts.name.is_some()),
+                producer_access_mode: Some(opts.access_mode as i32),
+                ..Default::default()
+            },
+        )
+        .await;
+    match reply {
+        Ok(r) => match r.producer_success.clone() {
+            Some(ok) => Ok((producer_id, events, ok)),
+            None => {
+                conn.unregister_producer(producer_id);
+                Err(unexpected("PRODUCER", &r))
+            }
+        },
+        Err(e) => {
+            conn.unregister_producer(producer_id);
+            Err(e)
+        }
+    }
+}
+
+/// Attaches again wherever the topic is now and resends, in order, every
+/// send without a receipt. Returns the new attachment's events.
+async fn reattach(inner: &Arc<Inner>) -> Result<mpsc::UnboundedReceiver<ProducerEvent>> {
+    inner.lock().reattaching = true;
+    let deadline = tokio::time::Instant::now() + inner.client.cfg.reconnect_timeout;
+    let mut backoff = Backoff::until(deadline);
+    loop {
+        if inner.closed.load(Ordering::Relaxed) {
+            return Err(ClientError::Closed);
+        }
+        let attempt = async {
+            let conn = inner.client.connection_for(&inner.topic).await?;
+            let (id, events, _) =
+                attach(&conn, &inner.topic, &inner.opts, Some(&inner.name)).await?;
+            Ok::<_, ClientError>((conn, id, events))
+        }
+        .await;
+        match attempt {
+            Ok((conn, producer_id, events)) => {
+                let mut st = inner.lock();
+                let State {
+                    link,
+                    in_flight,
+                    reattaching,
+                    ..
+                } = &mut *st;
+                *link = Link { conn, producer_id };
+                *reattaching = false;
+                for f in in_flight.iter_mut() {
+                    f.cmd.producer_id = producer_id;
+                    let _ = link
+                        .conn
+                        .send(Frame::with_payload(f.cmd.clone(), f.payload.clone()));
+                }
+                tracing::debug!(producer = %inner.name, topic = %inner.topic, resent = in_flight.len(), "producer attached again");
+                return Ok(events);
+            }
+            Err(e) if !retryable(&e) => return Err(e),
+            Err(e) => {
+                tracing::debug!(producer = %inner.name, error = %e, "re-attaching producer");
+                if !backoff.wait().await {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Resolves in-flight sends as receipts and errors arrive; re-attaches when
+/// the broker lets the producer go.
 async fn receipts(inner: Arc<Inner>, mut events: mpsc::UnboundedReceiver<ProducerEvent>) {
-    while let Some(ev) = events.recv().await {
+    loop {
+        let ev = match events.recv().await {
+            Some(ProducerEvent::Closed) | None => {
+                if inner.closed.load(Ordering::Relaxed) {
+                    return;
+                }
+                match reattach(&inner).await {
+                    Ok(ev) => {
+                        events = ev;
+                        continue;
+                    }
+                    Err(e) => {
+                        let (code, message) = (e.server_error(), e.to_string());
+                        fail_everything(&inner, || match code {
+                            Some(c) => ClientError::Server {
+                                code: c as i32,
+                                message: message.clone(),
+                            },
+                            None => ClientError::Disconnected,
+                        });
+                        return;
+                    }
+                }
+            }
+            Some(ev) => ev,
+        };
         match ev {
             ProducerEvent::Receipt { sequence_id, id } => {
                 let done = {
@@ -483,10 +600,8 @@ async fn receipts(inner: Arc<Inner>, mut events: mpsc::UnboundedReceiver<Produce
                     }
                 }
             }
-            ProducerEvent::Closed => {
-                fail_everything(&inner, || ClientError::Disconnected);
-                return;
-            }
+            // Handled before the match.
+            ProducerEvent::Closed => {}
         }
     }
 }

@@ -39,6 +39,12 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A policy duration in milliseconds; a huge one (a policy's "forever")
+/// saturates instead of wrapping around to something short.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Status {
     Open,
@@ -393,7 +399,7 @@ impl ManagedLedger {
         let Some(ttl) = ttl else {
             return Ok(());
         };
-        let cutoff = now_ms().saturating_sub(ttl.as_millis() as u64);
+        let cutoff = now_ms().saturating_sub(millis(ttl));
         let target = match self.find_by_publish_time(cutoff).await? {
             Some(first_live) => {
                 let s = self.inner.lock();
@@ -1152,9 +1158,9 @@ impl Inner {
                 if open || !consumed {
                     break;
                 }
-                let expired = policy.retention_time.is_some_and(|t| {
-                    now.saturating_sub(li.last_publish_ms) >= t.as_millis() as u64
-                });
+                let expired = policy
+                    .retention_time
+                    .is_some_and(|t| now.saturating_sub(li.last_publish_ms) >= millis(t));
                 let over_size = policy.retention_bytes.is_some_and(|b| remaining > b);
                 if !(expired || over_size) {
                     break;

@@ -8,9 +8,29 @@ use tokio::net::TcpStream;
 
 /// GET `path` from `addr`; returns (status code, body).
 pub async fn get(addr: &str, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+    request(addr, "GET", path, None, timeout).await
+}
+
+/// `method path` with an optional JSON body; returns (status code, body).
+pub async fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     let fut = async {
         let mut s = TcpStream::connect(addr).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let body = json.unwrap_or_default();
+        let content = if json.is_some() {
+            "Content-Type: application/json\r\n"
+        } else {
+            ""
+        };
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{content}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
         s.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
@@ -36,7 +56,7 @@ pub async fn get(addr: &str, path: &str, timeout: Duration) -> std::io::Result<(
     tokio::time::timeout(timeout, fut).await.map_err(|_| {
         std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            format!("GET {addr}{path} timed out"),
+            format!("{method} {addr}{path} timed out"),
         )
     })?
 }

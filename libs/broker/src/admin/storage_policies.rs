@@ -41,10 +41,12 @@ fn check_against_retention(
     };
     let beyond = match kind {
         QuotaType::Size => {
-            r.retention_size_in_mb > 0 && q.limit_size >= r.retention_size_in_mb * 1024 * 1024
+            r.retention_size_in_mb > 0
+                && q.limit_size >= r.retention_size_in_mb.saturating_mul(1 << 20)
         }
         QuotaType::Age => {
-            r.retention_time_in_minutes > 0 && q.limit_time >= r.retention_time_in_minutes * 60
+            r.retention_time_in_minutes > 0
+                && q.limit_time >= r.retention_time_in_minutes.saturating_mul(60)
         }
     };
     if beyond {

@@ -1,0 +1,124 @@
+//! A producer, a consumer and a reader of Magnetar's Rust client keep going
+//! while the topic is unloaded again and again (the broker closes them each
+//! time): every send succeeds, the consumer gets every message (unacked ones
+//! may come twice), the reader gets each exactly once and in order.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use magnetar_client::{
+    Client, ConsumerOptions, InitialPosition, MessageId, OutgoingMessage, ProducerOptions,
+};
+use magnetar_testkit::{http, PulsarService, Standalone};
+
+const N: usize = 600;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_consumers_and_readers_survive_unloads() {
+    let mut s = Standalone::start();
+    s.wait_ready(Duration::from_secs(60)).await;
+    let client = Client::from_url(&s.service_url()).expect("client");
+    let topic = "persistent://public/default/moving";
+    let mut consumer = client
+        .subscribe(
+            topic,
+            "sub",
+            ConsumerOptions {
+                initial_position: InitialPosition::Earliest,
+                receiver_queue: 50,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("subscribe");
+    let mut reader = client
+        .create_reader(topic, MessageId::EARLIEST, true)
+        .await
+        .expect("reader");
+    let producer = client
+        .create_producer(
+            topic,
+            ProducerOptions {
+                batch_max_messages: 10,
+                max_pending: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("producer");
+
+    // Unload the topic every 300 ms while everything runs.
+    let web = s.http.clone();
+    let unloads = tokio::spawn(async move {
+        let mut done = 0;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (code, body) = http::request(
+                &web,
+                "PUT",
+                "/admin/v2/persistent/public/default/moving/unload",
+                None,
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("unload");
+            assert_eq!(code, 204, "{body}");
+            done += 1;
+        }
+        done
+    });
+
+    let sender = tokio::spawn(async move {
+        let mut receipts = Vec::new();
+        for i in 0..N {
+            let f = producer
+                .send_async(OutgoingMessage::new(i.to_string()))
+                .await
+                .expect("queue a send");
+            receipts.push(f);
+            if i % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        for (i, f) in receipts.into_iter().enumerate() {
+            f.await.unwrap_or_else(|e| panic!("send {i} failed: {e}"));
+        }
+        producer.close().await.expect("close producer");
+    });
+
+    let mut seen = BTreeSet::new();
+    while seen.len() < N {
+        let m = tokio::time::timeout(Duration::from_secs(60), consumer.receive())
+            .await
+            .expect("consumer stalled")
+            .expect("receive");
+        let i: usize = std::str::from_utf8(&m.payload).unwrap().parse().unwrap();
+        seen.insert(i);
+        consumer.ack(&m.id).ok();
+    }
+    let mut read = Vec::new();
+    while read.len() < N {
+        let m = tokio::time::timeout(Duration::from_secs(60), reader.next())
+            .await
+            .expect("reader stalled")
+            .expect("read");
+        read.push(
+            std::str::from_utf8(&m.payload)
+                .unwrap()
+                .parse::<usize>()
+                .unwrap(),
+        );
+    }
+    sender.await.expect("sender");
+    assert_eq!(unloads.await.expect("unloads"), 5);
+    assert_eq!(read, (0..N).collect::<Vec<_>>(), "reader order");
+    assert!(
+        reader
+            .next_timeout(Duration::from_millis(500))
+            .await
+            .expect("read")
+            .is_none(),
+        "reader got a message twice"
+    );
+    client.close().await;
+}
