@@ -16,6 +16,7 @@ const CASES: &[&str] = &[
     "rest_produce_python_consume",
     "rest_produce_to_partitions",
     "rest_produce_bad_input",
+    "sessions_survive_a_topic_unload",
 ];
 
 fn run(svc: &dyn PulsarService) {

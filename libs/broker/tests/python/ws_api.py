@@ -222,6 +222,43 @@ def case_rest_produce_bad_input():
     check(code == 400, f"partition of a non-partitioned topic: {code} {body}")
 
 
+def case_sessions_survive_a_topic_unload():
+    """The WebSocket sessions' client re-attaches when the topic moves."""
+    t = topic("ws-moved")
+    wp = connect(f"/ws/v2/producer/persistent/public/default/{t}")
+    wc = connect(f"/ws/v2/consumer/persistent/public/default/{t}/moved?subscriptionType=Exclusive")
+
+    def produce(first, n):
+        for i in range(first, first + n):
+            wp.send(json.dumps({"payload": b64(f"u{i}".encode()), "context": str(i)}))
+        for i in range(first, first + n):
+            r = json.loads(wp.recv())
+            check(r["result"] == "ok" and r["context"] == str(i), f"send {i}: {r}")
+
+    produce(0, 5)
+    url = f"{WEB}/admin/v2/persistent/public/default/{t}/unload"
+    for _ in range(3):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="PUT"), timeout=30) as r:
+                check(r.status == 204, f"unload: {r.status}")
+                break
+        except urllib.error.HTTPError as e:
+            # urllib follows no redirect of a PUT: the owner is elsewhere.
+            check(e.code == 307, f"unload: {e.code} {e.read()!r}")
+            url = e.headers["Location"]
+    else:
+        raise AssertionError("unload: too many redirects")
+    produce(5, 5)
+    got = set()
+    while len(got) < 10:
+        m = json.loads(wc.recv())
+        got.add(base64.b64decode(m["payload"]).decode())
+        wc.send(json.dumps({"messageId": m["messageId"]}))
+    check(got == {f"u{i}" for i in range(10)}, f"consumed {sorted(got)}")
+    wp.close()
+    wc.close()
+
+
 def main():
     names = sys.argv[1:] or [n[len("case_"):] for n in globals() if n.startswith("case_")]
     for name in names:
