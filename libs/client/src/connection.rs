@@ -39,6 +39,8 @@ pub(crate) enum ProducerEvent {
 pub(crate) enum ConsumerEvent {
     /// Boxed: metadata makes it large and most events are messages anyway.
     Message(Box<(pb::CommandMessage, Payload)>),
+    /// The topic was terminated and the consumer has been sent all of it.
+    EndOfTopic,
     Closed,
 }
 
@@ -334,6 +336,14 @@ fn route(frame: Frame, tx: &mpsc::UnboundedSender<Frame>, shared: &Shared) {
             let Some(c) = cmd.close_producer else { return };
             if let Some(p) = lock(&shared.routes).producers.remove(&c.producer_id) {
                 let _ = p.send(ProducerEvent::Closed);
+            }
+        }
+        CommandType::ReachedEndOfTopic => {
+            let Some(c) = cmd.reached_end_of_topic else {
+                return;
+            };
+            if let Some(p) = lock(&shared.routes).consumers.get(&c.consumer_id) {
+                let _ = p.send(ConsumerEvent::EndOfTopic);
             }
         }
         CommandType::CloseConsumer => {

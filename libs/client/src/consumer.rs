@@ -89,6 +89,8 @@ pub struct Consumer {
     /// it are skipped.
     start: Option<(MessageId, bool)>,
     closed: bool,
+    /// The broker said the topic is terminated and all of it was sent.
+    end_of_topic: bool,
 }
 
 impl Consumer {
@@ -118,6 +120,7 @@ impl Consumer {
             batches: HashMap::new(),
             start: None,
             closed: false,
+            end_of_topic: false,
         };
         consumer.flow(receiver_queue)?;
         Ok(consumer)
@@ -172,6 +175,12 @@ impl Consumer {
         &self.subscription
     }
 
+    /// Whether the topic was terminated and everything in it was received
+    /// (`receive` then fails with [`ClientError::EndOfTopic`]).
+    pub fn has_reached_end_of_topic(&self) -> bool {
+        self.end_of_topic && self.queue.is_empty()
+    }
+
     fn flow(&self, permits: u32) -> Result<()> {
         self.conn.send(magnetar_wire::Frame::new(pb::CommandFlow {
             consumer_id: self.consumer_id,
@@ -192,10 +201,15 @@ impl Consumer {
                 self.last_returned = Some(m.id);
                 return Ok(m);
             }
+            if self.end_of_topic {
+                return Err(ClientError::EndOfTopic);
+            }
             if self.closed {
                 return Err(ClientError::Disconnected);
             }
             match self.events.recv().await {
+                // Messages come before it on the same connection: all are queued.
+                Some(ConsumerEvent::EndOfTopic) => self.end_of_topic = true,
                 Some(ConsumerEvent::Message(m)) => {
                     let (cmd, payload) = *m;
                     self.unpack(cmd, payload)?

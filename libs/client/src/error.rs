@@ -26,6 +26,9 @@ pub enum ClientError {
     Wire(#[from] magnetar_wire::WireError),
     #[error("the producer or consumer is closed")]
     Closed,
+    /// The topic was terminated and every message in it was received.
+    #[error("reached the end of a terminated topic")]
+    EndOfTopic,
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;

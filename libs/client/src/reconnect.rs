@@ -16,7 +16,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Whether re-attaching might succeed later.
 pub(crate) fn retryable(e: &ClientError) -> bool {
     match e {
-        ClientError::InvalidConfig(_) | ClientError::Closed => false,
+        ClientError::InvalidConfig(_) | ClientError::Closed | ClientError::EndOfTopic => false,
         ClientError::Server { .. } => !matches!(
             e.server_error(),
             Some(
