@@ -732,12 +732,28 @@ def quota_namespace(policy, limit_size=-1, limit_time=-1, kind="destination_stor
     ns = f"public/quota-{uuid.uuid4().hex[:6]}"
     code, body = http("PUT", f"/admin/v2/namespaces/{ns}")
     check(code == 204, f"create {ns}: {code} {body}")
+    set_quota(ns, policy, limit_size, limit_time, kind)
+    return ns
+
+
+def set_quota(ns, policy, limit_size=-1, limit_time=-1, kind="destination_storage"):
     quota = {"limitSize": limit_size, "limitTime": limit_time, "policy": policy}
     code, body = http("POST", f"/admin/v2/namespaces/{ns}/backlogQuota?backlogQuotaType={kind}", quota)
     check(code == 204, f"set quota: {code} {body}")
     code, body = http("GET", f"/admin/v2/namespaces/{ns}/backlogQuotaMap")
     check(code == 200 and body[kind]["policy"] == policy, f"quota map: {code} {body}")
-    return ns
+
+
+def filled_namespace(c, name, n=20, **quota):
+    """A namespace and topic whose backlog is filled before the quota is set
+    (a check running mid-fill would rightly stop the filling producer)."""
+    ns = f"public/quota-{uuid.uuid4().hex[:6]}"
+    code, body = http("PUT", f"/admin/v2/namespaces/{ns}")
+    check(code == 204, f"create {ns}: {code} {body}")
+    t = f"persistent://{ns}/{name}"
+    cons, p = fill_backlog(c, t, n=n)
+    set_quota(ns, **quota)
+    return t, cons, p
 
 
 def backlog_of(t, sub):
@@ -780,10 +796,8 @@ def fill_backlog(c, t, n=20, size=1024):
 
 
 def case_backlog_quota_hold():
-    ns = quota_namespace("producer_request_hold", limit_size=8 * 1024)
     c = client()
-    t = f"persistent://{ns}/held"
-    cons, p = fill_backlog(c, t)
+    t, cons, p = filled_namespace(c, "held", policy="producer_request_hold", limit_size=8 * 1024)
     # A new producer is refused at once; the connected one is let go by the
     # periodic check and its sends wait (the client holds them).
     try:
@@ -808,10 +822,8 @@ def case_backlog_quota_hold():
 
 
 def case_backlog_quota_exception():
-    ns = quota_namespace("producer_exception", limit_size=8 * 1024)
     c = client()
-    t = f"persistent://{ns}/refused"
-    cons, p = fill_backlog(c, t)
+    t, cons, p = filled_namespace(c, "refused", policy="producer_exception", limit_size=8 * 1024)
     try:
         c.create_producer(t)
         raise AssertionError("producer created over a producer_exception quota")
@@ -831,10 +843,8 @@ def case_backlog_quota_exception():
 
 
 def case_backlog_quota_eviction():
-    ns = quota_namespace("consumer_backlog_eviction", limit_size=8 * 1024)
     c = client()
-    t = f"persistent://{ns}/evicted"
-    cons, p = fill_backlog(c, t, n=40)
+    t, cons, p = filled_namespace(c, "evicted", n=40, policy="consumer_backlog_eviction", limit_size=8 * 1024)
     # Closed so that nothing is prefetched: what it reads next comes from the
     # subscription as eviction left it.
     cons.close()
@@ -855,10 +865,8 @@ def case_backlog_quota_eviction():
 
 
 def case_backlog_quota_age():
-    ns = quota_namespace("producer_exception", limit_time=1, kind="message_age")
     c = client()
-    t = f"persistent://{ns}/aged"
-    cons, p = fill_backlog(c, t, n=3)
+    t, cons, p = filled_namespace(c, "aged", n=3, policy="producer_exception", limit_time=1, kind="message_age")
     c.create_producer(t).close()  # young backlog: allowed
     time.sleep(2)
     try:
