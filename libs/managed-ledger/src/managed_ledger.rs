@@ -441,22 +441,13 @@ impl ManagedLedger {
         };
         if let Some(cur) = current {
             let closed = self.inner.finish_ledger(cur, RolloverReason::Full).await?;
-            let (mut new_info, version) = {
-                let s = self.inner.lock();
-                (s.info.clone(), s.info_version)
-            };
-            if let Some(li) = new_info.ledgers.last_mut() {
-                *li = closed;
-            }
-            let key = info::ledger_key(&self.inner.name);
-            match info::store(&self.inner.meta, &key, &new_info, version).await? {
-                Stored::Ok(v) => {
-                    let mut s = self.inner.lock();
-                    s.info = new_info;
-                    s.info_version = v;
-                }
-                Stored::Conflict => return Err(MlError::Fenced(self.inner.name.clone())),
-            }
+            self.inner
+                .update_info(|info| {
+                    if let Some(li) = info.ledgers.last_mut() {
+                        *li = closed;
+                    }
+                })
+                .await?;
         }
         self.inner.cache.clear();
         Ok(())
@@ -507,21 +498,11 @@ impl ManagedLedger {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let _update = self.inner.info_update.lock().await;
-        let (mut new_info, version, last) = {
-            let s = self.inner.lock();
-            (s.info.clone(), s.info_version, s.list.last_confirmed())
-        };
-        new_info.terminated_at = Some(last);
-        let key = info::ledger_key(&self.inner.name);
-        match info::store(&self.inner.meta, &key, &new_info, version).await? {
-            Stored::Ok(v) => {
-                let mut s = self.inner.lock();
-                s.info = new_info;
-                s.info_version = v;
-                Ok(last)
-            }
-            Stored::Conflict => Err(MlError::Fenced(self.inner.name.clone())),
-        }
+        let last = self.last_confirmed();
+        self.inner
+            .update_info(|info| info.terminated_at = Some(last))
+            .await?;
+        Ok(last)
     }
 
     /// The last position of a terminated managed ledger.
@@ -725,6 +706,27 @@ impl Inner {
             changed
         });
         self.drain_waiting(&mut s);
+    }
+
+    /// Stores the ledger list as `change` leaves it, by compare-and-set on
+    /// the version this owner holds (callers hold `info_update`); a conflict
+    /// means another owner took over.
+    async fn update_info(&self, change: impl FnOnce(&mut ManagedLedgerInfo)) -> Result<()> {
+        let (mut new_info, version) = {
+            let s = self.lock();
+            (s.info.clone(), s.info_version)
+        };
+        change(&mut new_info);
+        let key = info::ledger_key(&self.name);
+        match info::store(&self.meta, &key, &new_info, version).await? {
+            Stored::Ok(v) => {
+                let mut s = self.lock();
+                s.info = new_info;
+                s.info_version = v;
+                Ok(())
+            }
+            Stored::Conflict => Err(MlError::Fenced(self.name.clone())),
+        }
     }
 
     fn start_append(

@@ -648,73 +648,67 @@ fn number_and_unit(s: &str) -> Result<(u64, String), String> {
     Ok((n, unit.to_ascii_lowercase()))
 }
 
-fn scaled(s: &str, n: u64, scale: u64) -> Result<i64, String> {
-    n.checked_mul(scale)
+/// `s` as a number with one of `units` (lowercase; `""` = no unit),
+/// scaled by the unit's factor. `-1` stays -1 when `minus_one` ("forever",
+/// "no limit").
+fn with_units(s: &str, units: &[(&str, u64)], minus_one: bool) -> Result<i64, String> {
+    if minus_one && s.trim() == "-1" {
+        return Ok(-1);
+    }
+    let (n, unit) = number_and_unit(s)?;
+    let Some((_, scale)) = units.iter().find(|(u, _)| *u == unit) else {
+        let names: Vec<&str> = units
+            .iter()
+            .map(|(u, _)| *u)
+            .filter(|u| !u.is_empty())
+            .collect();
+        return Err(format!("{s:?}: units are {}", names.join(", ")));
+    };
+    n.checked_mul(*scale)
         .and_then(|v| i64::try_from(v).ok())
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Retention time in minutes; -1 = forever.
 fn parse_minutes(s: &str) -> Result<i64, String> {
-    if s.trim() == "-1" {
-        return Ok(-1);
-    }
-    let (n, unit) = number_and_unit(s)?;
-    let scale = match unit.as_str() {
-        "" | "m" => 1,
-        "h" => 60,
-        "d" => 1440,
-        "w" => 7 * 1440,
-        "y" => 365 * 1440,
-        _ => return Err(format!("{s:?}: units are m, h, d, w, y")),
-    };
-    scaled(s, n, scale)
+    let units = [
+        ("", 1),
+        ("m", 1),
+        ("h", 60),
+        ("d", 1440),
+        ("w", 7 * 1440),
+        ("y", 365 * 1440),
+    ];
+    with_units(s, &units, true)
 }
 
 /// Retention size in megabytes; -1 = no limit.
 fn parse_megabytes(s: &str) -> Result<i64, String> {
-    if s.trim() == "-1" {
-        return Ok(-1);
-    }
-    let (n, unit) = number_and_unit(s)?;
-    let scale = match unit.as_str() {
-        "" | "m" => 1,
-        "g" => 1024,
-        "t" => 1024 * 1024,
-        _ => return Err(format!("{s:?}: units are M, G, T")),
-    };
-    scaled(s, n, scale)
+    with_units(s, &[("", 1), ("m", 1), ("g", 1024), ("t", 1 << 20)], true)
 }
 
 /// Bytes, with an optional binary unit; -1 stays -1 ("never" / "unset").
 fn parse_bytes(s: &str) -> Result<i64, String> {
-    if s.trim() == "-1" {
-        return Ok(-1);
-    }
-    let (n, unit) = number_and_unit(s)?;
-    let scale = match unit.as_str() {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        _ => return Err(format!("{s:?}: units are K, M, G, T")),
-    };
-    scaled(s, n, scale)
+    let units = [
+        ("", 1),
+        ("k", 1 << 10),
+        ("m", 1 << 20),
+        ("g", 1 << 30),
+        ("t", 1 << 40),
+    ];
+    with_units(s, &units, true)
 }
 
 fn parse_seconds(s: &str) -> Result<u64, String> {
-    let (n, unit) = number_and_unit(s)?;
-    let scale = match unit.as_str() {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return Err(format!("{s:?}: units are s, m, h, d, w")),
-    };
-    n.checked_mul(scale)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    let units = [
+        ("", 1),
+        ("s", 1),
+        ("m", 60),
+        ("h", 3600),
+        ("d", 86_400),
+        ("w", 7 * 86_400),
+    ];
+    Ok(with_units(s, &units, false)? as u64)
 }
 
 fn parse_seconds_i64(s: &str) -> Result<i64, String> {
