@@ -155,14 +155,15 @@ impl Exceeded {
     }
 }
 
-/// The first quota of `q` that the backlog of `ml`'s slowest durable cursor
+/// The quotas of `q` that the backlog of `ml`'s slowest durable cursor
 /// exceeds. The size check is arithmetic on ledger sizes; the age check
-/// reads the oldest unacknowledged entry of each cursor behind the cutoff.
-pub async fn exceeded(ml: &ManagedLedger, q: &TopicQuotas) -> Option<Exceeded> {
+/// reads the oldest unacknowledged entry.
+pub async fn exceeded(ml: &ManagedLedger, q: &TopicQuotas) -> Vec<Exceeded> {
+    let mut out = Vec::new();
     if let Some((limit, policy)) = q.size {
         let biggest = ml.cursors().iter().map(|c| c.backlog().1).max();
         if biggest.unwrap_or(0) > limit {
-            return Some(Exceeded {
+            out.push(Exceeded {
                 kind: QuotaType::Size,
                 policy,
             });
@@ -172,14 +173,14 @@ pub async fn exceeded(ml: &ManagedLedger, q: &TopicQuotas) -> Option<Exceeded> {
         let cutoff = now_ms().saturating_sub(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX));
         if let Some(oldest) = oldest_unacked_publish_time(ml).await {
             if oldest < cutoff {
-                return Some(Exceeded {
+                out.push(Exceeded {
                     kind: QuotaType::Age,
                     policy,
                 });
             }
         }
     }
-    None
+    out
 }
 
 /// Publish time of the oldest unacknowledged entry over every durable cursor.
@@ -204,13 +205,15 @@ async fn oldest_unacked_publish_time(ml: &ManagedLedger) -> Option<u64> {
     }
 }
 
-/// Makes every subscription fit the quota by skipping its oldest messages.
+/// Makes every subscription fit the quotas whose policy is eviction by
+/// skipping its oldest messages (a blocking quota never evicts).
 pub async fn evict(ml: &ManagedLedger, subs: &[(String, Subscription)], q: &TopicQuotas) {
+    const EVICT: QuotaPolicy = QuotaPolicy::ConsumerBacklogEviction;
     for (name, sub) in subs {
         let Some(cursor) = ml.cursor(name) else {
             continue; // a reader: nothing is kept for it
         };
-        if let Some((limit, _)) = q.size {
+        if let Some((limit, EVICT)) = q.size {
             let (entries, bytes) = cursor.backlog();
             if bytes > limit && entries > 0 {
                 // Entries are skipped by count: the average size says how many.
@@ -223,7 +226,7 @@ pub async fn evict(ml: &ManagedLedger, subs: &[(String, Subscription)], q: &Topi
                 }
             }
         }
-        if let Some((limit, _)) = q.age {
+        if let Some((limit, EVICT)) = q.age {
             if let Err(e) = sub.expire(limit.as_secs()).await {
                 tracing::warn!(subscription = %name, error = %e, "backlog age eviction");
             }

@@ -181,11 +181,13 @@ impl Topic {
         if q.is_empty() {
             return Ok(());
         }
-        match backlog_quota::exceeded(&self.ml, &q).await {
-            Some(x) => match x.producer_error(&self.name.to_string()) {
-                Some(e) => Err(e),
-                None => Ok(()),
-            },
+        let name = self.name.to_string();
+        match backlog_quota::exceeded(&self.ml, &q)
+            .await
+            .iter()
+            .find_map(|x| x.producer_error(&name))
+        {
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -197,18 +199,24 @@ impl Topic {
         if q.is_empty() {
             return;
         }
-        let Some(x) = backlog_quota::exceeded(&self.ml, &q).await else {
-            return;
-        };
-        if x.policy == QuotaPolicy::ConsumerBacklogEviction {
+        let exceeded = backlog_quota::exceeded(&self.ml, &q).await;
+        if exceeded
+            .iter()
+            .any(|x| x.policy == QuotaPolicy::ConsumerBacklogEviction)
+        {
             let subs: Vec<(String, Subscription)> = lock(&self.subscriptions)
                 .iter()
                 .filter(|(_, s)| s.durable)
                 .map(|(n, s)| (n.clone(), s.clone()))
                 .collect();
             backlog_quota::evict(&self.ml, &subs, &q).await;
-            return;
         }
+        let Some(x) = exceeded
+            .iter()
+            .find(|x| x.policy != QuotaPolicy::ConsumerBacklogEviction)
+        else {
+            return;
+        };
         let producers = std::mem::take(&mut *lock(&self.producers));
         if !producers.is_empty() {
             tracing::info!(topic = %self.name, kind = x.kind.key(), producers = producers.len(),
