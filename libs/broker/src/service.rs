@@ -205,10 +205,7 @@ impl BrokerService {
         if let Some(t) = self.loaded(name) {
             return Ok(t);
         }
-        let gate = lock(&self.inner.loading)
-            .entry(name.clone())
-            .or_default()
-            .clone();
+        let gate = self.loading_gate(name);
         let _guard = gate.lock().await;
         let result = self.load(name, create).await;
         lock(&self.inner.loading).remove(name);
@@ -341,10 +338,7 @@ impl BrokerService {
     /// back at once waits and then opens the log after this close (instead
     /// of opening it beside the closing one, which would fence it).
     pub async fn unload(&self, name: &TopicName) -> Result<()> {
-        let gate = lock(&self.inner.loading)
-            .entry(name.clone())
-            .or_default()
-            .clone();
+        let gate = self.loading_gate(name);
         let guard = gate.lock().await;
         let r = self.unload_now(name).await;
         {
@@ -356,6 +350,14 @@ impl BrokerService {
         }
         drop(guard);
         r
+    }
+
+    /// The lock that serializes loading and unloading one topic.
+    fn loading_gate(&self, name: &TopicName) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.inner.loading)
+            .entry(name.clone())
+            .or_default()
+            .clone()
     }
 
     /// Unloads without taking the loading gate (its holder calls this).

@@ -217,15 +217,23 @@ impl Topic {
         else {
             return;
         };
-        let producers = std::mem::take(&mut *lock(&self.producers));
-        if !producers.is_empty() {
-            tracing::info!(topic = %self.name, kind = x.kind.key(), producers = producers.len(),
+        let n = self.disconnect_producers();
+        if n > 0 {
+            tracing::info!(topic = %self.name, kind = x.kind.key(), producers = n,
                 "backlog quota exceeded: disconnecting producers");
         }
+    }
+
+    /// Lets every producer go, each told to reconnect after its receipts;
+    /// returns how many there were.
+    fn disconnect_producers(&self) -> usize {
+        let producers = std::mem::take(&mut *lock(&self.producers));
+        self.producer_left.notify_waiters();
+        let n = producers.len();
         for (_, p) in producers {
             (p.close_notice)();
         }
-        self.producer_left.notify_waiters();
+        n
     }
 
     /// Whether another consumer may join (the limit counts every
@@ -517,11 +525,7 @@ impl Topic {
     /// the subscriptions.
     pub async fn close(&self) -> Result<()> {
         self.closed.store(true, Ordering::Relaxed);
-        self.producer_left.notify_waiters();
-        let producers = std::mem::take(&mut *lock(&self.producers));
-        for (_, p) in producers {
-            (p.close_notice)();
-        }
+        self.disconnect_producers();
         let subs: Vec<Subscription> = lock(&self.subscriptions).drain().map(|(_, s)| s).collect();
         for s in subs {
             s.close().await;

@@ -96,18 +96,25 @@ pub fn compression_of(metadata: &MessageMetadata) -> Result<CompressionType, Wir
         .map_err(|_| WireError::Compression(format!("unknown compression type {value}")))
 }
 
-/// Decompresses (per `compression` / `uncompressed_size`) and splits the
-/// payload. A non-batched entry yields one message whose metadata is built
-/// from the entry's `MessageMetadata` (key, properties, event time, ...).
+/// The payload's body decompressed (per `compression` /
+/// `uncompressed_size`); a batch stays a batch.
+pub fn uncompressed_body(payload: &Payload) -> Result<Bytes, WireError> {
+    let metadata = &payload.metadata;
+    match compression_of(metadata)? {
+        CompressionType::None => Ok(payload.body.clone()),
+        kind => decompress(kind, &payload.body, metadata.uncompressed_size() as usize),
+    }
+}
+
+/// Decompresses and splits the payload. A non-batched entry yields one
+/// message whose metadata is built from the entry's `MessageMetadata` (key,
+/// properties, event time, ...).
 pub fn messages_of(payload: &Payload) -> Result<Vec<SingleMessage>, WireError> {
     let metadata = &payload.metadata;
     if !metadata.encryption_keys.is_empty() {
         return Err(WireError::Encrypted);
     }
-    let body = match compression_of(metadata)? {
-        CompressionType::None => payload.body.clone(),
-        kind => decompress(kind, &payload.body, metadata.uncompressed_size() as usize)?,
-    };
+    let body = uncompressed_body(payload)?;
     match metadata.num_messages_in_batch {
         Some(n) => {
             let n = usize::try_from(n)

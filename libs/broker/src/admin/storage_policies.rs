@@ -84,7 +84,6 @@ pub(super) async fn remove_backlog_quota(
 ) -> Reply {
     let ns = NamespaceName::new(&t, &n)?;
     let kind = quota_type(&params)?;
-    namespace_policies(&a, &ns).await?;
     change_policy(&a, &ns, |p| {
         p.backlog_quota_map.remove(kind.key());
     })
@@ -102,13 +101,11 @@ pub(super) async fn set_offload(State(a): State<App>, Path((t, n)): NsPath, raw:
     let ns = NamespaceName::new(&t, &n)?;
     let o: OffloadPolicies = required(&raw)?;
     o.validate()?;
-    namespace_policies(&a, &ns).await?;
     change_policy(&a, &ns, |p| p.offload_policies = Some(o.clone())).await
 }
 
 /// `DELETE .../removeOffloadPolicies`
 pub(super) async fn remove_offload(State(a): State<App>, Path((t, n)): NsPath) -> Reply {
     let ns = NamespaceName::new(&t, &n)?;
-    namespace_policies(&a, &ns).await?;
     change_policy(&a, &ns, |p| p.offload_policies = None).await
 }

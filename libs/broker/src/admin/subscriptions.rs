@@ -87,11 +87,7 @@ pub(super) async fn reset_by_time(
     State(a): State<App>,
     Path((t, n, topic, sub, ts)): Path<(String, String, String, String, String)>,
 ) -> Reply {
-    let ts: u64 = ts.parse().map_err(|_| {
-        ApiError(BrokerError::BadRequest(format!(
-            "timestamp {ts:?} is not milliseconds since the epoch"
-        )))
-    })?;
+    let ts = number_param("the timestamp (ms since the epoch)", &ts, 0, u64::MAX)?;
     let (_, s) = subscription_of(&a, &(t, n, topic, sub)).await?;
     s.seek(SeekTarget::PublishTime(ts)).await?;
     no_content()
@@ -123,21 +119,18 @@ pub(super) async fn expire(
     State(a): State<App>,
     Path((t, n, topic, sub, secs)): Path<(String, String, String, String, String)>,
 ) -> Reply {
-    let secs: u64 = secs.parse().map_err(|_| {
-        ApiError(BrokerError::BadRequest(format!(
-            "expiry {secs:?} is not a number of seconds"
-        )))
-    })?;
+    let secs = number_param("the expiry (seconds)", &secs, 0, u64::MAX)?;
     let (_, s) = subscription_of(&a, &(t, n, topic, sub)).await?;
     s.expire(secs).await?;
     no_content()
 }
 
-fn count_param(what: &str, raw: &str, max: u64) -> Result<u64, ApiError> {
+/// A number from a path segment, within `min..=max`.
+fn number_param(what: &str, raw: &str, min: u64, max: u64) -> Result<u64, ApiError> {
     match raw.parse::<u64>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(ApiError(BrokerError::BadRequest(format!(
-            "{what} must be a number from 1 to {max}, not {raw:?}"
+            "{what} must be a number from {min} to {max}, not {raw:?}"
         )))),
     }
 }
@@ -148,7 +141,7 @@ pub(super) async fn skip(
     State(a): State<App>,
     Path((t, n, topic, sub, count)): Path<(String, String, String, String, String)>,
 ) -> Reply {
-    let count = count_param("the number of messages to skip", &count, i64::MAX as u64)?;
+    let count = number_param("the number of messages to skip", &count, 1, i64::MAX as u64)?;
     let (_, s) = subscription_of(&a, &(t, n, topic, sub)).await?;
     s.skip(count).await?;
     no_content()
@@ -165,7 +158,7 @@ pub(super) async fn peek(
     State(a): State<App>,
     Path((t, n, topic, sub, position)): Path<(String, String, String, String, String)>,
 ) -> Reply {
-    let nth = count_param("the message position", &position, MAX_PEEK_POSITION)?;
+    let nth = number_param("the message position", &position, 1, MAX_PEEK_POSITION)?;
     let (topic, _) = subscription_of(&a, &(t, n, topic, sub.clone())).await?;
     let cursor = topic
         .ml
@@ -193,23 +186,20 @@ pub(super) async fn peek(
         )));
     };
     let entry = topic.ml.read_entry(pos).await.map_err(BrokerError::from)?;
-    peek_response(pos, &entry.data)
+    peek_response(pos, bytes::Bytes::from_owner(entry.data))
 }
 
-fn peek_response(pos: Position, data: &[u8]) -> Reply {
+fn peek_response(pos: Position, data: bytes::Bytes) -> Reply {
     use axum::http::HeaderValue;
     use axum::response::IntoResponse;
-    use magnetar_wire::{batch, compression, Payload};
+    use magnetar_wire::{batch, Payload};
 
-    let bad = |e: String| ApiError(BrokerError::Internal(format!("stored entry {pos}: {e}")));
-    let payload =
-        Payload::parse(bytes::Bytes::copy_from_slice(data)).map_err(|e| bad(e.to_string()))?;
-    let md = &payload.metadata;
-    let body = match batch::compression_of(md).map_err(|e| bad(e.to_string()))? {
-        magnetar_wire::CompressionType::None => payload.body.clone(),
-        kind => compression::decompress(kind, &payload.body, md.uncompressed_size() as usize)
-            .map_err(|e| bad(e.to_string()))?,
+    let bad = |e: magnetar_wire::WireError| {
+        ApiError(BrokerError::Internal(format!("stored entry {pos}: {e}")))
     };
+    let payload = Payload::parse(data).map_err(bad)?;
+    let md = &payload.metadata;
+    let body = batch::uncompressed_body(&payload).map_err(bad)?;
     let mut resp = (
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
         body,
