@@ -78,11 +78,38 @@ fn refuse(r: Refusal, msg: impl Into<String>) -> BookieError {
 pub struct AddEntry {
     pub ledger: u64,
     pub entry: i64,
-    pub payload: Vec<u8>,
+    /// As decoded from the request: journaling and storing it copies it, so
+    /// it is not copied into a `Vec` first.
+    pub payload: bytes::Bytes,
     pub crc32c: u32,
     pub lac: i64,
     pub master_key: Vec<u8>,
     pub recovery: bool,
+}
+
+/// The journal bytes of `JournalRecord::Add` (bincode's layout: variant
+/// index as u32, fixed-width little-endian integers, byte fields as a u64
+/// length and the bytes), written in one pass over the payload instead of
+/// copying the payload into a record and serialising that.
+fn encode_add_record(
+    ledger: u64,
+    entry: u64,
+    crc32c: u32,
+    lac: i64,
+    master_key: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + 8 + 8 + 4 + 8 + 8 + master_key.len() + 8 + payload.len());
+    v.extend_from_slice(&0u32.to_le_bytes()); // JournalRecord::Add
+    v.extend_from_slice(&ledger.to_le_bytes());
+    v.extend_from_slice(&entry.to_le_bytes());
+    v.extend_from_slice(&crc32c.to_le_bytes());
+    v.extend_from_slice(&lac.to_le_bytes());
+    v.extend_from_slice(&(master_key.len() as u64).to_le_bytes());
+    v.extend_from_slice(master_key);
+    v.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    v.extend_from_slice(payload);
+    v
 }
 
 /// In-memory state of one ledger this bookie holds.
@@ -276,30 +303,18 @@ impl Bookie {
         }
         self.check_writable(req.ledger, &req.master_key, req.recovery)?;
         let _gate = self.apply_gate.read().await;
-        let record = JournalRecord::Add {
-            ledger: req.ledger,
-            entry: req.entry as u64,
-            crc32c: req.crc32c,
-            lac: req.lac,
-            master_key: req.master_key,
-            payload: req.payload,
-        };
-        let bytes =
-            bincode::serialize(&record).map_err(|e| refuse(Refusal::Invalid, e.to_string()))?;
-        self.journal.append(bytes).await?;
-        let JournalRecord::Add {
-            ledger,
-            entry,
-            crc32c,
-            lac,
-            master_key,
-            payload,
-        } = record
-        else {
-            unreachable!("constructed above")
-        };
+        let record = encode_add_record(
+            req.ledger,
+            req.entry as u64,
+            req.crc32c,
+            req.lac,
+            &req.master_key,
+            &req.payload,
+        );
+        self.journal.append(record).await?;
+        let (ledger, entry, lac) = (req.ledger, req.entry as u64, req.lac);
         let mut ledgers = self.lock();
-        let l = self.ensure_ledger(&mut ledgers, ledger, &master_key)?;
+        let l = self.ensure_ledger(&mut ledgers, ledger, &req.master_key)?;
         if l.deleted || l.fenced && !req.recovery {
             // Fenced while this add was in the journal: it must not be acknowledged.
             return Err(refuse(
@@ -307,15 +322,8 @@ impl Bookie {
                 format!("ledger {ledger} is fenced"),
             ));
         }
-        self.store.put_entry(
-            ledger,
-            entry,
-            &StoredEntry {
-                crc32c,
-                lac,
-                payload,
-            },
-        )?;
+        self.store
+            .put_entry_parts(ledger, entry, req.crc32c, lac, &req.payload)?;
         l.lac.send_if_modified(|v| raise(v, lac));
         Ok(())
     }
@@ -511,6 +519,25 @@ mod tests {
     }
 
     #[test]
+    fn add_records_are_encoded_as_bincode_would() {
+        for (key, payload) in [(&b""[..], &b""[..]), (b"key", b"payload bytes")] {
+            let expected = bincode::serialize(&JournalRecord::Add {
+                ledger: u64::MAX - 3,
+                entry: 9,
+                crc32c: 0xdead_beef,
+                lac: -1,
+                master_key: key.to_vec(),
+                payload: payload.to_vec(),
+            })
+            .unwrap();
+            assert_eq!(
+                encode_add_record(u64::MAX - 3, 9, 0xdead_beef, -1, key, payload),
+                expected
+            );
+        }
+    }
+
+    #[test]
     fn journal_records_keep_their_on_disk_layout() {
         let new = bincode::serialize(&JournalRecord::Add {
             ledger: 7,
@@ -556,7 +583,7 @@ mod tests {
         AddEntry {
             ledger,
             entry,
-            payload: data.to_vec(),
+            payload: bytes::Bytes::copy_from_slice(data),
             crc32c: crc32c::crc32c(data),
             lac: entry - 1,
             master_key: key.to_vec(),

@@ -38,6 +38,15 @@ pub struct LedgerState {
     pub deleted: bool,
 }
 
+/// A stored entry's value: CRC32C and LAC, then the payload.
+fn encode_entry(crc32c: u32, lac: i64, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + payload.len());
+    v.extend_from_slice(&crc32c.to_le_bytes());
+    v.extend_from_slice(&lac.to_le_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEntry {
     pub crc32c: u32,
@@ -46,14 +55,6 @@ pub struct StoredEntry {
 }
 
 impl StoredEntry {
-    fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(12 + self.payload.len());
-        v.extend_from_slice(&self.crc32c.to_le_bytes());
-        v.extend_from_slice(&self.lac.to_le_bytes());
-        v.extend_from_slice(&self.payload);
-        v
-    }
-
     fn decode(b: &[u8]) -> Result<Self, StoreError> {
         if b.len() < 12 {
             return Err(StoreError::Corrupt(format!(
@@ -135,10 +136,23 @@ impl EntryStore {
     }
 
     pub fn put_entry(&self, ledger: u64, entry: u64, e: &StoredEntry) -> Result<(), StoreError> {
+        self.put_entry_parts(ledger, entry, e.crc32c, e.lac, &e.payload)
+    }
+
+    /// `put_entry` from borrowed parts: the add path keeps the payload as it
+    /// came off the wire instead of copying it into a `StoredEntry` first.
+    pub fn put_entry_parts(
+        &self,
+        ledger: u64,
+        entry: u64,
+        crc32c: u32,
+        lac: i64,
+        payload: &[u8],
+    ) -> Result<(), StoreError> {
         self.db.put_cf_opt(
             self.cf(CF_ENTRIES),
             entry_key(ledger, entry),
-            e.encode(),
+            encode_entry(crc32c, lac, payload),
             &self.no_wal,
         )?;
         Ok(())

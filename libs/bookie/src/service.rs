@@ -83,7 +83,7 @@ impl BookieRpc for BookieService {
                         .add(AddEntry {
                             ledger: add.ledger_id,
                             entry: add.entry_id,
-                            payload: add.payload.to_vec(),
+                            payload: add.payload,
                             crc32c: add.crc32c,
                             lac: add.lac,
                             master_key: add.master_key.to_vec(),

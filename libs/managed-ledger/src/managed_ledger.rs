@@ -65,7 +65,9 @@ enum RolloverReason {
 }
 
 struct Waiting {
-    payload: Vec<u8>,
+    /// Shared with the entry cache once confirmed: one copy of the payload
+    /// serves the cache, the other is the encoded entry sent to the bookies.
+    payload: Arc<[u8]>,
     publish_time_ms: u64,
     tx: oneshot::Sender<Result<Position>>,
 }
@@ -748,7 +750,7 @@ impl Inner {
             return Err(MlError::Terminated(self.name.clone()));
         }
         s.waiting.push_back(Waiting {
-            payload: payload.to_vec(),
+            payload: Arc::from(payload),
             publish_time_ms,
             tx,
         });
@@ -842,14 +844,20 @@ impl Inner {
         let _ = w.tx.send(result);
     }
 
-    fn on_confirmed(&self, pos: Position, ledger_bytes: u64, publish_time_ms: u64, data: Vec<u8>) {
+    fn on_confirmed(
+        &self,
+        pos: Position,
+        ledger_bytes: u64,
+        publish_time_ms: u64,
+        data: Arc<[u8]>,
+    ) {
         self.entries_added.fetch_add(1, Ordering::Relaxed);
         let has_cursors = !self.lock_cursors().is_empty();
         if has_cursors {
             self.cache.insert(Entry {
                 position: pos,
                 publish_time_ms,
-                data: data.into(),
+                data,
             });
         }
         {
