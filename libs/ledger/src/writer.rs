@@ -21,7 +21,8 @@ use crate::quorum::{write_set, AckTracker};
 use crate::reader::LedgerReader;
 
 struct Pending {
-    payload: Arc<Vec<u8>>,
+    /// Shared by every bookie send of the entry (and resends): no copies.
+    payload: bytes::Bytes,
     crc32c: u32,
     waiter: Option<oneshot::Sender<Result<i64, LedgerError>>>,
     /// Which bookie each write-set position was sent to.
@@ -147,7 +148,7 @@ impl LedgerWriter {
         if data.len() > self.shared.client.config().max_entry_bytes {
             return Err(LedgerError::TooLarge(data.len()));
         }
-        let payload = Arc::new(data);
+        let payload = bytes::Bytes::from(data);
         let crc32c = crc32c::crc32c(&payload);
         let (tx, rx) = oneshot::channel();
         let (entry, sends) = {
@@ -194,7 +195,7 @@ impl LedgerWriter {
         LedgerReader::new(self.shared.client.clone(), self.metadata())
     }
 
-    fn send(&self, entry: i64, pos: usize, addr: String, payload: Arc<Vec<u8>>, crc32c: u32) {
+    fn send(&self, entry: i64, pos: usize, addr: String, payload: bytes::Bytes, crc32c: u32) {
         let this = self.clone();
         tokio::spawn(async move {
             let result = match this.shared.client.pool().get(&addr) {
@@ -203,7 +204,7 @@ impl LedgerWriter {
                     let req = pb::AddRequest {
                         ledger_id: this.shared.id,
                         entry_id: entry,
-                        payload: payload.as_ref().clone().into(),
+                        payload,
                         crc32c,
                         lac: this.last_add_confirmed(),
                         master_key: this.shared.master_key.clone().into(),
