@@ -533,7 +533,7 @@ impl Writer {
     /// Drops the page cache of a synced range. The journal is read only on
     /// start, so its pages are dead weight once durable; dropping them also
     /// makes the kernel reuse warm pages for the next write instead of
-    /// touching fresh memory, which cost us half of the journal writer's CPU
+    /// touching fresh memory, which was most of the journal writer's CPU
     /// on a VM (see docs/ARCHITECTURE.md). From the start of the page holding
     /// `offset`: the previous batch's partial last page is complete now.
     fn drop_cached(&self, offset: u64, len: u64) {
