@@ -714,6 +714,16 @@ impl Inner {
     /// the version this owner holds (callers hold `info_update`); a conflict
     /// means another owner took over.
     async fn update_info(&self, change: impl FnOnce(&mut ManagedLedgerInfo)) -> Result<()> {
+        self.update_info_and(change, |_| ()).await
+    }
+
+    /// `update_info`, then `and` under the same lock that installs the new
+    /// list, so no reader sees the list and the rest of the state disagree.
+    async fn update_info_and(
+        &self,
+        change: impl FnOnce(&mut ManagedLedgerInfo),
+        and: impl FnOnce(&mut State),
+    ) -> Result<()> {
         let (mut new_info, version) = {
             let s = self.lock();
             (s.info.clone(), s.info_version)
@@ -725,6 +735,7 @@ impl Inner {
                 let mut s = self.lock();
                 s.info = new_info;
                 s.info_version = v;
+                and(&mut s);
                 Ok(())
             }
             Stored::Conflict => Err(MlError::Fenced(self.name.clone())),
@@ -1150,7 +1161,7 @@ impl Inner {
             .min();
         let now = now_ms();
         let policy = *self.policies.lock().unwrap_or_else(|p| p.into_inner());
-        let (new_info, version, doomed) = {
+        let doomed = {
             let s = self.lock();
             if !matches!(s.status, Status::Open | Status::RollingOver) {
                 return Ok(());
@@ -1181,35 +1192,35 @@ impl Inner {
             if doomed.is_empty() {
                 return Ok(());
             }
-            let mut info = s.info.clone();
-            info.ledgers.retain(|l| !doomed.contains(&l.ledger_id));
-            (info, s.info_version, doomed)
+            doomed
         };
-        let key = info::ledger_key(&self.name);
-        match info::store(&self.meta, &key, &new_info, version).await? {
-            Stored::Ok(v) => {
-                {
-                    let mut s = self.lock();
-                    s.info = new_info;
-                    s.info_version = v;
+        let stored = self
+            .update_info_and(
+                |info| info.ledgers.retain(|l| !doomed.contains(&l.ledger_id)),
+                |s| {
                     s.list
                         .segments
                         .retain(|seg| !doomed.contains(&seg.ledger_id));
                     for id in &doomed {
                         s.readers.remove(id);
                     }
-                }
+                },
+            )
+            .await;
+        match stored {
+            Ok(()) => {
                 for id in doomed {
                     tracing::debug!(ledger = %self.name, ledger_id = id, "trimming ledger");
                     self.delete_ledger(id).await;
                 }
                 Ok(())
             }
-            Stored::Conflict => {
+            Err(MlError::Fenced(name)) => {
                 let mut s = self.lock();
                 self.fence(&mut s);
-                Err(MlError::Fenced(self.name.clone()))
+                Err(MlError::Fenced(name))
             }
+            Err(e) => Err(e),
         }
     }
 }
