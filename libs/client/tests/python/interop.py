@@ -34,15 +34,27 @@ def consume(topic, n):
 
 def produce(topic, n):
     c = pulsar.Client(URL, operation_timeout_seconds=15, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    # Blocks when the client's pending queue (1000 by default) is full: without
+    # it the client fails the surplus sends with ProducerQueueIsFull, which a
+    # slow machine reaches.
     p = c.create_producer(
         topic,
         batching_enabled=True,
         batching_max_messages=100,
         compression_type=pulsar.CompressionType.ZSTD,
+        block_if_queue_full=True,
     )
+    errors = []
+
+    def done(res, _msg_id):
+        if res != pulsar.Result.Ok:
+            errors.append(res)
+
     for i in range(n):
-        p.send_async(f"py-{i}".encode(), None, partition_key=f"k{i % 5}", properties={"i": str(i)})
+        p.send_async(f"py-{i}".encode(), done, partition_key=f"k{i % 5}", properties={"i": str(i)})
     p.flush()
+    if errors:
+        raise AssertionError(f"{len(errors)} sends failed, first: {errors[0]}")
     c.close()
 
 
