@@ -22,6 +22,12 @@ use crate::types::{
 use crate::watch::WatchHub;
 
 const KEY_APPLIED: &[u8] = b"applied";
+/// While a batch entry is being applied: (log index, last command applied),
+/// written with each of its commands but the last. The state machine is not
+/// synced, so a machine crash can keep a prefix of an entry's commands; on
+/// re-applying that entry they are skipped instead of applied twice. A
+/// snapshot taken between two commands carries it too.
+const KEY_APPLYING: &[u8] = b"applying";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 
 /// State shared between the state machine (writer) and the request handlers
@@ -47,6 +53,13 @@ impl SmShared {
     pub fn revision(&self) -> i64 {
         self.revision.load(Ordering::Acquire)
     }
+}
+
+fn applying(index: u64, sub: u32) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[..8].copy_from_slice(&index.to_be_bytes());
+    v[8..].copy_from_slice(&sub.to_be_bytes());
+    v
 }
 
 #[derive(Clone)]
@@ -114,6 +127,21 @@ impl StateMachineStore {
             .map_err(sm_read_err)?;
         raw.map(|b| bincode::deserialize(&b).map_err(sm_read_err))
             .transpose()
+    }
+
+    /// The commands of the batch entry at `index` applied before a restart:
+    /// through this sub-command index.
+    fn applied_prefix(&self, index: u64) -> Result<Option<u32>, StorageError> {
+        let raw = self
+            .db()
+            .get_cf(cf(self.db(), CF_SM_META), KEY_APPLYING)
+            .map_err(sm_read_err)?;
+        Ok(raw.and_then(|b| {
+            let (at, sub) = b.split_at_checked(8)?;
+            let at = u64::from_be_bytes(at.try_into().ok()?);
+            let sub = u32::from_be_bytes(sub.try_into().ok()?);
+            (at == index).then_some(sub)
+        }))
     }
 
     async fn save_snapshot_file(&self, file: &SnapshotFile) -> Result<(), StorageError> {
@@ -229,12 +257,24 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     // id only on the last), exactly as if proposed separately.
                     let mut answers = Vec::with_capacity(cmds.len());
                     let n = cmds.len();
+                    let done = self.applied_prefix(log_id.index)?;
                     for (sub, cmd) in cmds.iter().enumerate() {
+                        if done.is_some_and(|d| sub as u32 <= d) {
+                            // Applied before a crash; nobody waits for this answer.
+                            answers.push(CommandResult::Rejected {
+                                revision: counters.revision,
+                                reason: "applied before a restart".into(),
+                            });
+                            continue;
+                        }
                         let applied = Applier::apply(&db, counters, log_id.index, sub as u32, cmd)
                             .map_err(sm_write_err)?;
                         let mut batch = applied.batch;
                         if sub + 1 == n {
                             batch.put_cf(meta_cf, KEY_APPLIED, &applied_key);
+                            batch.delete_cf(meta_cf, KEY_APPLYING);
+                        } else {
+                            batch.put_cf(meta_cf, KEY_APPLYING, applying(log_id.index, sub as u32));
                         }
                         db.write_opt(batch, &no_sync).map_err(sm_write_err)?;
                         counters = applied.counters;
@@ -387,6 +427,61 @@ mod tests {
                 failure: vec![],
             }),
         }
+    }
+
+    fn put(key: &str) -> Command {
+        Command::Txn {
+            request_id: None,
+            compares: vec![],
+            success: vec![Op::Put {
+                key: key.into(),
+                value: b"v".to_vec(),
+                lease: 0,
+            }],
+            failure: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_cut_short_by_a_crash_is_not_applied_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(dir.path());
+        sm.apply(vec![entry(1, "k")]).await.unwrap();
+        // What an unsynced state machine can keep of entry 2 = [put a, put b]
+        // after a machine crash: the first command and its progress marker,
+        // exactly as `apply` writes them, and not the applied id.
+        {
+            let db = sm.shared().db.clone();
+            let counters = crate::kv::Counters::load(&db).unwrap();
+            let mut batch = Applier::apply(&db, counters, 2, 0, &put("a"))
+                .unwrap()
+                .batch;
+            batch.put_cf(cf(&db, CF_SM_META), KEY_APPLYING, applying(2, 0));
+            db.write(batch).unwrap();
+        }
+        drop(sm);
+        let mut sm = open(dir.path());
+        let batch = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(3, 1), 2),
+            payload: EntryPayload::Normal(Command::Batch(vec![put("a"), put("b")])),
+        };
+        let results = sm.apply(vec![batch]).await.unwrap();
+        let CommandResult::Batch(answers) = &results[0] else {
+            panic!("not a batch answer: {results:?}");
+        };
+        assert!(matches!(answers[0], CommandResult::Rejected { .. }));
+        assert!(matches!(
+            answers[1],
+            CommandResult::Txn {
+                succeeded: true,
+                ..
+            }
+        ));
+        let db = &sm.shared().db;
+        assert_eq!(crate::kv::get(&**db, b"a").unwrap().unwrap().version, 1);
+        assert_eq!(crate::kv::get(&**db, b"b").unwrap().unwrap().version, 1);
+        assert_eq!(sm.shared().revision(), 3);
+        assert!(sm.applied_prefix(2).unwrap().is_none());
     }
 
     fn open(dir: &std::path::Path) -> StateMachineStore {
