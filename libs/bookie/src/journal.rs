@@ -6,10 +6,22 @@
 //! `write`, calls `fdatasync` once, and then completes them all. Concurrent adds
 //! thus share one fsync: that group commit is what makes small synced adds fast.
 //!
-//! On disk: segment files `journal-{seq:016x}.log`, each a sequence of records
-//! `[len: u32 LE][crc: u32 LE][payload]`, where `crc` is CRC32C over the length
-//! bytes and then the payload (so a corrupt length is caught too). A record never
-//! spans segments.
+//! On disk: segment files `journal-{seq:016x}.log`. A segment starts with a
+//! 12-byte header, `MGJ\xF1` and its sequence number (u64 LE), followed by
+//! records `[len: u32 LE][crc: u32 LE][payload]`, where `crc` is CRC32C over the
+//! sequence number, the length bytes and then the payload (so a corrupt length
+//! is caught too). A record never spans segments. Segments written before the
+//! header existed have none, and their CRC leaves out the sequence number; they
+//! are still read.
+//!
+//! Recycling: a segment the entry storage has checkpointed past is renamed to
+//! `recycle-{seq:016x}.log` (a few are kept) and later overwritten as a new
+//! segment, as RocksDB recycles its WAL files. Overwriting blocks a file already
+//! has makes `fdatasync` a data flush only, without the file-system journal
+//! commit that growing a file needs: on our VM's disk 0.15 -> 0.10 ms for 4 KiB
+//! and 0.20 -> 0.12 ms for 64 KiB. The old records left behind in such a file
+//! were checksummed with another sequence number, so they never pass for
+//! records of the new segment: the first one read is where the segment ends.
 //!
 //! Torn tails: a crash can leave the last record of the newest segment partly
 //! written. On open, a bad record at the tail of the newest segment, with
@@ -17,7 +29,7 @@
 //! returned. A bad record anywhere else is corruption and opening fails.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +41,11 @@ use tokio::sync::{mpsc, oneshot};
 /// treated as damage rather than allocated.
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
 const HEADER: usize = 8;
+/// Start of every segment written by this version: magic and sequence number.
+/// Read as an old-format record length the magic is far above
+/// `MAX_RECORD_BYTES`, so the two formats cannot be confused.
+const SEGMENT_MAGIC: [u8; 4] = *b"MGJ\xF1";
+const SEGMENT_HEADER: usize = 12;
 
 /// Called by the writer thread after each batch: (write + fdatasync time,
 /// records in the batch). For metrics; must be cheap.
@@ -41,6 +58,8 @@ pub struct JournalConfig {
     pub sync: bool,
     pub max_batch_bytes: usize,
     pub queue_depth: usize,
+    /// Segments kept for reuse after a checkpoint instead of being deleted.
+    pub recycle_segments: usize,
     pub observer: Option<BatchObserver>,
 }
 
@@ -52,6 +71,7 @@ impl std::fmt::Debug for JournalConfig {
             .field("sync", &self.sync)
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("queue_depth", &self.queue_depth)
+            .field("recycle_segments", &self.recycle_segments)
             .finish()
     }
 }
@@ -64,6 +84,7 @@ impl JournalConfig {
             sync: true,
             max_batch_bytes: 4 << 20,
             queue_depth: 16384,
+            recycle_segments: 4,
             observer: None,
         }
     }
@@ -113,6 +134,10 @@ pub struct JournalStats {
     /// Batches written (each one fdatasync when sync is on).
     pub batches: u64,
     pub last_batch_records: u64,
+    /// Segments started since open (a checkpoint after one frees the old).
+    pub segments_started: u64,
+    /// Of those, segments that reused a recycled file.
+    pub segments_recycled: u64,
 }
 
 #[derive(Default)]
@@ -120,6 +145,15 @@ struct Counters {
     records: AtomicU64,
     batches: AtomicU64,
     last_batch: AtomicU64,
+    segments_started: AtomicU64,
+    segments_recycled: AtomicU64,
+}
+
+/// Recycled segment files waiting to be reused, oldest first.
+type Pool = Arc<Mutex<Vec<PathBuf>>>;
+
+fn lock_pool(pool: &Pool) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+    pool.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Request {
@@ -133,6 +167,8 @@ struct Inner {
     /// Segment the writer is appending to (never deleted by a checkpoint).
     current_segment: Arc<AtomicU64>,
     counters: Arc<Counters>,
+    pool: Pool,
+    recycle_segments: usize,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -146,28 +182,51 @@ fn segment_name(seq: u64) -> String {
     format!("journal-{seq:016x}.log")
 }
 
-fn parse_segment_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix("journal-")?.strip_suffix(".log")?;
+fn recycled_name(seq: u64) -> String {
+    format!("recycle-{seq:016x}.log")
+}
+
+fn parse_name(name: &str, prefix: &str) -> Option<u64> {
+    let hex = name.strip_prefix(prefix)?.strip_suffix(".log")?;
     u64::from_str_radix(hex, 16).ok()
 }
 
-fn record_crc(len: u32, payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), payload)
+/// CRC32C of a record: over the segment's sequence number (`salt`; none in
+/// old-format segments), the length bytes, then the payload.
+fn record_crc(salt: Option<u64>, len: u32, payload: &[u8]) -> u32 {
+    let seed = salt.map_or(0, |s| crc32c::crc32c(&s.to_le_bytes()));
+    crc32c::crc32c_append(crc32c::crc32c_append(seed, &len.to_le_bytes()), payload)
 }
 
-fn encode_into(buf: &mut Vec<u8>, payload: &[u8]) {
+fn encode_into(buf: &mut Vec<u8>, seq: u64, payload: &[u8]) {
     let len = payload.len() as u32;
     buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&record_crc(len, payload).to_le_bytes());
+    buf.extend_from_slice(&record_crc(Some(seq), len, payload).to_le_bytes());
     buf.extend_from_slice(payload);
+}
+
+fn segment_header(seq: u64) -> [u8; SEGMENT_HEADER] {
+    let mut h = [0u8; SEGMENT_HEADER];
+    h[..4].copy_from_slice(&SEGMENT_MAGIC);
+    h[4..].copy_from_slice(&seq.to_le_bytes());
+    h
 }
 
 /// Sorted (seq, path) of the segment files in `dir`.
 fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    list_files(dir, "journal-")
+}
+
+/// Sorted (seq, path) of the files named `{prefix}{seq:016x}.log` in `dir`.
+fn list_files(dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     let mut segs = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
-        if let Some(seq) = entry.file_name().to_str().and_then(parse_segment_name) {
+        if let Some(seq) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| parse_name(n, prefix))
+        {
             segs.push((seq, entry.path()));
         }
     }
@@ -187,11 +246,30 @@ struct Scan {
     valid_len: u64,
     /// Why scanning stopped before the end of the file, if it did.
     damage: Option<String>,
+    /// The sequence number in the segment's header (none in the old format).
+    salt: Option<u64>,
 }
 
 fn scan_segment(bytes: &[u8]) -> Scan {
+    let head = &bytes[..bytes.len().min(SEGMENT_MAGIC.len())];
+    if !head.is_empty() && SEGMENT_MAGIC.starts_with(head) && bytes.len() < SEGMENT_HEADER {
+        // Cut short while the segment was being created.
+        return Scan {
+            records: Vec::new(),
+            valid_len: 0,
+            damage: Some("partial segment header".to_string()),
+            salt: None,
+        };
+    }
+    let (salt, start) = match bytes.get(4..SEGMENT_HEADER) {
+        Some(seq) if bytes[..4] == SEGMENT_MAGIC => {
+            let seq = u64::from_le_bytes(seq.try_into().unwrap_or_default());
+            (Some(seq), SEGMENT_HEADER)
+        }
+        _ => (None, 0),
+    };
     let mut records = Vec::new();
-    let mut off = 0usize;
+    let mut off = start;
     let damage = loop {
         if off == bytes.len() {
             break None;
@@ -214,7 +292,7 @@ fn scan_segment(bytes: &[u8]) -> Scan {
             break Some("partial record payload".to_string());
         }
         let payload = &bytes[start..start + len_usize];
-        if record_crc(len, payload) != crc {
+        if record_crc(salt, len, payload) != crc {
             break Some("checksum mismatch".to_string());
         }
         records.push((off as u64, payload.to_vec()));
@@ -224,6 +302,7 @@ fn scan_segment(bytes: &[u8]) -> Scan {
         records,
         valid_len: off as u64,
         damage,
+        salt,
     }
 }
 
@@ -232,8 +311,8 @@ fn scan_segment(bytes: &[u8]) -> Scan {
 /// middle of a segment is followed by the next record within one record's size.
 const RESYNC_WINDOW: usize = 8 << 20;
 
-/// Whether an intact record starts at `at`.
-fn intact_record_at(bytes: &[u8], at: usize) -> bool {
+/// Whether an intact record of the segment salted with `salt` starts at `at`.
+fn intact_record_at(bytes: &[u8], at: usize, salt: Option<u64>) -> bool {
     let Some(header) = bytes.get(at..at + HEADER) else {
         return false;
     };
@@ -242,13 +321,13 @@ fn intact_record_at(bytes: &[u8], at: usize) -> bool {
     let end = at + HEADER + len as usize;
     len as usize <= MAX_RECORD_BYTES
         && end <= bytes.len()
-        && record_crc(len, &bytes[at + HEADER..end]) == crc
+        && record_crc(salt, len, &bytes[at + HEADER..end]) == crc
 }
 
 /// True if an intact record starts after the damage at `from`.
-fn intact_record_after(bytes: &[u8], from: usize) -> bool {
+fn intact_record_after(bytes: &[u8], from: usize, salt: Option<u64>) -> bool {
     let last = bytes.len().min(from.saturating_add(RESYNC_WINDOW));
-    (from + 1..last).any(|i| intact_record_at(bytes, i))
+    (from + 1..last).any(|i| intact_record_at(bytes, i, salt))
 }
 
 impl Journal {
@@ -271,9 +350,18 @@ impl Journal {
             }
             let bytes = std::fs::read(path).map_err(io_err(path))?;
             let scan = scan_segment(&bytes);
+            if scan.salt.is_some_and(|s| s != *seq) {
+                return Err(JournalError::Corrupt {
+                    path: path.clone(),
+                    offset: 0,
+                    reason: format!("header names segment {:?}", scan.salt),
+                });
+            }
             if let Some(reason) = scan.damage {
-                let is_tail =
-                    Some(*seq) == newest && !intact_record_after(&bytes, scan.valid_len as usize);
+                // In a recycled file, the old records after the last one
+                // written (checksummed for another segment) end up here too.
+                let is_tail = Some(*seq) == newest
+                    && !intact_record_after(&bytes, scan.valid_len as usize, scan.salt);
                 if !is_tail {
                     return Err(JournalError::Corrupt {
                         path: path.clone(),
@@ -299,12 +387,25 @@ impl Journal {
                 }
             }
         }
-        let next_seq = newest.map_or(1, |s| s + 1);
-        let journal = Self::start_writer(cfg, next_seq)?;
+        // Recycled files keep their old names: a new segment's number must be
+        // above theirs too, or its checksums could match their old records.
+        let mut recycled = list_files(&cfg.dir, "recycle-")?;
+        let highest = recycled.iter().map(|(s, _)| *s).chain(newest).max();
+        let next_seq = highest.map_or(1, |s| s + 1);
+        while recycled.len() > cfg.recycle_segments {
+            let (_, path) = recycled.remove(0);
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+        let pool: Pool = Arc::new(Mutex::new(recycled.into_iter().map(|(_, p)| p).collect()));
+        let journal = Self::start_writer(cfg, next_seq, pool)?;
         Ok((journal, replay))
     }
 
-    fn start_writer(cfg: JournalConfig, first_seq: u64) -> Result<Journal, JournalError> {
+    fn start_writer(
+        cfg: JournalConfig,
+        first_seq: u64,
+        pool: Pool,
+    ) -> Result<Journal, JournalError> {
         let (tx, rx) = mpsc::channel::<Request>(cfg.queue_depth.max(1));
         let current_segment = Arc::new(AtomicU64::new(first_seq));
         let counters = Arc::new(Counters::default());
@@ -313,6 +414,7 @@ impl Journal {
             first_seq,
             current_segment.clone(),
             counters.clone(),
+            pool.clone(),
         )?;
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -324,6 +426,8 @@ impl Journal {
                 tx: Mutex::new(Some(tx)),
                 current_segment,
                 counters,
+                pool,
+                recycle_segments: cfg.recycle_segments,
                 writer: Mutex::new(Some(handle)),
             }),
         })
@@ -348,17 +452,29 @@ impl Journal {
         rx.await.map_err(|_| JournalError::Closed)?
     }
 
-    /// Deletes the segments wholly before `pos`; returns how many.
+    /// Retires the segments wholly before `pos` (keeps a few for reuse,
+    /// deletes the rest); returns how many.
     pub fn checkpoint(&self, pos: JournalPos) -> Result<usize, JournalError> {
         let current = self.inner.current_segment.load(Ordering::Acquire);
-        let mut deleted = 0;
-        for (seq, path) in list_segments(&self.inner.dir)? {
+        let dir = &self.inner.dir;
+        let mut retired = 0;
+        for (seq, path) in list_segments(dir)? {
             if seq < pos.segment && seq < current {
-                std::fs::remove_file(&path).map_err(io_err(&path))?;
-                deleted += 1;
+                let keep = lock_pool(&self.inner.pool).len() < self.inner.recycle_segments;
+                if keep {
+                    let to = dir.join(recycled_name(seq));
+                    std::fs::rename(&path, &to).map_err(io_err(&path))?;
+                    lock_pool(&self.inner.pool).push(to);
+                } else {
+                    std::fs::remove_file(&path).map_err(io_err(&path))?;
+                }
+                retired += 1;
             }
         }
-        Ok(deleted)
+        if retired > 0 {
+            sync_dir(dir)?;
+        }
+        Ok(retired)
     }
 
     /// Records queued for the writer thread right now.
@@ -381,6 +497,8 @@ impl Journal {
             records: c.records.load(Ordering::Relaxed),
             batches: c.batches.load(Ordering::Relaxed),
             last_batch_records: c.last_batch.load(Ordering::Relaxed),
+            segments_started: c.segments_started.load(Ordering::Relaxed),
+            segments_recycled: c.segments_recycled.load(Ordering::Relaxed),
         }
     }
 
@@ -410,8 +528,12 @@ struct Writer {
     path: PathBuf,
     seq: u64,
     offset: u64,
+    /// Length of the current file when it was opened (a recycled file is
+    /// cut to what was written before the writer moves on).
+    file_len: u64,
     current_segment: Arc<AtomicU64>,
     counters: Arc<Counters>,
+    pool: Pool,
     failed: Option<String>,
     sync_warned: AtomicBool,
 }
@@ -422,38 +544,93 @@ impl Writer {
         seq: u64,
         current_segment: Arc<AtomicU64>,
         counters: Arc<Counters>,
+        pool: Pool,
     ) -> Result<Self, JournalError> {
-        let (file, path) = Self::new_segment(&cfg.dir, seq)?;
+        let (file, path, file_len) = Self::new_segment(&cfg.dir, seq, &pool, &counters)?;
         Ok(Self {
             cfg,
             file,
             path,
             seq,
-            offset: 0,
+            offset: SEGMENT_HEADER as u64,
+            file_len,
             current_segment,
             counters,
+            pool,
             failed: None,
             sync_warned: AtomicBool::new(false),
         })
     }
 
-    fn new_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), JournalError> {
+    /// Creates segment `seq`, from a recycled file when one is free; returns
+    /// it with its current length.
+    fn new_segment(
+        dir: &Path,
+        seq: u64,
+        pool: &Pool,
+        counters: &Counters,
+    ) -> Result<(File, PathBuf, u64), JournalError> {
+        use std::os::unix::fs::FileExt;
         let path = dir.join(segment_name(seq));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let recycled = {
+            let mut pool = lock_pool(pool);
+            (!pool.is_empty()).then(|| pool.remove(0))
+        };
+        let (file, len) = match recycled {
+            Some(old) => {
+                // The new header is durable before the file takes the new
+                // name: a segment never carries another segment's number.
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&old)
+                    .map_err(io_err(&old))?;
+                file.write_all_at(&segment_header(seq), 0)
+                    .and_then(|_| file.sync_data())
+                    .map_err(io_err(&old))?;
+                let len = file.metadata().map_err(io_err(&old))?.len();
+                std::fs::rename(&old, &path).map_err(io_err(&old))?;
+                counters.segments_recycled.fetch_add(1, Ordering::Relaxed);
+                (file, len)
+            }
+            None => {
+                let file = OpenOptions::new()
+                    .create_new(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                file.write_all_at(&segment_header(seq), 0)
+                    .and_then(|_| file.sync_data())
+                    .map_err(io_err(&path))?;
+                (file, SEGMENT_HEADER as u64)
+            }
+        };
         sync_dir(dir)?;
-        Ok((file, path))
+        counters.segments_started.fetch_add(1, Ordering::Relaxed);
+        Ok((file, path, len))
+    }
+
+    /// Cuts a recycled file's old records off the end of the segment just
+    /// finished, so that only the newest segment can ever have a tail to cut.
+    fn seal(&mut self) -> Result<(), JournalError> {
+        if self.file_len > self.offset {
+            self.file
+                .set_len(self.offset)
+                .and_then(|_| self.file.sync_all())
+                .map_err(io_err(&self.path))?;
+            self.file_len = self.offset;
+        }
+        Ok(())
     }
 
     fn roll(&mut self) -> Result<(), JournalError> {
-        let (file, path) = Self::new_segment(&self.cfg.dir, self.seq + 1)?;
+        self.seal()?;
+        let (file, path, file_len) =
+            Self::new_segment(&self.cfg.dir, self.seq + 1, &self.pool, &self.counters)?;
         self.seq += 1;
         self.file = file;
         self.path = path;
-        self.offset = 0;
+        self.offset = SEGMENT_HEADER as u64;
+        self.file_len = file_len;
         self.current_segment.store(self.seq, Ordering::Release);
         Ok(())
     }
@@ -473,6 +650,11 @@ impl Writer {
             }
             self.write_batch(batch);
         }
+        if self.failed.is_none() {
+            if let Err(e) = self.seal() {
+                tracing::warn!(error = %e, "sealing the last journal segment on close");
+            }
+        }
     }
 
     /// Writes a batch (rolling segments as needed), syncs, completes it.
@@ -490,7 +672,8 @@ impl Writer {
         let mut result = Ok(());
         for r in &batch {
             let size = (HEADER + r.payload.len()) as u64;
-            if self.offset > 0 && self.offset + buf.len() as u64 + size > self.cfg.segment_bytes {
+            let empty = self.offset == SEGMENT_HEADER as u64 && buf.is_empty();
+            if !empty && self.offset + buf.len() as u64 + size > self.cfg.segment_bytes {
                 result = self.flush(&mut buf).and_then(|_| self.roll());
                 if result.is_err() {
                     break;
@@ -500,7 +683,7 @@ impl Writer {
                 segment: self.seq,
                 offset: self.offset + buf.len() as u64,
             });
-            encode_into(&mut buf, &r.payload);
+            encode_into(&mut buf, self.seq, &r.payload);
         }
         if result.is_ok() {
             result = self.flush(&mut buf);
@@ -563,7 +746,10 @@ impl Writer {
         if buf.is_empty() {
             return Ok(());
         }
-        self.file.write_all(buf).map_err(io_err(&self.path))?;
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(buf, self.offset)
+            .map_err(io_err(&self.path))?;
         if self.cfg.sync {
             self.file.sync_data().map_err(io_err(&self.path))?;
             self.drop_cached(self.offset, buf.len() as u64);
@@ -571,6 +757,7 @@ impl Writer {
             tracing::warn!("journal writes are not fsynced");
         }
         self.offset += buf.len() as u64;
+        self.file_len = self.file_len.max(self.offset);
         buf.clear();
         Ok(())
     }
@@ -673,6 +860,95 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn retired_segments_are_reused_and_their_old_records_never_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path());
+        c.segment_bytes = 8192;
+        c.recycle_segments = 2;
+        let (j, _) = Journal::open(c.clone(), None).unwrap();
+        // Big records fill the first segments to the brim.
+        for i in 0..20 {
+            j.append(vec![i as u8; 3000]).await.unwrap();
+        }
+        let cut = j.append(b"cut".to_vec()).await.unwrap();
+        let retired = j.checkpoint(cut).unwrap();
+        assert!(retired > 2, "{retired} segments retired");
+        // Two kept for reuse, the others deleted.
+        assert_eq!(list_files(dir.path(), "recycle-").unwrap().len(), 2);
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+        // Small records now go into the reused files, leaving old big
+        // records behind them.
+        let mut positions = Vec::new();
+        for i in 0..400 {
+            positions.push(j.append(payload(i)).await.unwrap());
+        }
+        assert_eq!(j.stats().segments_recycled, 2);
+        j.close();
+        for _ in 0..2 {
+            // Twice: the second open sees the first one's segment sealed.
+            let (j, replay) = Journal::open(c.clone(), Some(cut)).unwrap();
+            let got: Vec<_> = replay.iter().map(|(_, p)| p.clone()).collect();
+            let mut want = vec![b"cut".to_vec()];
+            want.extend((0..400).map(payload));
+            assert_eq!(got, want);
+            assert_eq!(replay[1].0, positions[0]);
+            j.close();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_crash_in_a_reused_segment_cuts_the_old_records_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(cfg(dir.path()), None).unwrap();
+        for i in 0..10 {
+            j.append(payload(i)).await.unwrap();
+        }
+        j.close();
+        // What a crash leaves in a reused file: this segment's records, then
+        // intact records of the segment the file used to be.
+        let seg = newest_segment(dir.path());
+        let mut stale = Vec::new();
+        for i in 0..10 {
+            encode_into(&mut stale, 7, &payload(100 + i));
+        }
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes.extend_from_slice(&stale);
+        std::fs::write(&seg, &bytes).unwrap();
+        let (j, replay) = Journal::open(cfg(dir.path()), None).unwrap();
+        let got: Vec<_> = replay.into_iter().map(|(_, p)| p).collect();
+        assert_eq!(got, (0..10).map(payload).collect::<Vec<_>>());
+        j.close();
+    }
+
+    #[test]
+    fn segments_without_a_header_still_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        // The format before segment headers: records checksummed without a
+        // sequence number from the first byte.
+        let mut bytes = Vec::new();
+        for i in 0..5 {
+            let p = payload(i);
+            let len = p.len() as u32;
+            bytes.extend_from_slice(&len.to_le_bytes());
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), &p);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            bytes.extend_from_slice(&p);
+        }
+        std::fs::write(dir.path().join(segment_name(3)), &bytes).unwrap();
+        let (j, replay) = Journal::open(cfg(dir.path()), None).unwrap();
+        assert_eq!(replay.len(), 5);
+        assert_eq!(replay[4].1, payload(4));
+        assert_eq!(
+            replay[0].0,
+            JournalPos {
+                segment: 3,
+                offset: 0
+            }
+        );
+        j.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn torn_tails_are_cut_and_writing_goes_on() {
         for damage in ["truncate", "flip", "garbage"] {
             let dir = tempfile::tempdir().unwrap();
@@ -720,7 +996,7 @@ mod tests {
         j.close();
         let seg = newest_segment(dir.path());
         let mut bytes = std::fs::read(&seg).unwrap();
-        bytes[HEADER + 2] ^= 0xFF; // inside the first record's payload
+        bytes[SEGMENT_HEADER + HEADER + 2] ^= 0xFF; // inside the first record's payload
         std::fs::write(&seg, &bytes).unwrap();
         assert!(matches!(
             Journal::open(cfg(dir.path()), None),
@@ -739,7 +1015,7 @@ mod tests {
             for (off, payload) in &scan.records {
                 prop_assert!(*off as usize + HEADER + payload.len() <= scan.valid_len as usize);
             }
-            let _ = intact_record_after(&bytes, 0);
+            let _ = intact_record_after(&bytes, 0, scan.salt);
         }
     }
 

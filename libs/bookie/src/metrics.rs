@@ -15,6 +15,8 @@ pub struct BookieMetrics {
     pub journal_records: IntGauge,
     pub journal_syncs: IntGauge,
     pub journal_last_batch: IntGauge,
+    pub journal_segments: IntGauge,
+    pub journal_segments_recycled: IntGauge,
     pub read_only: IntGauge,
     pub journal_sync_latency: Histogram,
     pub journal_batch_records: Histogram,
@@ -70,6 +72,14 @@ impl BookieMetrics {
             journal_syncs: gauge(
                 "magnetar_bookie_journal_syncs",
                 "Journal batches written (each one fdatasync) since start.",
+            )?,
+            journal_segments: gauge(
+                "magnetar_bookie_journal_segments_started",
+                "Journal segments started since start.",
+            )?,
+            journal_segments_recycled: gauge(
+                "magnetar_bookie_journal_segments_recycled",
+                "Journal segments since start that reused a retired segment's file.",
             )?,
             journal_last_batch: gauge(
                 "magnetar_bookie_journal_last_batch_records",

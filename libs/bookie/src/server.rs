@@ -251,6 +251,7 @@ async fn housekeeping(
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_checkpoint = tokio::time::Instant::now();
+    let mut segments_at_checkpoint = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -266,14 +267,23 @@ async fn housekeeping(
         let stats = bookie.journal().stats();
         metrics.journal_records.set(stats.records as i64);
         metrics.journal_syncs.set(stats.batches as i64);
+        metrics.journal_segments.set(stats.segments_started as i64);
+        metrics
+            .journal_segments_recycled
+            .set(stats.segments_recycled as i64);
         metrics
             .journal_last_batch
             .set(stats.last_batch_records as i64);
         metrics.read_only.set(bookie.is_read_only() as i64);
         metrics.free_bytes.set(free as i64);
         metrics.ledgers.set(bookie.ledger_count() as i64);
-        if last_checkpoint.elapsed() >= cfg.checkpoint_interval {
+        // Also soon after the journal starts a segment: the one before it can
+        // then go back to the journal's pool for reuse before the next roll
+        // (a flush the entry storage's memtable needs at such rates anyway).
+        let rolled = stats.segments_started > segments_at_checkpoint;
+        if rolled || last_checkpoint.elapsed() >= cfg.checkpoint_interval {
             last_checkpoint = tokio::time::Instant::now();
+            segments_at_checkpoint = stats.segments_started;
             match bookie.checkpoint().await {
                 Ok(n) => tracing::debug!(segments_deleted = n, "checkpoint"),
                 Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
