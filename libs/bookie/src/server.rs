@@ -37,6 +37,8 @@ pub struct BookieConfig {
     pub ledger_dir: PathBuf,
     /// fdatasync every journal batch. Off only for benchmarks.
     pub journal_sync: bool,
+    /// Retired journal segments kept for reuse (0: always new files).
+    pub journal_recycle_segments: usize,
     /// Below this many free bytes the bookie turns read-only.
     pub min_free_bytes: u64,
     pub checkpoint_interval: Duration,
@@ -58,6 +60,7 @@ impl BookieConfig {
             journal_dir: data_dir.join("journal"),
             ledger_dir: data_dir.join("ledgers"),
             journal_sync: true,
+            journal_recycle_segments: 4,
             min_free_bytes: 1 << 30,
             checkpoint_interval: Duration::from_secs(30),
             lease_ttl_seconds: 10,
@@ -125,6 +128,7 @@ impl BookieServerHandle {
         let metrics = Arc::new(BookieMetrics::new(registry)?);
         let mut jcfg = JournalConfig::new(cfg.journal_dir.clone());
         jcfg.sync = cfg.journal_sync;
+        jcfg.recycle_segments = cfg.journal_recycle_segments;
         let observed = metrics.clone();
         jcfg.observer = Some(Arc::new(move |took, records| {
             observed.journal_sync_latency.observe(took.as_secs_f64());
