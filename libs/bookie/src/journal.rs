@@ -816,6 +816,16 @@ mod tests {
         list_segments(dir).unwrap().last().unwrap().1.clone()
     }
 
+    /// A journal in `dir` holding payloads 0..10; returns its segment.
+    async fn ten_records(dir: &Path) -> PathBuf {
+        let (j, _) = Journal::open(cfg(dir), None).unwrap();
+        for i in 0..10 {
+            j.append(payload(i)).await.unwrap();
+        }
+        j.close();
+        newest_segment(dir)
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn concurrent_appends_replay_in_order_and_share_fsyncs() {
         let dir = tempfile::tempdir().unwrap();
@@ -899,14 +909,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_crash_in_a_reused_segment_cuts_the_old_records_off() {
         let dir = tempfile::tempdir().unwrap();
-        let (j, _) = Journal::open(cfg(dir.path()), None).unwrap();
-        for i in 0..10 {
-            j.append(payload(i)).await.unwrap();
-        }
-        j.close();
         // What a crash leaves in a reused file: this segment's records, then
         // intact records of the segment the file used to be.
-        let seg = newest_segment(dir.path());
+        let seg = ten_records(dir.path()).await;
         let mut stale = Vec::new();
         for i in 0..10 {
             encode_into(&mut stale, 7, &payload(100 + i));
@@ -952,12 +957,7 @@ mod tests {
     async fn torn_tails_are_cut_and_writing_goes_on() {
         for damage in ["truncate", "flip", "garbage"] {
             let dir = tempfile::tempdir().unwrap();
-            let (j, _) = Journal::open(cfg(dir.path()), None).unwrap();
-            for i in 0..10 {
-                j.append(payload(i)).await.unwrap();
-            }
-            j.close();
-            let seg = newest_segment(dir.path());
+            let seg = ten_records(dir.path()).await;
             let mut bytes = std::fs::read(&seg).unwrap();
             let keep = match damage {
                 "truncate" => {
@@ -989,12 +989,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn corruption_before_valid_records_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let (j, _) = Journal::open(cfg(dir.path()), None).unwrap();
-        for i in 0..10 {
-            j.append(payload(i)).await.unwrap();
-        }
-        j.close();
-        let seg = newest_segment(dir.path());
+        let seg = ten_records(dir.path()).await;
         let mut bytes = std::fs::read(&seg).unwrap();
         bytes[SEGMENT_HEADER + HEADER + 2] ^= 0xFF; // inside the first record's payload
         std::fs::write(&seg, &bytes).unwrap();

@@ -125,18 +125,31 @@ async fn session_loop(svc: BrokerService, mut stop: watch::Receiver<bool>) {
         let leader = tokio::spawn(leader_loop(svc.clone(), lease.id));
         let mut tick = tokio::time::interval(svc.cfg().load_report_interval);
         tick.tick().await;
+        // A lost lease comes first, always: after a pause (SIGSTOP, a long GC,
+        // a VM stall) the lease, the report tick and the report's own RPC are
+        // all due at once, and the bundles must be dropped before anything
+        // else is done or answered on the lease's behalf.
         let stopping = loop {
             tokio::select! {
+                biased;
                 reason = keeper.lost() => {
                     tracing::warn!(reason = %reason, "metadata session lost: dropping every bundle");
                     break false;
                 }
-                _ = tick.tick() => {
-                    if let Err(e) = publish_report(&svc, lease.id, &mut sampler).await {
+                _ = stop.changed() => break true,
+                _ = tick.tick() => {}
+            }
+            tokio::select! {
+                biased;
+                reason = keeper.lost() => {
+                    tracing::warn!(reason = %reason, "metadata session lost: dropping every bundle");
+                    break false;
+                }
+                r = publish_report(&svc, lease.id, &mut sampler) => {
+                    if let Err(e) = r {
                         tracing::warn!(error = %e, "publishing the load report");
                     }
                 }
-                _ = stop.changed() => break true,
             }
         };
         leader.abort();

@@ -416,16 +416,7 @@ mod tests {
     fn entry(index: u64, key: &str) -> Entry<TypeConfig> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(3, 1), index),
-            payload: EntryPayload::Normal(Command::Txn {
-                request_id: None,
-                compares: vec![],
-                success: vec![Op::Put {
-                    key: key.into(),
-                    value: b"v".to_vec(),
-                    lease: 0,
-                }],
-                failure: vec![],
-            }),
+            payload: EntryPayload::Normal(put(key)),
         }
     }
 
