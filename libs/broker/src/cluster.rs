@@ -112,13 +112,13 @@ async fn session_loop(svc: BrokerService, mut stop: watch::Receiver<bool>) {
                 continue;
             }
         };
-        svc.ownership().session_started(lease.id);
+        let mut keeper = meta(&svc).keep_alive_since(lease, asked);
+        svc.ownership().session_started(lease.id, keeper.validity());
         tracing::info!(
             lease = lease.id,
             ttl = lease.ttl_seconds,
             "metadata session started"
         );
-        let mut keeper = meta(&svc).keep_alive_since(lease, asked);
         if let Err(e) = publish_report(&svc, lease.id, &mut sampler).await {
             tracing::warn!(error = %e, "publishing the load report");
         }

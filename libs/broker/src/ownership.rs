@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use magnetar_common::names::NamespaceName;
-use magnetar_meta_client::{Error as MetaError, MetaClient, PutOptions};
+use magnetar_meta_client::{Error as MetaError, LeaseValidity, MetaClient, PutOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::BundleRange;
@@ -99,6 +99,8 @@ enum Held {
 struct State {
     /// The session lease, while there is one.
     lease: Option<i64>,
+    /// Until when the session lease may be trusted (judged locally).
+    validity: Option<LeaseValidity>,
     /// Owned bundles and the version of their key.
     owned: HashMap<BundleId, (Held, i64)>,
 }
@@ -134,9 +136,10 @@ impl Ownership {
     }
 
     /// A new session: nothing is owned under it yet.
-    pub fn session_started(&self, lease: i64) {
+    pub fn session_started(&self, lease: i64, validity: LeaseValidity) {
         let mut s = lock(&self.state);
         s.lease = Some(lease);
+        s.validity = Some(validity);
         s.owned.clear();
     }
 
@@ -145,13 +148,18 @@ impl Ownership {
     pub fn session_ended(&self) -> Vec<BundleId> {
         let mut s = lock(&self.state);
         s.lease = None;
+        s.validity = None;
         s.owned.drain().map(|(b, _)| b).collect()
     }
 
-    /// Whether this broker serves `bundle` now.
+    /// Whether this broker serves `bundle` now. Not once the session lease
+    /// may have expired, even before the session loop has reacted to that
+    /// (a broker resumed after a pause must not answer for what it held).
     pub fn serves(&self, bundle: &BundleId) -> bool {
         let s = lock(&self.state);
-        s.lease.is_some() && matches!(s.owned.get(bundle), Some((Held::Serving, _)))
+        s.lease.is_some()
+            && s.validity.as_ref().is_some_and(LeaseValidity::is_valid)
+            && matches!(s.owned.get(bundle), Some((Held::Serving, _)))
     }
 
     pub fn owned(&self) -> Vec<BundleId> {

@@ -1,3 +1,4 @@
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -26,7 +27,29 @@ const SAFETY: f64 = 0.9;
 pub struct LeaseKeeper {
     pub lease: Lease,
     lost: watch::Receiver<Option<String>>,
+    validity: LeaseValidity,
     task: JoinHandle<()>,
+}
+
+/// The instant until which the holder may trust its lease, as the keeper
+/// judges it. Checked on the spot, it needs no task to have run: a holder
+/// resumed after a pause sees its lease expired before any timer fires.
+#[derive(Clone, Debug)]
+pub struct LeaseValidity(Arc<Mutex<Instant>>);
+
+impl LeaseValidity {
+    fn new(until: Instant) -> Self {
+        Self(Arc::new(Mutex::new(until)))
+    }
+
+    fn set(&self, until: Instant) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = until;
+    }
+
+    /// Whether the lease may still be relied on now.
+    pub fn is_valid(&self) -> bool {
+        Instant::now() < *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl LeaseKeeper {
@@ -47,6 +70,8 @@ impl LeaseKeeper {
             }
         };
         let valid_until = trust(granted_at.unwrap_or_else(Instant::now), ttl);
+        let validity = LeaseValidity::new(valid_until);
+        let shared = validity.clone();
         let task = tokio::spawn(async move {
             let period = ttl / 3;
             let mut valid_until = valid_until;
@@ -54,6 +79,7 @@ impl LeaseKeeper {
                 tokio::time::sleep(period).await;
                 let sent = Instant::now();
                 if sent >= valid_until {
+                    shared.set(sent);
                     let _ = tx.send(Some("not renewed within its TTL".into()));
                     return;
                 }
@@ -63,8 +89,10 @@ impl LeaseKeeper {
                 match answer {
                     Ok(Ok(secs)) => {
                         valid_until = trust(sent, Duration::from_secs(secs.max(1) as u64));
+                        shared.set(valid_until);
                     }
                     Ok(Err(Error::NotFound(msg))) => {
+                        shared.set(Instant::now());
                         let _ = tx.send(Some(msg));
                         return;
                     }
@@ -74,13 +102,24 @@ impl LeaseKeeper {
                         tracing::warn!(lease = lease.id, error = %e, "lease keep-alive failed")
                     }
                     Err(_) => {
+                        shared.set(Instant::now());
                         let _ = tx.send(Some("not renewed within its TTL".into()));
                         return;
                     }
                 }
             }
         });
-        Self { lease, lost, task }
+        Self {
+            lease,
+            lost,
+            validity,
+            task,
+        }
+    }
+
+    /// A handle that tells, at any moment, whether the lease is still valid.
+    pub fn validity(&self) -> LeaseValidity {
+        self.validity.clone()
     }
 
     /// Resolves with a reason once the lease is known to have expired.
@@ -103,5 +142,20 @@ impl LeaseKeeper {
 impl Drop for LeaseKeeper {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_is_judged_on_the_spot() {
+        let v = LeaseValidity::new(Instant::now() + Duration::from_secs(3600));
+        assert!(v.is_valid());
+        let seen_by_owner = v.clone();
+        // The keeper's task moves the deadline; every handle sees it at once.
+        v.set(Instant::now());
+        assert!(!seen_by_owner.is_valid());
     }
 }

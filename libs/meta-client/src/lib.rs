@@ -24,7 +24,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 pub use error::Error;
-pub use lease::LeaseKeeper;
+pub use lease::{LeaseKeeper, LeaseValidity};
 pub use pb::event::Type as EventType;
 pub use pb::{Event, KeyValue, LeaseInfo, Member, StatusResponse, TxnResponse, WatchResponse};
 pub use txn::{CompareOp, Txn};
