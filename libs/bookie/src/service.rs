@@ -7,10 +7,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 use magnetar_proto::bookie as pb;
 use magnetar_proto::bookie::bookie_server::Bookie as BookieRpc;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::bookie::{AddEntry, Bookie, BookieError, Refusal};
@@ -45,6 +46,49 @@ fn code_of(e: &BookieError) -> (pb::StatusCode, String) {
 
 type AddStream = Pin<Box<dyn Stream<Item = Result<pb::AddResponse, Status>> + Send>>;
 
+/// One add, from request to response.
+async fn add_one(
+    bookie: Arc<Bookie>,
+    metrics: Arc<BookieMetrics>,
+    add: pb::AddRequest,
+) -> pb::AddResponse {
+    let started = Instant::now();
+    let (ledger_id, entry_id, request_id, bytes) = (
+        add.ledger_id,
+        add.entry_id,
+        add.request_id,
+        add.payload.len(),
+    );
+    let result = bookie
+        .add(AddEntry {
+            ledger: add.ledger_id,
+            entry: add.entry_id,
+            payload: add.payload,
+            crc32c: add.crc32c,
+            lac: add.lac,
+            master_key: add.master_key.to_vec(),
+            recovery: add.recovery,
+        })
+        .await;
+    let (code, message) = match &result {
+        Ok(()) => {
+            metrics.record_add(started.elapsed(), bytes);
+            (pb::StatusCode::Ok, String::new())
+        }
+        Err(e) => {
+            metrics.add_errors.inc();
+            code_of(e)
+        }
+    };
+    pb::AddResponse {
+        ledger_id,
+        entry_id,
+        code: code as i32,
+        message,
+        request_id,
+    }
+}
+
 #[tonic::async_trait]
 impl BookieRpc for BookieService {
     type AddEntriesStream = AddStream;
@@ -56,61 +100,34 @@ impl BookieRpc for BookieService {
         let mut incoming = req.into_inner();
         let (tx, rx) =
             mpsc::channel::<Result<pb::AddResponse, Status>>(self.max_in_flight_per_stream);
-        let permits = Arc::new(Semaphore::new(self.max_in_flight_per_stream));
         let (bookie, metrics) = (self.bookie.clone(), self.metrics.clone());
+        let max = self.max_in_flight_per_stream.max(1);
+        // One task per stream drives all of its adds: a journal batch that
+        // completes many of them wakes this task once, where a task per add
+        // meant a wake-up and a scheduling round per add.
         tokio::spawn(async move {
-            while let Some(next) = incoming.next().await {
-                let add = match next {
-                    Ok(a) => a,
-                    Err(s) => {
-                        tracing::debug!(status = %s, "add stream ended with an error");
-                        break;
+            let mut in_flight = FuturesUnordered::new();
+            let mut reading = true;
+            loop {
+                tokio::select! {
+                    next = incoming.next(), if reading && in_flight.len() < max => match next {
+                        Some(Ok(add)) => in_flight.push(add_one(bookie.clone(), metrics.clone(), add)),
+                        Some(Err(s)) => {
+                            tracing::debug!(status = %s, "add stream ended with an error");
+                            reading = false;
+                        }
+                        None => reading = false,
+                    },
+                    Some(resp) = in_flight.next(), if !in_flight.is_empty() => {
+                        if tx.send(Ok(resp)).await.is_err() {
+                            break;
+                        }
                     }
-                };
-                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    else => break,
+                }
+                if !reading && in_flight.is_empty() {
                     break;
-                };
-                let (bookie, metrics, tx) = (bookie.clone(), metrics.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let started = Instant::now();
-                    let (ledger_id, entry_id, request_id, bytes) = (
-                        add.ledger_id,
-                        add.entry_id,
-                        add.request_id,
-                        add.payload.len(),
-                    );
-                    let result = bookie
-                        .add(AddEntry {
-                            ledger: add.ledger_id,
-                            entry: add.entry_id,
-                            payload: add.payload,
-                            crc32c: add.crc32c,
-                            lac: add.lac,
-                            master_key: add.master_key.to_vec(),
-                            recovery: add.recovery,
-                        })
-                        .await;
-                    let (code, message) = match &result {
-                        Ok(()) => {
-                            metrics.record_add(started.elapsed(), bytes);
-                            (pb::StatusCode::Ok, String::new())
-                        }
-                        Err(e) => {
-                            metrics.add_errors.inc();
-                            code_of(e)
-                        }
-                    };
-                    let _ = tx
-                        .send(Ok(pb::AddResponse {
-                            ledger_id,
-                            entry_id,
-                            code: code as i32,
-                            message,
-                            request_id,
-                        }))
-                        .await;
-                    drop(permit);
-                });
+                }
             }
         });
         Ok(Response::new(Box::pin(
