@@ -8,11 +8,12 @@
 //!
 //! On disk: segment files `journal-{seq:016x}.log`. A segment starts with a
 //! 12-byte header, `MGJ\xF1` and its sequence number (u64 LE), followed by
-//! records `[len: u32 LE][crc: u32 LE][payload]`, where `crc` is CRC32C over the
-//! sequence number, the length bytes and then the payload (so a corrupt length
-//! is caught too). A record never spans segments. Segments written before the
-//! header existed have none, and their CRC leaves out the sequence number; they
-//! are still read.
+//! records `[len: u32 LE][hcrc: u32 LE][crc: u32 LE][payload]`: `hcrc` is CRC32C
+//! over the sequence number and the length bytes, `crc` continues it over the
+//! payload (so a corrupt length is caught too). A record never spans segments.
+//! Segments written before the header existed have none and their records are
+//! `[len][crc][payload]` with the CRC over length and payload; they are still
+//! read.
 //!
 //! Recycling: a segment the entry storage has checkpointed past is renamed to
 //! `recycle-{seq:016x}.log` (a few are kept) and later overwritten as a new
@@ -40,7 +41,14 @@ use tokio::sync::{mpsc, oneshot};
 /// Records larger than this are refused, and a length above it on replay is
 /// treated as damage rather than allocated.
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
+/// Record header in old-format segments: length, CRC.
 const HEADER: usize = 8;
+/// Record header in segments with a segment header: length, a CRC of the
+/// sequence number and length, then the record's CRC. The header's own CRC
+/// rejects a stale or garbage candidate without hashing a payload, which keeps
+/// the scan past a reused file's tail (up to `RESYNC_WINDOW` byte offsets)
+/// cheap: a random length would otherwise mean hashing megabytes per offset.
+const RECORD_HEADER: usize = HEADER + 4;
 /// Start of every segment written by this version: magic and sequence number.
 /// Read as an old-format record length the magic is far above
 /// `MAX_RECORD_BYTES`, so the two formats cannot be confused.
@@ -191,18 +199,57 @@ fn parse_name(name: &str, prefix: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-/// CRC32C of a record: over the segment's sequence number (`salt`; none in
-/// old-format segments), the length bytes, then the payload.
-fn record_crc(salt: Option<u64>, len: u32, payload: &[u8]) -> u32 {
+/// CRC32C over the segment's sequence number (`salt`; none in old-format
+/// segments) and a record's length bytes.
+fn header_crc(salt: Option<u64>, len: u32) -> u32 {
     let seed = salt.map_or(0, |s| crc32c::crc32c(&s.to_le_bytes()));
-    crc32c::crc32c_append(crc32c::crc32c_append(seed, &len.to_le_bytes()), payload)
+    crc32c::crc32c_append(seed, &len.to_le_bytes())
+}
+
+/// CRC32C of a record: over the salt, the length bytes, then the payload.
+fn record_crc(salt: Option<u64>, len: u32, payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(header_crc(salt, len), payload)
+}
+
+fn record_header_len(salt: Option<u64>) -> usize {
+    if salt.is_some() {
+        RECORD_HEADER
+    } else {
+        HEADER
+    }
 }
 
 fn encode_into(buf: &mut Vec<u8>, seq: u64, payload: &[u8]) {
     let len = payload.len() as u32;
+    let head = header_crc(Some(seq), len);
     buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&record_crc(Some(seq), len, payload).to_le_bytes());
+    buf.extend_from_slice(&head.to_le_bytes());
+    buf.extend_from_slice(&crc32c::crc32c_append(head, payload).to_le_bytes());
     buf.extend_from_slice(payload);
+}
+
+/// The payload range of an intact record at `at`, or why there is none.
+fn record_at(bytes: &[u8], at: usize, salt: Option<u64>) -> Result<std::ops::Range<usize>, String> {
+    let hl = record_header_len(salt);
+    let header = bytes
+        .get(at..at.saturating_add(hl))
+        .ok_or("partial record header")?;
+    let word =
+        |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let len = word(0);
+    if salt.is_some() && word(4) != header_crc(salt, len) {
+        return Err("record header checksum mismatch".into());
+    }
+    if len as usize > MAX_RECORD_BYTES {
+        return Err(format!("impossible record length {len}"));
+    }
+    let start = at + hl;
+    let end = start + len as usize;
+    let payload = bytes.get(start..end).ok_or("partial record payload")?;
+    if record_crc(salt, len, payload) != word(hl - 4) {
+        return Err("checksum mismatch".into());
+    }
+    Ok(start..end)
 }
 
 fn segment_header(seq: u64) -> [u8; SEGMENT_HEADER] {
@@ -274,29 +321,13 @@ fn scan_segment(bytes: &[u8]) -> Scan {
         if off == bytes.len() {
             break None;
         }
-        if bytes.len() - off < HEADER {
-            break Some("partial record header".to_string());
+        match record_at(bytes, off, salt) {
+            Ok(payload) => {
+                records.push((off as u64, bytes[payload.clone()].to_vec()));
+                off = payload.end;
+            }
+            Err(reason) => break Some(reason),
         }
-        let len = u32::from_le_bytes([bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]]);
-        let crc = u32::from_le_bytes([
-            bytes[off + 4],
-            bytes[off + 5],
-            bytes[off + 6],
-            bytes[off + 7],
-        ]);
-        let (len_usize, start) = (len as usize, off + HEADER);
-        if len_usize > MAX_RECORD_BYTES {
-            break Some(format!("impossible record length {len}"));
-        }
-        if bytes.len() - start < len_usize {
-            break Some("partial record payload".to_string());
-        }
-        let payload = &bytes[start..start + len_usize];
-        if record_crc(salt, len, payload) != crc {
-            break Some("checksum mismatch".to_string());
-        }
-        records.push((off as u64, payload.to_vec()));
-        off = start + len_usize;
     };
     Scan {
         records,
@@ -311,23 +342,10 @@ fn scan_segment(bytes: &[u8]) -> Scan {
 /// middle of a segment is followed by the next record within one record's size.
 const RESYNC_WINDOW: usize = 8 << 20;
 
-/// Whether an intact record of the segment salted with `salt` starts at `at`.
-fn intact_record_at(bytes: &[u8], at: usize, salt: Option<u64>) -> bool {
-    let Some(header) = bytes.get(at..at + HEADER) else {
-        return false;
-    };
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    let end = at + HEADER + len as usize;
-    len as usize <= MAX_RECORD_BYTES
-        && end <= bytes.len()
-        && record_crc(salt, len, &bytes[at + HEADER..end]) == crc
-}
-
 /// True if an intact record starts after the damage at `from`.
 fn intact_record_after(bytes: &[u8], from: usize, salt: Option<u64>) -> bool {
     let last = bytes.len().min(from.saturating_add(RESYNC_WINDOW));
-    (from + 1..last).any(|i| intact_record_at(bytes, i, salt))
+    (from + 1..last).any(|i| record_at(bytes, i, salt).is_ok())
 }
 
 impl Journal {
@@ -638,11 +656,11 @@ impl Writer {
     fn run(&mut self, mut rx: mpsc::Receiver<Request>) {
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
-            let mut bytes = batch[0].payload.len() + HEADER;
+            let mut bytes = batch[0].payload.len() + RECORD_HEADER;
             while bytes < self.cfg.max_batch_bytes {
                 match rx.try_recv() {
                     Ok(r) => {
-                        bytes += r.payload.len() + HEADER;
+                        bytes += r.payload.len() + RECORD_HEADER;
                         batch.push(r);
                     }
                     Err(_) => break,
@@ -667,11 +685,12 @@ impl Writer {
             return;
         }
         // Sized up front: growing it by doubling copied each batch again.
-        let mut buf = Vec::with_capacity(batch.iter().map(|r| HEADER + r.payload.len()).sum());
+        let mut buf =
+            Vec::with_capacity(batch.iter().map(|r| RECORD_HEADER + r.payload.len()).sum());
         let mut positions = Vec::with_capacity(batch.len());
         let mut result = Ok(());
         for r in &batch {
-            let size = (HEADER + r.payload.len()) as u64;
+            let size = (RECORD_HEADER + r.payload.len()) as u64;
             let empty = self.offset == SEGMENT_HEADER as u64 && buf.is_empty();
             if !empty && self.offset + buf.len() as u64 + size > self.cfg.segment_bytes {
                 result = self.flush(&mut buf).and_then(|_| self.roll());
@@ -925,6 +944,28 @@ mod tests {
         j.close();
     }
 
+    #[tokio::test(flavor = "multi_thread")]
+    async fn random_bytes_after_the_tail_are_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = ten_records(dir.path()).await;
+        // Incompressible old data (a reused file's tail after a crash): every
+        // offset is tried as a record start, and random lengths must not
+        // make that hash megabytes each.
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..(24 << 20) / 8 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        std::fs::write(&seg, &bytes).unwrap();
+        let (j, replay) = Journal::open(cfg(dir.path()), None).unwrap();
+        let got: Vec<_> = replay.into_iter().map(|(_, p)| p).collect();
+        assert_eq!(got, (0..10).map(payload).collect::<Vec<_>>());
+        j.close();
+    }
+
     #[test]
     fn segments_without_a_header_still_replay() {
         let dir = tempfile::tempdir().unwrap();
@@ -991,7 +1032,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seg = ten_records(dir.path()).await;
         let mut bytes = std::fs::read(&seg).unwrap();
-        bytes[SEGMENT_HEADER + HEADER + 2] ^= 0xFF; // inside the first record's payload
+        bytes[SEGMENT_HEADER + RECORD_HEADER + 2] ^= 0xFF; // inside the first record's payload
         std::fs::write(&seg, &bytes).unwrap();
         assert!(matches!(
             Journal::open(cfg(dir.path()), None),
@@ -1008,7 +1049,7 @@ mod tests {
             let scan = scan_segment(&bytes);
             prop_assert!(scan.valid_len as usize <= bytes.len());
             for (off, payload) in &scan.records {
-                prop_assert!(*off as usize + HEADER + payload.len() <= scan.valid_len as usize);
+                prop_assert!(*off as usize + record_header_len(scan.salt) + payload.len() <= scan.valid_len as usize);
             }
             let _ = intact_record_after(&bytes, 0, scan.salt);
         }
