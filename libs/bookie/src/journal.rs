@@ -594,34 +594,23 @@ impl Writer {
             let mut pool = lock_pool(pool);
             (!pool.is_empty()).then(|| pool.remove(0))
         };
-        let (file, len) = match recycled {
-            Some(old) => {
-                // The new header is durable before the file takes the new
-                // name: a segment never carries another segment's number.
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&old)
-                    .map_err(io_err(&old))?;
-                file.write_all_at(&segment_header(seq), 0)
-                    .and_then(|_| file.sync_data())
-                    .map_err(io_err(&old))?;
-                let len = file.metadata().map_err(io_err(&old))?.len();
-                std::fs::rename(&old, &path).map_err(io_err(&old))?;
-                counters.segments_recycled.fetch_add(1, Ordering::Relaxed);
-                (file, len)
-            }
-            None => {
-                let file = OpenOptions::new()
-                    .create_new(true)
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
-                file.write_all_at(&segment_header(seq), 0)
-                    .and_then(|_| file.sync_data())
-                    .map_err(io_err(&path))?;
-                (file, SEGMENT_HEADER as u64)
-            }
+        // A reused file is opened under its old name and keeps its length.
+        let opened = match &recycled {
+            Some(old) => OpenOptions::new().write(true).open(old),
+            None => OpenOptions::new().create_new(true).write(true).open(&path),
         };
+        let at = recycled.as_deref().unwrap_or(&path);
+        let file = opened.map_err(io_err(at))?;
+        // The new header is durable before a reused file takes the new name:
+        // a segment never carries another segment's number.
+        file.write_all_at(&segment_header(seq), 0)
+            .and_then(|_| file.sync_data())
+            .map_err(io_err(at))?;
+        let len = file.metadata().map_err(io_err(at))?.len();
+        if let Some(old) = &recycled {
+            std::fs::rename(old, &path).map_err(io_err(old))?;
+            counters.segments_recycled.fetch_add(1, Ordering::Relaxed);
+        }
         sync_dir(dir)?;
         counters.segments_started.fetch_add(1, Ordering::Relaxed);
         Ok((file, path, len))
