@@ -97,10 +97,9 @@ enum Held {
 
 #[derive(Default)]
 struct State {
-    /// The session lease, while there is one.
-    lease: Option<i64>,
-    /// Until when the session lease may be trusted (judged locally).
-    validity: Option<LeaseValidity>,
+    /// The session lease, while there is one, and until when it may be
+    /// trusted (judged locally).
+    session: Option<(i64, LeaseValidity)>,
     /// Owned bundles and the version of their key.
     owned: HashMap<BundleId, (Held, i64)>,
 }
@@ -118,6 +117,12 @@ pub struct Ownership {
     state: Mutex<State>,
 }
 
+impl State {
+    fn lease(&self) -> Option<i64> {
+        self.session.as_ref().map(|(id, _)| *id)
+    }
+}
+
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -132,14 +137,13 @@ impl Ownership {
     }
 
     pub fn lease(&self) -> Option<i64> {
-        lock(&self.state).lease
+        lock(&self.state).lease()
     }
 
     /// A new session: nothing is owned under it yet.
     pub fn session_started(&self, lease: i64, validity: LeaseValidity) {
         let mut s = lock(&self.state);
-        s.lease = Some(lease);
-        s.validity = Some(validity);
+        s.session = Some((lease, validity));
         s.owned.clear();
     }
 
@@ -147,8 +151,7 @@ impl Ownership {
     /// gone. Returns them so their topics can be closed.
     pub fn session_ended(&self) -> Vec<BundleId> {
         let mut s = lock(&self.state);
-        s.lease = None;
-        s.validity = None;
+        s.session = None;
         s.owned.drain().map(|(b, _)| b).collect()
     }
 
@@ -157,8 +160,7 @@ impl Ownership {
     /// (a broker resumed after a pause must not answer for what it held).
     pub fn serves(&self, bundle: &BundleId) -> bool {
         let s = lock(&self.state);
-        s.lease.is_some()
-            && s.validity.as_ref().is_some_and(LeaseValidity::is_valid)
+        s.session.as_ref().is_some_and(|(_, v)| v.is_valid())
             && matches!(s.owned.get(bundle), Some((Held::Serving, _)))
     }
 
@@ -209,7 +211,7 @@ impl Ownership {
             match put {
                 Ok(r) => {
                     let mut s = lock(&self.state);
-                    if s.lease != Some(lease) {
+                    if s.lease() != Some(lease) {
                         // The session ended meanwhile: the key went with it.
                         return Err(BrokerError::ServiceNotReady(
                             "metadata session lost while taking the bundle".into(),
@@ -237,7 +239,7 @@ impl Ownership {
                         // Ours under this session (an earlier attempt whose
                         // answer was lost went through).
                         let mut s = lock(&self.state);
-                        if s.lease != Some(lease) {
+                        if s.lease() != Some(lease) {
                             return Err(BrokerError::ServiceNotReady(
                                 "metadata session lost while taking the bundle".into(),
                             ));
