@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, RwLock};
+use tokio::sync::watch;
 
 use crate::entry_store::{EntryStore, LedgerState, StoreError, StoredEntry};
 use crate::journal::{Journal, JournalError, JournalPos};
@@ -46,7 +46,8 @@ pub enum JournalRecord {
     Delete {
         ledger: u64,
     },
-    /// Written by a checkpoint: everything before it is in entry storage.
+    /// Written by checkpoints of earlier versions (the cut is now the
+    /// journal's applied position); still read, and ignored, on replay.
     Checkpoint,
 }
 
@@ -139,9 +140,6 @@ pub struct Bookie {
     store: EntryStore,
     ledgers: Mutex<HashMap<u64, Ledger>>,
     read_only: AtomicBool,
-    /// Held (shared) by every write from before its journal append until it is
-    /// applied; a checkpoint takes it exclusively to find a clean cut.
-    apply_gate: RwLock<()>,
     pub max_entry_bytes: usize,
     /// Ledgers deleted since the last compaction of entry storage.
     deletions: std::sync::atomic::AtomicU64,
@@ -169,7 +167,6 @@ impl Bookie {
             store,
             ledgers: Mutex::new(ledgers),
             read_only: AtomicBool::new(false),
-            apply_gate: RwLock::new(()),
             max_entry_bytes,
             deletions: Default::default(),
         };
@@ -302,7 +299,6 @@ impl Bookie {
             ));
         }
         self.check_writable(req.ledger, &req.master_key, req.recovery)?;
-        let _gate = self.apply_gate.read().await;
         let record = encode_add_record(
             req.ledger,
             req.entry as u64,
@@ -311,7 +307,8 @@ impl Bookie {
             &req.master_key,
             &req.payload,
         );
-        self.journal.append(record).await?;
+        // Held until the entry is in the store: no checkpoint passes it before.
+        let _held = self.journal.append_held(record).await?;
         let (ledger, entry, lac) = (req.ledger, req.entry as u64, req.lac);
         let mut ledgers = self.lock();
         let l = self.ensure_ledger(&mut ledgers, ledger, &req.master_key)?;
@@ -380,14 +377,13 @@ impl Bookie {
             }
             l.fenced = true;
         }
-        let _gate = self.apply_gate.read().await;
         let record = JournalRecord::Fence {
             ledger,
             master_key: master_key.clone(),
         };
         let bytes =
             bincode::serialize(&record).map_err(|e| refuse(Refusal::Invalid, e.to_string()))?;
-        self.journal.append(bytes).await?;
+        let _held = self.journal.append_held(bytes).await?;
         self.store.put_ledger_state(
             ledger,
             &LedgerState {
@@ -448,10 +444,9 @@ impl Bookie {
     }
 
     pub async fn delete(&self, ledger: u64) -> Result<(), BookieError> {
-        let _gate = self.apply_gate.read().await;
         let bytes = bincode::serialize(&JournalRecord::Delete { ledger })
             .map_err(|e| refuse(Refusal::Invalid, e.to_string()))?;
-        self.journal.append(bytes).await?;
+        let _held = self.journal.append_held(bytes).await?;
         self.deletions.fetch_add(1, Ordering::Relaxed);
         self.apply(JournalRecord::Delete { ledger })
     }
@@ -462,20 +457,24 @@ impl Bookie {
     }
 
     /// Flushes entry storage and lets the journal drop segments it no longer
-    /// needs. Briefly holds back new writes to find a point where everything
-    /// journaled before it is applied.
+    /// needs. The cut is the journal's applied position: every record before
+    /// it is in the store (memtables), so flushing after reading it makes
+    /// them durable there. Writes go on meanwhile; an earlier version held
+    /// them back behind an exclusive lock until everything in flight had
+    /// been applied and a marker record synced, which stalled every add for
+    /// a journal round trip or two on each checkpoint (once a second at
+    /// 300 MB/s, with 256 MiB segments).
     pub async fn checkpoint(&self) -> Result<usize, BookieError> {
-        let pos = {
-            let _exclusive = self.apply_gate.write().await;
-            let bytes = bincode::serialize(&JournalRecord::Checkpoint)
-                .map_err(|e| refuse(Refusal::Invalid, e.to_string()))?;
-            self.journal.append(bytes).await?
-        };
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.checkpoint(pos))
-            .await
-            .map_err(|e| BookieError::Store(StoreError::Corrupt(e.to_string())))??;
-        Ok(self.journal.checkpoint(pos)?)
+        let pos = self.journal.applied_position();
+        let (store, journal) = (self.store.clone(), self.journal.clone());
+        // Both halves block on the disk (a memtable flush; renames and a
+        // directory fsync), so neither runs on an async worker.
+        tokio::task::spawn_blocking(move || -> Result<usize, BookieError> {
+            store.checkpoint(pos)?;
+            Ok(journal.checkpoint(pos)?)
+        })
+        .await
+        .map_err(|e| BookieError::Store(StoreError::Corrupt(e.to_string())))?
     }
 
     pub fn journal(&self) -> &Journal {

@@ -166,7 +166,47 @@ fn lock_pool(pool: &Pool) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
 
 struct Request {
     payload: Vec<u8>,
-    done: oneshot::Sender<Result<JournalPos, JournalError>>,
+    done: oneshot::Sender<Result<Held, JournalError>>,
+}
+
+/// Records that are durable but not yet applied by whoever appended them,
+/// and where the journal's durable data ends. Updated by the writer thread
+/// before it completes a batch, so a record is never durable without being
+/// either held here or covered by `end` after its holder let go.
+#[derive(Default)]
+struct Unapplied {
+    /// Position just past the last durable record.
+    end: Option<JournalPos>,
+    /// Durable records still held (a count: positions are unique, but a
+    /// count keeps removal obviously balanced).
+    held: std::collections::BTreeMap<JournalPos, usize>,
+}
+
+type UnappliedRef = Arc<Mutex<Unapplied>>;
+
+fn lock_unapplied(u: &UnappliedRef) -> std::sync::MutexGuard<'_, Unapplied> {
+    u.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A durable record whose effects its appender has not yet applied. While it
+/// lives, `Journal::applied_position` stays at or before it, so a checkpoint
+/// never retires the segment it is in; dropping it says "applied" (or "never
+/// to be applied": a refused add is not acknowledged either way).
+pub struct Held {
+    pub pos: JournalPos,
+    unapplied: UnappliedRef,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut u = lock_unapplied(&self.unapplied);
+        if let std::collections::btree_map::Entry::Occupied(mut e) = u.held.entry(self.pos) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -177,6 +217,7 @@ struct Inner {
     counters: Arc<Counters>,
     pool: Pool,
     recycle_segments: usize,
+    unapplied: UnappliedRef,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -427,12 +468,22 @@ impl Journal {
         let (tx, rx) = mpsc::channel::<Request>(cfg.queue_depth.max(1));
         let current_segment = Arc::new(AtomicU64::new(first_seq));
         let counters = Arc::new(Counters::default());
+        // Everything before the first new segment was replayed (and applied by
+        // the caller before it appends anything).
+        let unapplied: UnappliedRef = Arc::new(Mutex::new(Unapplied {
+            end: Some(JournalPos {
+                segment: first_seq,
+                offset: SEGMENT_HEADER as u64,
+            }),
+            held: Default::default(),
+        }));
         let mut writer = Writer::create(
             cfg.clone(),
             first_seq,
             current_segment.clone(),
             counters.clone(),
             pool.clone(),
+            unapplied.clone(),
         )?;
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -446,6 +497,7 @@ impl Journal {
                 counters,
                 pool,
                 recycle_segments: cfg.recycle_segments,
+                unapplied,
                 writer: Mutex::new(Some(handle)),
             }),
         })
@@ -453,6 +505,13 @@ impl Journal {
 
     /// Appends one record; resolves once it is durable.
     pub async fn append(&self, payload: Vec<u8>) -> Result<JournalPos, JournalError> {
+        Ok(self.append_held(payload).await?.pos)
+    }
+
+    /// Appends one record whose effects the caller applies after it is
+    /// durable: resolves once it is, with a `Held` to drop once they are
+    /// applied. Until then no checkpoint passes the record.
+    pub async fn append_held(&self, payload: Vec<u8>) -> Result<Held, JournalError> {
         if payload.len() > MAX_RECORD_BYTES {
             return Err(JournalError::TooLarge(payload.len()));
         }
@@ -468,6 +527,21 @@ impl Journal {
             .await
             .map_err(|_| JournalError::Closed)?;
         rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// A position every durable record before which has been applied (its
+    /// `Held` dropped): the earliest record still held, else the end of the
+    /// durable data. What a checkpoint may cut at, once the entry storage has
+    /// persisted what was applied before this call.
+    pub fn applied_position(&self) -> JournalPos {
+        let u = lock_unapplied(&self.inner.unapplied);
+        match u.held.keys().next() {
+            Some(first) => *first,
+            None => u.end.unwrap_or(JournalPos {
+                segment: 0,
+                offset: 0,
+            }),
+        }
     }
 
     /// Retires the segments wholly before `pos` (keeps a few for reuse,
@@ -552,6 +626,7 @@ struct Writer {
     current_segment: Arc<AtomicU64>,
     counters: Arc<Counters>,
     pool: Pool,
+    unapplied: UnappliedRef,
     failed: Option<String>,
     sync_warned: AtomicBool,
 }
@@ -563,6 +638,7 @@ impl Writer {
         current_segment: Arc<AtomicU64>,
         counters: Arc<Counters>,
         pool: Pool,
+        unapplied: UnappliedRef,
     ) -> Result<Self, JournalError> {
         let (file, path, file_len) = Self::new_segment(&cfg.dir, seq, &pool, &counters)?;
         Ok(Self {
@@ -575,6 +651,7 @@ impl Writer {
             current_segment,
             counters,
             pool,
+            unapplied,
             failed: None,
             sync_warned: AtomicBool::new(false),
         })
@@ -705,8 +782,27 @@ impl Writer {
                 if let Some(observe) = &self.cfg.observer {
                     observe(started.elapsed(), batch.len());
                 }
+                {
+                    // Held before anyone hears of it: a checkpoint between
+                    // here and the appender applying the record must not
+                    // pass it.
+                    let mut u = lock_unapplied(&self.unapplied);
+                    for pos in &positions {
+                        *u.held.entry(*pos).or_insert(0) += 1;
+                    }
+                    u.end = Some(JournalPos {
+                        segment: self.seq,
+                        offset: self.offset,
+                    });
+                }
                 for (r, pos) in batch.into_iter().zip(positions) {
-                    let _ = r.done.send(Ok(pos));
+                    let held = Held {
+                        pos,
+                        unapplied: self.unapplied.clone(),
+                    };
+                    // An appender that went away drops `held` here: nothing
+                    // of its record will be applied, and it was not answered.
+                    let _ = r.done.send(Ok(held));
                 }
             }
             Err(e) => {
@@ -875,6 +971,42 @@ mod tests {
         let (_j, replay) = Journal::open(c, Some(cut)).unwrap();
         assert_eq!(replay.len(), 50);
         assert_eq!(replay[0].1, payload(150));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_applied_position_stops_at_the_first_record_still_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path());
+        c.segment_bytes = 4096;
+        let (j, _) = Journal::open(c.clone(), None).unwrap();
+        let start = j.applied_position();
+        let first = j.append_held(payload(1)).await.unwrap();
+        assert_eq!(start, first.pos, "nothing before the first record");
+        assert_eq!(j.applied_position(), first.pos);
+        // Later records, across segments, applied at once: still held back
+        // by the first one.
+        let mut last = first.pos;
+        for i in 2..200 {
+            last = j.append(payload(i)).await.unwrap();
+        }
+        assert!(last.segment > first.pos.segment, "expected rollover");
+        let second = j.append_held(payload(200)).await.unwrap();
+        assert_eq!(j.applied_position(), first.pos);
+        drop(first);
+        assert_eq!(j.applied_position(), second.pos);
+        drop(second);
+        let end = j.applied_position();
+        assert!(end > last, "past every record once all are applied");
+        // A checkpoint at the applied position keeps every record from it on.
+        let held = j.append_held(payload(201)).await.unwrap();
+        let cut = j.applied_position();
+        assert_eq!(cut, held.pos);
+        j.checkpoint(cut).unwrap();
+        drop(held);
+        j.close();
+        let (_j, replay) = Journal::open(c, Some(cut)).unwrap();
+        assert_eq!(replay.len(), 1);
+        assert_eq!(replay[0].1, payload(201));
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -83,3 +83,85 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         (n == name).then(|| v.trim().parse().ok()).flatten()
     })
 }
+
+/// Cumulative bucket counts `(le, count)` of a Prometheus histogram, summed
+/// over every scrape in `texts` (e.g. one per bookie).
+pub fn histogram_buckets(texts: &[String], name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for text in texts {
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some((le, count)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                match le.parse() {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                }
+            };
+            let Ok(count) = count.trim().parse::<f64>() else {
+                continue;
+            };
+            match buckets.iter_mut().find(|(l, _)| *l == le) {
+                Some(b) => b.1 += count,
+                None => buckets.push((le, count)),
+            }
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// The upper bound of the bucket holding quantile `q` of the observations
+/// made between two scrapes of the same histogram (`before` and `after` from
+/// `histogram_buckets`): a coarse quantile, at the buckets' resolution.
+pub fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let old = before
+                .iter()
+                .find(|(l, _)| l == le)
+                .map_or(0.0, |(_, c)| *c);
+            (*le, n - old)
+        })
+        .collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    delta
+        .iter()
+        .find(|(_, n)| *n >= q * total)
+        .map(|(le, _)| *le)
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_the_difference_of_two_scrapes() {
+        let scrape = |a: u32, b: u32, c: u32| {
+            format!(
+                "# TYPE h histogram\nh_bucket{{le=\"0.001\"}} {a}\nh_bucket{{le=\"0.002\"}} {b}\nh_bucket{{le=\"+Inf\"}} {c}\nh_count {c}\n"
+            )
+        };
+        let before = histogram_buckets(&[scrape(5, 5, 5)], "h");
+        // 100 new observations: 90 under 1 ms, 9 under 2 ms, 1 above.
+        let after = histogram_buckets(&[scrape(50, 54, 55), scrape(45, 50, 50)], "h");
+        assert_eq!(histogram_quantile(&before, &after, 0.5), Some(0.001));
+        assert_eq!(histogram_quantile(&before, &after, 0.99), Some(0.002));
+        assert_eq!(
+            histogram_quantile(&before, &after, 1.0),
+            Some(f64::INFINITY)
+        );
+        assert_eq!(histogram_quantile(&after, &after, 0.5), None);
+    }
+}

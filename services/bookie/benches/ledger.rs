@@ -8,7 +8,16 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use magnetar_ledger::{LedgerClient, LedgerClientConfig};
 use magnetar_meta_client::{ClientConfig, MetaClient};
-use magnetar_testkit::BookieCluster;
+use magnetar_testkit::{http, BookieCluster};
+
+/// Every bookie's /metrics.
+async fn scrape(cluster: &BookieCluster) -> Vec<String> {
+    let mut texts = Vec::new();
+    for b in &cluster.bookies {
+        texts.push(cluster.metrics(&b.id).await);
+    }
+    texts
+}
 
 const RUN: Duration = Duration::from_secs(10);
 
@@ -75,9 +84,23 @@ async fn main() {
     for (name, q) in [("E=Qw=Qa=1", (1, 1, 1)), ("E=3 Qw=Qa=2", (3, 2, 2))] {
         for (size, window) in [(1024usize, 2048usize), (64 << 10, 256)] {
             let max = run(&c, q, size, window, None).await;
+            let before = scrape(&cluster).await;
             let half = run(&c, q, size, window, Some(max.entries_per_sec / 2.0)).await;
+            let after = scrape(&cluster).await;
+            let bookie_p99 = |name: &str| {
+                let (b, a) = (
+                    http::histogram_buckets(&before, name),
+                    http::histogram_buckets(&after, name),
+                );
+                http::histogram_quantile(&b, &a, 0.99)
+                    .map_or("-".into(), |s| format!("{}", s * 1e3))
+            };
+            let (add_p99, sync_p99) = (
+                bookie_p99("magnetar_bookie_add_latency_seconds"),
+                bookie_p99("magnetar_bookie_journal_sync_latency_seconds"),
+            );
             let line = format!(
-                "| {name} | {} KiB | {:.0} | {:.1} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |\n",
+                "| {name} | {} KiB | {:.0} | {:.1} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | ≤ {add_p99} / ≤ {sync_p99} |\n",
                 size >> 10,
                 max.entries_per_sec,
                 max.mb_per_sec,
@@ -94,7 +117,7 @@ async fn main() {
     let date = magnetar_testkit::bench_report::now_utc();
     let section = format!(
         "## Ledger service: appends (`make bench-ledger`)\n\n- date: {date}\n- machine: {}\n- command: `make bench-ledger` (release build; 1 `magnetar-meta`, 3 `magnetar-bookie` on loopback sharing one disk, journal fsync on; the ledger client in the bench process; {}s per run)\n- disk: sequential 1 MiB write + fdatasync = {fsync_mb:.0} MB/s (same run, same filesystem)\n\n\
-         | quorum | entry | entries/s (max) | MB/s | MB/s ÷ disk fsync MB/s | add p50 / p99 at max (ms) | add p50 / p99 at half max (ms) |\n|---|---|---|---|---|---|---|\n{rows}\n\
+         | quorum | entry | entries/s (max) | MB/s | MB/s ÷ disk fsync MB/s | add p50 / p99 at max (ms) | add p50 / p99 at half max (ms) | bookie add / journal write+fdatasync p99 at half max (ms) |\n|---|---|---|---|---|---|---|---|\n{rows}\n\
          Targets (issue): at Qw=1, 64 KiB entries ≥ 50% of the raw fsync bandwidth; add p99 ≤ 2 ms at half the maximum rate. \
          With E=3 all three bookies journal on the same disk, so each entry is fsynced Qw times on one device.\n\n",
         magnetar_testkit::bench_report::machine(),

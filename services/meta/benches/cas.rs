@@ -39,10 +39,16 @@ fn fsync_rate(dir: &std::path::Path) -> (f64, f64) {
 async fn main() {
     // MAGNETAR_BENCH_CLIENTS overrides the client count for exploration; the
     // recorded figure uses the default.
-    let clients: usize = std::env::var("MAGNETAR_BENCH_CLIENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_CLIENTS);
+    let env = |name: &str, default: usize| -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let clients = env("MAGNETAR_BENCH_CLIENTS", DEFAULT_CLIENTS);
+    // Like etcd's benchmark, clients (concurrent requesters) and connections
+    // are separate: client i uses connection i % conns.
+    let conns = env("MAGNETAR_BENCH_CONNS", clients).clamp(1, clients.max(1));
     let cluster = MetaCluster::start(3);
     cluster.wait_for_leader(Duration::from_secs(30)).await;
     let (fsyncs_per_sec, fsync_p50_ms) = fsync_rate(cluster.dir.path());
@@ -52,9 +58,12 @@ async fn main() {
     let hist = Arc::new(Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
     ));
+    let connections: Vec<MetaClient> = (0..conns)
+        .map(|_| MetaClient::new(ClientConfig::from_list(&cluster.endpoints())).unwrap())
+        .collect();
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let c = MetaClient::new(ClientConfig::from_list(&cluster.endpoints())).unwrap();
+        let c = connections[i % conns].clone();
         let (stop, measuring, hist) = (stop.clone(), measuring.clone(), hist.clone());
         tasks.push(tokio::spawn(async move {
             let key = format!("bench/{i}");
@@ -102,7 +111,7 @@ async fn main() {
     let section = format!(
         "## Metadata service: CAS puts (`make bench-meta`)\n\n\
          - date: {}\n- machine: {}\n- command: `make bench-meta` (release build; 3 `magnetar-meta` processes on loopback, \
-         {clients} clients, each a loop of compare-and-set puts of 64 B on its own key, {}s measured after {}s warm-up)\n\n\
+         {clients} clients over {conns} connections, each a loop of compare-and-set puts of 64 B on its own key, {}s measured after {}s warm-up)\n\n\
          | figure | value |\n|---|---|\n\
          | CAS puts/s | {:.0} |\n| latency p50 / p99 / p99.9 | {:.2} / {:.2} / {:.2} ms |\n\
          | disk: 4 KiB write+fdatasync/s (same run, same filesystem) | {:.0} (p50 {:.2} ms) |\n\
