@@ -20,6 +20,40 @@ use crate::types::{
 /// How many log entries a request id is remembered for. A client must retry a
 /// write within this many later writes to be protected from double application.
 pub const DEDUP_WINDOW: u64 = 200_000;
+/// Request ids are forgotten in chunks of this many log entries, by the entry
+/// at each multiple of it (see `expire_requests`): one index scan per chunk
+/// instead of one per entry, which was a RocksDB iterator per write batch.
+pub const DEDUP_EXPIRY_STRIDE: u64 = 1024;
+
+/// If `index` is a multiple of `DEDUP_EXPIRY_STRIDE`, adds to `batch` the
+/// deletion of every request answer remembered by the entries in
+/// `[index - DEDUP_WINDOW - STRIDE, index - DEDUP_WINDOW)`. Called for every
+/// applied entry, whatever its payload, so that the chunks tile the log; a
+/// function of the index and the state only, so every replica forgets the
+/// same ids at the same entry.
+pub fn expire_requests(db: &DB, index: u64, batch: &mut WriteBatch) -> Result<(), KvError> {
+    if index % DEDUP_EXPIRY_STRIDE != 0 || index < DEDUP_WINDOW {
+        return Ok(());
+    }
+    let end = index - DEDUP_WINDOW;
+    let start = be_u64(end.saturating_sub(DEDUP_EXPIRY_STRIDE));
+    let (dedup, dedup_index) = (cf(db, CF_DEDUP), cf(db, CF_DEDUP_INDEX));
+    let iter = db.iterator_cf(dedup_index, IteratorMode::From(&start, Direction::Forward));
+    for item in iter {
+        let (k, id) = item?;
+        if decode_index(&k).is_none_or(|i| i >= end) {
+            break;
+        }
+        batch.delete_cf(dedup, id);
+        batch.delete_cf(dedup_index, k);
+    }
+    Ok(())
+}
+
+/// The log index at the front of a `dedup_index` key.
+fn decode_index(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(..8)?.try_into().ok()?))
+}
 
 pub const KEY_REVISION: &[u8] = b"revision";
 pub const KEY_KV_COUNT: &[u8] = b"kv_count";
@@ -181,24 +215,6 @@ impl<'a> Applier<'a> {
         let mut index_key = be_u64(index).to_vec();
         index_key.extend_from_slice(&sub.to_be_bytes());
         self.batch.put_cf(dedup_index, index_key, dedup_key(id));
-        // Forget the requests remembered DEDUP_WINDOW entries ago (the first
-        // command of a log entry does this for the whole old entry).
-        if sub == 0 {
-            if let Some(old_index) = index.checked_sub(DEDUP_WINDOW) {
-                let prefix = be_u64(old_index);
-                let iter = self
-                    .db
-                    .iterator_cf(dedup_index, IteratorMode::From(&prefix, Direction::Forward));
-                for item in iter {
-                    let (k, old) = item?;
-                    if !k.starts_with(&prefix) {
-                        break;
-                    }
-                    self.batch.delete_cf(dedup, old);
-                    self.batch.delete_cf(dedup_index, k);
-                }
-            }
-        }
         Ok(())
     }
 
@@ -680,6 +696,55 @@ mod tests {
         );
         assert!(events.is_empty());
         assert_eq!(get(&*f.db, b"k").unwrap().unwrap().version, 1);
+    }
+
+    #[test]
+    fn request_ids_are_forgotten_in_whole_chunks_after_the_window() {
+        let mut f = Fixture::new();
+        let remembered = |f: &Fixture, seq: u64| {
+            let id = RequestId { client_id: 9, seq };
+            f.db.get_cf(cf(&f.db, CF_DEDUP), dedup_key(&id))
+                .unwrap()
+                .is_some()
+        };
+        // Remembered by entries 1 and 1500 (in two different chunks).
+        for (index, seq) in [(1, 1), (1500, 2)] {
+            f.index = index - 1;
+            f.run(Command::Txn {
+                request_id: Some(RequestId { client_id: 9, seq }),
+                compares: vec![],
+                success: vec![put(&format!("k{seq}"), "v")],
+                failure: vec![],
+            });
+        }
+        let expire_at = |f: &Fixture, index: u64| {
+            let mut batch = WriteBatch::default();
+            expire_requests(&f.db, index, &mut batch).unwrap();
+            f.db.write(batch).unwrap();
+        };
+        // Not a multiple of the stride, or too early: nothing is forgotten.
+        expire_at(&f, DEDUP_WINDOW + 1);
+        expire_at(&f, DEDUP_EXPIRY_STRIDE * 100);
+        assert!(remembered(&f, 1) && remembered(&f, 2));
+        // The first multiple past the window covers [0, 1024): entry 1 only.
+        let first = DEDUP_WINDOW.div_ceil(DEDUP_EXPIRY_STRIDE) * DEDUP_EXPIRY_STRIDE;
+        let covers =
+            |m: u64| (m - DEDUP_WINDOW).saturating_sub(DEDUP_EXPIRY_STRIDE)..(m - DEDUP_WINDOW);
+        let mut m = first;
+        while !covers(m).contains(&1) {
+            m += DEDUP_EXPIRY_STRIDE;
+        }
+        expire_at(&f, m);
+        assert!(!remembered(&f, 1), "entry 1 forgotten at {m}");
+        assert!(remembered(&f, 2), "entry 1500 is in a later chunk");
+        expire_at(&f, m + DEDUP_EXPIRY_STRIDE);
+        assert!(!remembered(&f, 2));
+        assert!(
+            f.db.iterator_cf(cf(&f.db, CF_DEDUP_INDEX), IteratorMode::Start)
+                .next()
+                .is_none(),
+            "the index is emptied with the answers"
+        );
     }
 
     #[test]

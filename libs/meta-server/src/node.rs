@@ -40,6 +40,10 @@ pub struct NodeConfig {
     /// Log entries kept behind the latest snapshot for followers that lag a little.
     pub logs_kept_after_snapshot: u64,
     pub quorum_timeout: Duration,
+    /// Client-write entries proposed at once (see `proposer`).
+    pub proposals_in_flight: usize,
+    /// How long a batch smaller than the previous one waits for more writes.
+    pub proposal_linger: Duration,
     pub limits: Limits,
     pub max_watchers: usize,
     pub watch_history_events: usize,
@@ -62,6 +66,12 @@ impl NodeConfig {
             snapshot_every: 5_000,
             logs_kept_after_snapshot: 1_000,
             quorum_timeout: Duration::from_secs(3),
+            // One entry in flight with a short linger batched best with 16
+            // closed-loop clients (bench-meta, 2026-12-01: 3,811 CAS/s and 9.3
+            // writes per entry, against 3,244 and 5.0 with 2 in flight and no
+            // linger). The timer's resolution is 1 ms, so that is the bound.
+            proposals_in_flight: 1,
+            proposal_linger: Duration::from_millis(1),
             limits: Limits::default(),
             max_watchers: 10_000,
             watch_history_events: 100_000,
@@ -188,7 +198,8 @@ impl MetaNode {
                 sm.proposals.clone(),
                 cfg.quorum_timeout,
                 512,
-                2,
+                cfg.proposals_in_flight,
+                cfg.proposal_linger,
             ),
             quorum_timeout: cfg.quorum_timeout,
         };

@@ -53,29 +53,41 @@ fn clone_status(s: &Status) -> Status {
 
 impl Proposer {
     /// `max_batch` commands at most per entry, `max_in_flight` entries proposed
-    /// at once.
+    /// at once; a batch smaller than the previous one waits up to `linger`
+    /// for more.
     pub fn start(
         raft: Raft,
         stats: Arc<ProposerStats>,
         quorum_timeout: Duration,
         max_batch: usize,
         max_in_flight: usize,
+        linger: Duration,
     ) -> Self {
         let (tx, mut rx) = mpsc::channel::<(Command, Reply)>(max_batch * 4);
         let slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
         tokio::spawn(async move {
+            // Commands in the previous entry: what to expect in the next one
+            // under steady load (closed-loop clients answered together send
+            // again together, a little later).
+            let mut expected = 1usize;
             while let Some(first) = rx.recv().await {
                 // Waiting for a slot is what lets the next batch fill up.
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     return;
                 };
                 let mut batch = vec![first];
+                let linger_until = tokio::time::Instant::now() + linger;
                 while batch.len() < max_batch {
                     match rx.try_recv() {
                         Ok(item) => batch.push(item),
-                        Err(_) => break,
+                        Err(_) if batch.len() >= expected || linger.is_zero() => break,
+                        Err(_) => match tokio::time::timeout_at(linger_until, rx.recv()).await {
+                            Ok(Some(item)) => batch.push(item),
+                            Ok(None) | Err(_) => break,
+                        },
                     }
                 }
+                expected = batch.len();
                 let raft = raft.clone();
                 stats.entries.fetch_add(1, Ordering::Relaxed);
                 stats

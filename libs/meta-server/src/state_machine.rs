@@ -14,7 +14,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot};
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
-use crate::kv::{Applier, Counters};
+use crate::kv::{self, Applier, Counters};
 use crate::store::{cf, sm_read_err, sm_write_err, CF_SM_META, STATE_MACHINE_CFS};
 use crate::types::{
     Command, CommandResult, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -270,6 +270,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let applied = Applier::apply(&db, counters, log_id.index, sub as u32, cmd)
                             .map_err(sm_write_err)?;
                         let mut batch = applied.batch;
+                        if sub == 0 {
+                            kv::expire_requests(&db, log_id.index, &mut batch)
+                                .map_err(sm_write_err)?;
+                        }
                         if sub + 1 == n {
                             batch.put_cf(meta_cf, KEY_APPLIED, &applied_key);
                             batch.delete_cf(meta_cf, KEY_APPLYING);
@@ -284,6 +288,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                     if n == 0 {
                         let mut batch = WriteBatch::default();
+                        kv::expire_requests(&db, log_id.index, &mut batch).map_err(sm_write_err)?;
                         batch.put_cf(meta_cf, KEY_APPLIED, &applied_key);
                         db.write_opt(batch, &no_sync).map_err(sm_write_err)?;
                     }
@@ -311,6 +316,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             (WriteBatch::default(), CommandResult::None, Vec::new())
                         }
                     };
+                    kv::expire_requests(&db, log_id.index, &mut batch).map_err(sm_write_err)?;
                     batch.put_cf(meta_cf, KEY_APPLIED, &applied_key);
                     db.write_opt(batch, &no_sync).map_err(sm_write_err)?;
                     self.shared.set_counters(counters);
