@@ -119,7 +119,9 @@ async fn main() {
         "## Ledger service: appends (`make bench-ledger`)\n\n- date: {date}\n- machine: {}\n- command: `make bench-ledger` (release build; 1 `magnetar-meta`, 3 `magnetar-bookie` on loopback sharing one disk, journal fsync on; the ledger client in the bench process; {}s per run)\n- disk: sequential 1 MiB write + fdatasync = {fsync_mb:.0} MB/s (same run, same filesystem)\n\n\
          | quorum | entry | entries/s (max) | MB/s | MB/s ÷ disk fsync MB/s | add p50 / p99 at max (ms) | add p50 / p99 at half max (ms) | bookie add / journal write+fdatasync p99 at half max (ms) |\n|---|---|---|---|---|---|---|---|\n{rows}\n\
          Targets (issue): at Qw=1, 64 KiB entries ≥ 50% of the raw fsync bandwidth; add p99 ≤ 2 ms at half the maximum rate. \
-         With E=3 all three bookies journal on the same disk, so each entry is fsynced Qw times on one device.\n\n",
+         With E=3 all three bookies journal on the same disk, so each entry is fsynced Qw times on one device. \
+         The last column comes from the bookies' own histograms over the half-rate run (power-of-two buckets, so upper bounds): \
+         an add's time inside the bookie, and the journal writer's time per batch (write + fdatasync).\n\n",
         magnetar_testkit::bench_report::machine(),
         RUN.as_secs()
     );
