@@ -32,7 +32,7 @@ pub const DEDUP_EXPIRY_STRIDE: u64 = 1024;
 /// function of the index and the state only, so every replica forgets the
 /// same ids at the same entry.
 pub fn expire_requests(db: &DB, index: u64, batch: &mut WriteBatch) -> Result<(), KvError> {
-    if index % DEDUP_EXPIRY_STRIDE != 0 || index < DEDUP_WINDOW {
+    if !index.is_multiple_of(DEDUP_EXPIRY_STRIDE) || index < DEDUP_WINDOW {
         return Ok(());
     }
     let end = index - DEDUP_WINDOW;
