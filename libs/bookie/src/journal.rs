@@ -173,13 +173,11 @@ struct Request {
 /// and where the journal's durable data ends. Updated by the writer thread
 /// before it completes a batch, so a record is never durable without being
 /// either held here or covered by `end` after its holder let go.
-#[derive(Default)]
 struct Unapplied {
     /// Position just past the last durable record.
-    end: Option<JournalPos>,
-    /// Durable records still held (a count: positions are unique, but a
-    /// count keeps removal obviously balanced).
-    held: std::collections::BTreeMap<JournalPos, usize>,
+    end: JournalPos,
+    /// Durable records still held (positions are unique).
+    held: std::collections::BTreeSet<JournalPos>,
 }
 
 type UnappliedRef = Arc<Mutex<Unapplied>>;
@@ -199,13 +197,7 @@ pub struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let mut u = lock_unapplied(&self.unapplied);
-        if let std::collections::btree_map::Entry::Occupied(mut e) = u.held.entry(self.pos) {
-            *e.get_mut() -= 1;
-            if *e.get() == 0 {
-                e.remove();
-            }
-        }
+        lock_unapplied(&self.unapplied).held.remove(&self.pos);
     }
 }
 
@@ -471,10 +463,10 @@ impl Journal {
         // Everything before the first new segment was replayed (and applied by
         // the caller before it appends anything).
         let unapplied: UnappliedRef = Arc::new(Mutex::new(Unapplied {
-            end: Some(JournalPos {
+            end: JournalPos {
                 segment: first_seq,
                 offset: SEGMENT_HEADER as u64,
-            }),
+            },
             held: Default::default(),
         }));
         let mut writer = Writer::create(
@@ -535,13 +527,7 @@ impl Journal {
     /// persisted what was applied before this call.
     pub fn applied_position(&self) -> JournalPos {
         let u = lock_unapplied(&self.inner.unapplied);
-        match u.held.keys().next() {
-            Some(first) => *first,
-            None => u.end.unwrap_or(JournalPos {
-                segment: 0,
-                offset: 0,
-            }),
-        }
+        u.held.first().copied().unwrap_or(u.end)
     }
 
     /// Retires the segments wholly before `pos` (keeps a few for reuse,
@@ -787,13 +773,11 @@ impl Writer {
                     // here and the appender applying the record must not
                     // pass it.
                     let mut u = lock_unapplied(&self.unapplied);
-                    for pos in &positions {
-                        *u.held.entry(*pos).or_insert(0) += 1;
-                    }
-                    u.end = Some(JournalPos {
+                    u.held.extend(positions.iter().copied());
+                    u.end = JournalPos {
                         segment: self.seq,
                         offset: self.offset,
-                    });
+                    };
                 }
                 for (r, pos) in batch.into_iter().zip(positions) {
                     let held = Held {
