@@ -11,7 +11,8 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{
-    be_u64, cf, CF_DEDUP, CF_DEDUP_INDEX, CF_KV, CF_LEASES, CF_LEASE_KEYS, CF_SM_META,
+    be_u64, cf, decode_be_u64, CF_DEDUP, CF_DEDUP_INDEX, CF_KV, CF_LEASES, CF_LEASE_KEYS,
+    CF_SM_META,
 };
 use crate::types::{
     Command, CommandResult, Compare, KvEvent, Op, OpOutcome, RequestId, StoredValue,
@@ -41,18 +42,14 @@ pub fn expire_requests(db: &DB, index: u64, batch: &mut WriteBatch) -> Result<()
     let iter = db.iterator_cf(dedup_index, IteratorMode::From(&start, Direction::Forward));
     for item in iter {
         let (k, id) = item?;
-        if decode_index(&k).is_none_or(|i| i >= end) {
+        // A key starts with the log index that remembered the request.
+        if k.get(..8).and_then(decode_be_u64).is_none_or(|i| i >= end) {
             break;
         }
         batch.delete_cf(dedup, id);
         batch.delete_cf(dedup_index, k);
     }
     Ok(())
-}
-
-/// The log index at the front of a `dedup_index` key.
-fn decode_index(key: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(key.get(..8)?.try_into().ok()?))
 }
 
 pub const KEY_REVISION: &[u8] = b"revision";
