@@ -76,6 +76,14 @@ fn refuse(r: Refusal, msg: impl Into<String>) -> BookieError {
     BookieError::Refused(r, msg.into())
 }
 
+/// Where an add's time went inside the bookie.
+#[derive(Debug, Clone, Copy)]
+pub struct AddTimings {
+    /// From receipt until its journal record was durable (queueing for the
+    /// journal writer plus the batches ahead of and including it).
+    pub journal: std::time::Duration,
+}
+
 pub struct AddEntry {
     pub ledger: u64,
     pub entry: i64,
@@ -272,7 +280,8 @@ impl Bookie {
         self.lock().values().filter(|l| !l.deleted).count()
     }
 
-    pub async fn add(&self, req: AddEntry) -> Result<(), BookieError> {
+    pub async fn add(&self, req: AddEntry) -> Result<AddTimings, BookieError> {
+        let received = std::time::Instant::now();
         if req.entry < 0 {
             return Err(refuse(Refusal::Invalid, "entry id must not be negative"));
         }
@@ -309,6 +318,9 @@ impl Bookie {
         );
         // Held until the entry is in the store: no checkpoint passes it before.
         let _held = self.journal.append_held(record).await?;
+        let timings = AddTimings {
+            journal: received.elapsed(),
+        };
         let (ledger, entry, lac) = (req.ledger, req.entry as u64, req.lac);
         let mut ledgers = self.lock();
         let l = self.ensure_ledger(&mut ledgers, ledger, &req.master_key)?;
@@ -322,7 +334,7 @@ impl Bookie {
         self.store
             .put_entry_parts(ledger, entry, req.crc32c, lac, &req.payload)?;
         l.lac.send_if_modified(|v| raise(v, lac));
-        Ok(())
+        Ok(timings)
     }
 
     fn check_writable(
@@ -590,7 +602,7 @@ mod tests {
         }
     }
 
-    fn refusal(r: Result<(), BookieError>) -> Refusal {
+    fn refusal<T: std::fmt::Debug>(r: Result<T, BookieError>) -> Refusal {
         match r {
             Err(BookieError::Refused(r, _)) => r,
             other => panic!("expected a refusal, got {other:?}"),

@@ -71,8 +71,8 @@ async fn add_one(
         })
         .await;
     let (code, message) = match &result {
-        Ok(()) => {
-            metrics.record_add(started.elapsed(), bytes);
+        Ok(timings) => {
+            metrics.record_add(started.elapsed(), *timings, bytes);
             (pb::StatusCode::Ok, String::new())
         }
         Err(e) => {

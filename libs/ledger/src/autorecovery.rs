@@ -286,9 +286,8 @@ impl AutoRecovery {
                         // Set by the bookie client.
                         request_id: 0,
                     };
-                    let rx = bookie.add(req).await;
-                    return match tokio::time::timeout(self.client.config().add_timeout, rx).await {
-                        Ok(Ok(Ok(()))) => Ok(()),
+                    return match bookie.add_and_wait(req).await {
+                        Ok(()) => Ok(()),
                         other => Err(LedgerError::Bookie {
                             addr: target.into(),
                             reason: format!("copy of entry {entry} failed: {other:?}"),

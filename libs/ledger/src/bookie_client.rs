@@ -1,14 +1,18 @@
 //! Connections to bookies. One pipelined add stream per bookie carries the adds
 //! of every ledger this process writes; answers are matched to callers by
-//! (ledger, entry). A broken stream fails everything in flight on it, and the
-//! next add opens a fresh one.
+//! request id and handed to each add's callback straight from the stream's
+//! response loop (no task, timer or channel per add). A broken stream, or one
+//! whose oldest add has gone unanswered for the add timeout, fails everything
+//! in flight on it, and the next add opens a fresh one.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use magnetar_proto::bookie as pb;
 use magnetar_proto::bookie::bookie_client::BookieClient as Rpc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
@@ -23,28 +27,76 @@ pub enum AddFailure {
     Transport(String),
 }
 
-/// In-flight adds by request id.
-type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<(), AddFailure>>>>>;
+/// Receives the bookie's answer to one add, exactly once. It runs on the
+/// stream's response task, so it must not block.
+pub type AddCallback = Box<dyn FnOnce(Result<(), AddFailure>) + Send>;
+
+struct InFlight {
+    sent: Instant,
+    done: AddCallback,
+}
+
+/// The adds in flight on one stream, by request id (ids only grow, so the
+/// first is the oldest). Once the stream has ended it is `closed`: nothing
+/// more is registered, so every callback runs once, either with the answer
+/// or with the stream's failure.
+#[derive(Default)]
+struct Waiters {
+    closed: bool,
+    by_request: BTreeMap<u64, InFlight>,
+}
+
+type SharedWaiters = Arc<Mutex<Waiters>>;
+
+fn lock(w: &SharedWaiters) -> MutexGuard<'_, Waiters> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Fails every add in flight on a stream and closes it to new ones.
+fn fail_all(waiters: &SharedWaiters, reason: &str) {
+    let drained = {
+        let mut w = lock(waiters);
+        w.closed = true;
+        std::mem::take(&mut w.by_request)
+    };
+    for (_, f) in drained {
+        (f.done)(Err(AddFailure::Transport(reason.to_string())));
+    }
+}
+
+/// An add that could not be queued on its stream. Whoever takes a waiter out
+/// of the map answers it: the stream's own failure may have got there first.
+fn answer_closed(waiters: &SharedWaiters, key: u64, addr: &str) {
+    let f = lock(waiters).by_request.remove(&key);
+    if let Some(f) = f {
+        (f.done)(Err(AddFailure::Transport(format!(
+            "{addr}: add stream closed"
+        ))));
+    }
+}
 
 struct AddStream {
     tx: mpsc::Sender<pb::AddRequest>,
+    waiters: SharedWaiters,
 }
 
 pub struct BookieClient {
     pub addr: String,
     rpc: Rpc<Channel>,
-    stream: tokio::sync::Mutex<Option<AddStream>>,
-    waiters: Waiters,
-    next_request: std::sync::atomic::AtomicU64,
+    stream: Mutex<Option<AddStream>>,
+    next_request: AtomicU64,
     timeout: Duration,
+    add_timeout: Duration,
 }
 
 const MAX_MESSAGE: usize = 8 << 20;
 pub const STREAM_WINDOW: u32 = 16 << 20;
 pub const CONNECTION_WINDOW: u32 = 32 << 20;
+/// Adds queued for one stream before senders fall back to waiting.
+const STREAM_QUEUE: usize = 4096;
 
 impl BookieClient {
-    fn new(addr: &str, timeout: Duration) -> Result<Self, String> {
+    fn new(addr: &str, timeout: Duration, add_timeout: Duration) -> Result<Self, String> {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("bad bookie address {addr:?}: {e}"))?
             .connect_timeout(timeout)
@@ -60,117 +112,90 @@ impl BookieClient {
             rpc: Rpc::new(endpoint.connect_lazy())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-            stream: tokio::sync::Mutex::new(None),
-            waiters: Arc::new(Mutex::new(HashMap::new())),
-            next_request: std::sync::atomic::AtomicU64::new(1),
+            stream: Mutex::new(None),
+            next_request: AtomicU64::new(1),
             timeout,
+            add_timeout,
         })
     }
 
-    fn fail_all(waiters: &Waiters, reason: &str) {
-        let drained: Vec<_> = waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .collect();
-        for (_, w) in drained {
-            let _ = w.send(Err(AddFailure::Transport(reason.to_string())));
-        }
+    /// A stream whose call is still being set up already takes adds: they
+    /// wait in its queue until the bookie accepts the call.
+    fn open_stream(&self) -> AddStream {
+        let (tx, rx) = mpsc::channel::<pb::AddRequest>(STREAM_QUEUE);
+        let waiters = SharedWaiters::default();
+        tokio::spawn(run_stream(
+            self.rpc.clone(),
+            rx,
+            waiters.clone(),
+            self.addr.clone(),
+            self.timeout,
+            self.add_timeout,
+        ));
+        AddStream { tx, waiters }
     }
 
-    async fn open_stream(&self) -> Result<AddStream, AddFailure> {
-        let (tx, rx) = mpsc::channel::<pb::AddRequest>(4096);
-        let mut rpc = self.rpc.clone();
-        let call = rpc.add_entries(tokio_stream::wrappers::ReceiverStream::new(rx));
-        let mut responses = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(r)) => r.into_inner(),
-            Ok(Err(s)) => {
-                return Err(AddFailure::Transport(format!(
-                    "{}: {}",
-                    self.addr,
-                    s.message()
-                )))
-            }
-            Err(_) => return Err(AddFailure::Transport(format!("{}: no answer", self.addr))),
-        };
-        let waiters = self.waiters.clone();
-        let addr = self.addr.clone();
-        tokio::spawn(async move {
-            loop {
-                match responses.message().await {
-                    Ok(Some(r)) => {
-                        let waiter = waiters
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&r.request_id);
-                        if let Some(w) = waiter {
-                            let _ = w.send(match pb::StatusCode::try_from(r.code) {
-                                Ok(pb::StatusCode::Ok) => Ok(()),
-                                Ok(pb::StatusCode::Fenced) => Err(AddFailure::Fenced),
-                                Ok(pb::StatusCode::Unauthorized) => Err(AddFailure::Unauthorized),
-                                _ => Err(AddFailure::Refused(r.message)),
-                            });
-                        }
-                    }
-                    Ok(None) => {
-                        Self::fail_all(&waiters, &format!("{addr}: add stream closed"));
-                        return;
-                    }
-                    Err(s) => {
-                        Self::fail_all(&waiters, &format!("{addr}: {}", s.message()));
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(AddStream { tx })
-    }
-
-    /// Sends an add; the receiver resolves with the bookie's answer.
-    pub async fn add(&self, mut req: pb::AddRequest) -> oneshot::Receiver<Result<(), AddFailure>> {
-        let (tx, rx) = oneshot::channel();
-        let key = self
-            .next_request
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// Sends an add; `done` gets the bookie's answer, or a transport failure
+    /// if the stream breaks or the bookie stays silent for the add timeout.
+    pub fn add(&self, mut req: pb::AddRequest, done: AddCallback) {
+        let key = self.next_request.fetch_add(1, Ordering::Relaxed);
         req.request_id = key;
-        self.waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, tx);
-        let mut stream = self.stream.lock().await;
-        if stream.as_ref().is_none_or(|s| s.tx.is_closed()) {
-            match self.open_stream().await {
-                Ok(s) => *stream = Some(s),
-                Err(e) => {
-                    if let Some(w) = self
-                        .waiters
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&key)
-                    {
-                        let _ = w.send(Err(e));
+        let (tx, waiters) = {
+            let mut slot = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+            if slot
+                .as_ref()
+                .is_none_or(|s| s.tx.is_closed() || lock(&s.waiters).closed)
+            {
+                *slot = Some(self.open_stream());
+            }
+            let Some(s) = slot.as_ref() else { return };
+            (s.tx.clone(), s.waiters.clone())
+        };
+        {
+            let mut w = lock(&waiters);
+            if w.closed {
+                drop(w);
+                done(Err(AddFailure::Transport(format!(
+                    "{}: add stream closed",
+                    self.addr
+                ))));
+                return;
+            }
+            w.by_request.insert(
+                key,
+                InFlight {
+                    sent: Instant::now(),
+                    done,
+                },
+            );
+        }
+        match tx.try_send(req) {
+            Ok(()) => {}
+            Err(TrySendError::Closed(_)) => answer_closed(&waiters, key, &self.addr),
+            // A full queue is the backpressure of a slow bookie: the add waits
+            // for room on a task of its own (rare; the queue holds thousands).
+            Err(TrySendError::Full(req)) => {
+                let addr = self.addr.clone();
+                tokio::spawn(async move {
+                    if tx.send(req).await.is_err() {
+                        answer_closed(&waiters, key, &addr);
                     }
-                    return rx;
-                }
+                });
             }
         }
-        if let Some(s) = stream.as_ref() {
-            if s.tx.send(req).await.is_err() {
-                *stream = None;
-                if let Some(w) = self
-                    .waiters
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&key)
-                {
-                    let _ = w.send(Err(AddFailure::Transport(format!(
-                        "{}: add stream closed",
-                        self.addr
-                    ))));
-                }
-            }
-        }
-        rx
+    }
+
+    /// `add`, awaiting the answer.
+    pub async fn add_and_wait(&self, req: pb::AddRequest) -> Result<(), AddFailure> {
+        let (tx, rx) = oneshot::channel();
+        self.add(
+            req,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.await
+            .unwrap_or_else(|_| Err(AddFailure::Transport(format!("{}: answer lost", self.addr))))
     }
 
     async fn unary<T, F, Fut>(&self, f: F) -> Result<T, String>
@@ -246,17 +271,72 @@ impl BookieClient {
     }
 }
 
+/// Sets up one add stream's call and then answers its adds as responses come
+/// back, checking on a coarse tick that the oldest add is not overdue.
+async fn run_stream(
+    mut rpc: Rpc<Channel>,
+    rx: mpsc::Receiver<pb::AddRequest>,
+    waiters: SharedWaiters,
+    addr: String,
+    timeout: Duration,
+    add_timeout: Duration,
+) {
+    let call = rpc.add_entries(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut responses = match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(s)) => return fail_all(&waiters, &format!("{addr}: {}", s.message())),
+        Err(_) => return fail_all(&waiters, &format!("{addr}: no answer")),
+    };
+    let mut tick = tokio::time::interval((add_timeout / 10).max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            msg = responses.message() => match msg {
+                Ok(Some(r)) => {
+                    let f = lock(&waiters).by_request.remove(&r.request_id);
+                    if let Some(f) = f {
+                        (f.done)(match pb::StatusCode::try_from(r.code) {
+                            Ok(pb::StatusCode::Ok) => Ok(()),
+                            Ok(pb::StatusCode::Fenced) => Err(AddFailure::Fenced),
+                            Ok(pb::StatusCode::Unauthorized) => Err(AddFailure::Unauthorized),
+                            _ => Err(AddFailure::Refused(r.message)),
+                        });
+                    }
+                }
+                Ok(None) => return fail_all(&waiters, &format!("{addr}: add stream closed")),
+                Err(s) => return fail_all(&waiters, &format!("{addr}: {}", s.message())),
+            },
+            _ = tick.tick() => {
+                let overdue = lock(&waiters)
+                    .by_request
+                    .first_key_value()
+                    .is_some_and(|(_, f)| f.sent.elapsed() > add_timeout);
+                if overdue {
+                    return fail_all(
+                        &waiters,
+                        &format!("{addr}: no answer within {add_timeout:?}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// One client per bookie address, shared by every ledger of the process.
 pub struct BookiePool {
     clients: Mutex<HashMap<String, Arc<BookieClient>>>,
     timeout: Duration,
+    add_timeout: Duration,
 }
 
 impl BookiePool {
-    pub fn new(timeout: Duration) -> Self {
+    /// `timeout` bounds connecting and each unary request; a bookie that
+    /// leaves an add unanswered for `add_timeout` is presumed failed.
+    pub fn new(timeout: Duration, add_timeout: Duration) -> Self {
         Self {
             clients: Mutex::new(HashMap::new()),
             timeout,
+            add_timeout,
         }
     }
 
@@ -265,7 +345,7 @@ impl BookiePool {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let c = Arc::new(BookieClient::new(addr, self.timeout)?);
+        let c = Arc::new(BookieClient::new(addr, self.timeout, self.add_timeout)?);
         clients.insert(addr.to_string(), c.clone());
         Ok(c)
     }

@@ -64,7 +64,7 @@ impl LedgerClient {
     pub fn new(meta: MetaClient, cfg: LedgerClientConfig) -> Self {
         Self {
             meta,
-            pool: Arc::new(BookiePool::new(cfg.request_timeout)),
+            pool: Arc::new(BookiePool::new(cfg.request_timeout, cfg.add_timeout)),
             cfg,
         }
     }

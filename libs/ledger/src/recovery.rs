@@ -129,12 +129,10 @@ async fn rewrite(
                 // Set by the bookie client.
                 request_id: 0,
             };
-            let rx = bookie.add(req).await;
-            match tokio::time::timeout(client.config().add_timeout, rx).await {
-                Ok(Ok(Ok(()))) => Ok(()),
-                Ok(Ok(Err(e))) => Err(format!("{addr}: {e:?}")),
-                _ => Err(format!("{addr}: no answer")),
-            }
+            bookie
+                .add_and_wait(req)
+                .await
+                .map_err(|e| format!("{addr}: {e:?}"))
         }
     }))
     .await;

@@ -196,35 +196,34 @@ impl LedgerWriter {
     }
 
     fn send(&self, entry: i64, pos: usize, addr: String, payload: bytes::Bytes, crc32c: u32) {
+        let bookie = match self.shared.client.pool().get(&addr) {
+            Ok(b) => b,
+            Err(e) => {
+                // Answered on a task of its own: the caller may hold no lock,
+                // but a failure's handling should not run inside an append.
+                let this = self.clone();
+                tokio::spawn(async move {
+                    this.on_result(entry, pos, addr, Err(AddFailure::Transport(e)));
+                });
+                return;
+            }
+        };
+        let req = pb::AddRequest {
+            ledger_id: self.shared.id,
+            entry_id: entry,
+            payload,
+            crc32c,
+            lac: self.last_add_confirmed(),
+            master_key: self.shared.master_key.clone().into(),
+            recovery: false,
+            // Set by the bookie client.
+            request_id: 0,
+        };
         let this = self.clone();
-        tokio::spawn(async move {
-            let result = match this.shared.client.pool().get(&addr) {
-                Err(e) => Err(AddFailure::Transport(e)),
-                Ok(bookie) => {
-                    let req = pb::AddRequest {
-                        ledger_id: this.shared.id,
-                        entry_id: entry,
-                        payload,
-                        crc32c,
-                        lac: this.last_add_confirmed(),
-                        master_key: this.shared.master_key.clone().into(),
-                        recovery: false,
-                        // Set by the bookie client.
-                        request_id: 0,
-                    };
-                    let rx = bookie.add(req).await;
-                    let timeout = this.shared.client.config().add_timeout;
-                    match tokio::time::timeout(timeout, rx).await {
-                        Ok(Ok(r)) => r,
-                        Ok(Err(_)) => Err(AddFailure::Transport(format!("{addr}: answer lost"))),
-                        Err(_) => Err(AddFailure::Transport(format!(
-                            "{addr}: no answer within {timeout:?}"
-                        ))),
-                    }
-                }
-            };
-            this.on_result(entry, pos, addr, result);
-        });
+        bookie.add(
+            req,
+            Box::new(move |result| this.on_result(entry, pos, addr, result)),
+        );
     }
 
     fn on_result(&self, entry: i64, pos: usize, addr: String, result: Result<(), AddFailure>) {

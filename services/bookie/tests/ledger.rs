@@ -523,3 +523,57 @@ async fn without_a_spare_bookie_acknowledged_entries_are_recovered() {
         assert_eq!(d, &payload(i as i64), "entry {i}");
     }
 }
+
+/// A bookie that stops answering without closing its connection (SIGSTOP) is
+/// noticed only by the add timeout: with Qw=Qa=3 every append waits for it, so
+/// the appends finish only if the writer gives up on it after the timeout and
+/// resends to a replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_bookie_is_replaced_after_the_add_timeout() {
+    let cluster = BookieCluster::start(1, 4);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let c = ledger_client(&cluster, 4).await;
+    let w = c.create(3, 3, 3, b"pw").await.unwrap();
+    append_all(&w, 100, 16).await;
+    let silent = w.metadata().ensembles[0].bookies[2].clone();
+    let process = &cluster
+        .bookies
+        .iter()
+        .find(|b| b.addr == silent)
+        .unwrap()
+        .process;
+    process.pause();
+    let started = Instant::now();
+    let more = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut results = futures::stream::iter(100..300)
+            .map(|i| {
+                let w = w.clone();
+                async move { (i, w.append(payload(i)).await) }
+            })
+            .buffered(16);
+        while let Some((i, r)) = results.next().await {
+            assert_eq!(r.unwrap(), i);
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    process.resume();
+    more.expect("appends never completed: the silent bookie was not replaced");
+    assert!(
+        took >= Duration::from_secs(3),
+        "appends completed in {took:?}, before the add timeout, with Qa=3 and one bookie stopped"
+    );
+    let meta = w.close().await.unwrap();
+    assert_eq!(meta.last_entry_id, 299);
+    assert!(!meta.ensembles.last().unwrap().bookies.contains(&silent));
+    let data = c
+        .open(meta.id, b"pw")
+        .await
+        .unwrap()
+        .read_range(0, 299)
+        .await
+        .unwrap();
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(d, &payload(i as i64), "entry {i}");
+    }
+}

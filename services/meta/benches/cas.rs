@@ -35,6 +35,32 @@ fn fsync_rate(dir: &std::path::Path) -> (f64, f64) {
     (rate, lat.value_at_quantile(0.5) as f64 / 1000.0)
 }
 
+/// The same clients calling `Status` (answered by the node from memory, no
+/// Raft, no disk) for a few seconds: the unary-RPC rate this machine sustains
+/// with the client and the cluster on the same cores, the ceiling for any
+/// design that answers each put with one RPC.
+async fn status_rate(connections: &[MetaClient], clients: usize) -> f64 {
+    const RUN: Duration = Duration::from_secs(5);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let c = connections[i % connections.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while start.elapsed() < RUN {
+                c.status().await.expect("status");
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     // MAGNETAR_BENCH_CLIENTS overrides the client count for exploration; the
@@ -102,6 +128,7 @@ async fn main() {
     }
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let metrics = cluster.metrics(leader).await;
+    let rpc_ceiling = status_rate(&connections, clients).await;
     let metric = |name| magnetar_testkit::http::metric(&metrics, name).unwrap_or(0.0);
     let per_entry = metric("magnetar_meta_proposed_commands_total")
         / metric("magnetar_meta_proposed_entries_total").max(1.0);
@@ -117,6 +144,8 @@ async fn main() {
          | disk: 4 KiB write+fdatasync/s (same run, same filesystem) | {:.0} (p50 {:.2} ms) |\n\
          | CAS puts per disk fsync (group-commit factor) | {:.1} |\n\
          | writes per Raft log entry (proposal batching) | {:.1} |\n\
+         | ceiling: no-op unary RPCs/s (`Status`, same clients, same run) | {:.0} |\n\
+         | CAS puts/s ÷ no-op RPCs/s | {:.2} |\n\
          | target (issue) | ≥ 10,000 puts/s, p99 < 10 ms |\n\n",
         magnetar_testkit::bench_report::now_utc(),
         magnetar_testkit::bench_report::machine(),
@@ -130,6 +159,8 @@ async fn main() {
         fsync_p50_ms,
         rate / fsyncs_per_sec,
         per_entry,
+        rpc_ceiling,
+        rate / rpc_ceiling,
     );
     print!("{section}");
     let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/BENCHMARKS.md");

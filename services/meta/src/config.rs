@@ -60,6 +60,14 @@ pub struct MetaArgs {
     /// How long a write or linearizable read waits for a quorum before failing.
     #[arg(long, env = "MAGNETAR_META_QUORUM_TIMEOUT_MS", default_value_t = 3000)]
     pub quorum_timeout_ms: u64,
+    /// Client-write entries in flight at once; writes that arrive meanwhile
+    /// are batched into the next entry.
+    #[arg(long, env = "MAGNETAR_META_PROPOSALS_IN_FLIGHT", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub proposals_in_flight: u64,
+    /// How long (µs) a batch smaller than the previous one waits for more writes
+    /// (0: never waits).
+    #[arg(long, env = "MAGNETAR_META_PROPOSAL_LINGER_US", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub proposal_linger_us: u64,
     #[arg(long, env = "MAGNETAR_META_MAX_KEY_BYTES", default_value_t = 4096)]
     pub max_key_bytes: usize,
     #[arg(long, env = "MAGNETAR_META_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
@@ -105,6 +113,8 @@ impl MetaArgs {
         cfg.snapshot_every = self.snapshot_every;
         cfg.logs_kept_after_snapshot = self.logs_kept_after_snapshot;
         cfg.quorum_timeout = Duration::from_millis(self.quorum_timeout_ms);
+        cfg.proposals_in_flight = self.proposals_in_flight as usize;
+        cfg.proposal_linger = Duration::from_micros(self.proposal_linger_us);
         cfg.limits = Limits {
             max_key_bytes: self.max_key_bytes,
             max_value_bytes: self.max_value_bytes,
