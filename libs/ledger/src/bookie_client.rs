@@ -144,11 +144,11 @@ impl BookieClient {
             let mut slot = self.stream.lock().unwrap_or_else(|p| p.into_inner());
             if slot
                 .as_ref()
-                .is_none_or(|s| s.tx.is_closed() || lock(&s.waiters).closed)
+                .is_some_and(|s| s.tx.is_closed() || lock(&s.waiters).closed)
             {
-                *slot = Some(self.open_stream());
+                *slot = None;
             }
-            let Some(s) = slot.as_ref() else { return };
+            let s = slot.get_or_insert_with(|| self.open_stream());
             (s.tx.clone(), s.waiters.clone())
         };
         {
@@ -348,5 +348,48 @@ impl BookiePool {
         let c = Arc::new(BookieClient::new(addr, self.timeout, self.add_timeout)?);
         clients.insert(addr.to_string(), c.clone());
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn counting(calls: &Arc<AtomicUsize>) -> InFlight {
+        let calls = calls.clone();
+        InFlight {
+            sent: Instant::now(),
+            done: Box::new(move |r| {
+                assert!(matches!(r, Err(AddFailure::Transport(_))));
+                calls.fetch_add(1, Ordering::SeqCst);
+            }),
+        }
+    }
+
+    #[test]
+    fn a_failed_stream_answers_each_waiter_once_and_takes_no_more() {
+        let waiters = SharedWaiters::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        for key in 1..=3 {
+            lock(&waiters).by_request.insert(key, counting(&calls));
+        }
+        fail_all(&waiters, "gone");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(lock(&waiters).closed);
+        // A sender that then finds the queue closed must not answer again.
+        answer_closed(&waiters, 2, "b");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn an_unqueued_add_is_answered_by_the_sender_when_still_registered() {
+        let waiters = SharedWaiters::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        lock(&waiters).by_request.insert(7, counting(&calls));
+        answer_closed(&waiters, 7, "b");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        fail_all(&waiters, "gone");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }
