@@ -198,15 +198,9 @@ impl LedgerWriter {
     fn send(&self, entry: i64, pos: usize, addr: String, payload: bytes::Bytes, crc32c: u32) {
         let bookie = match self.shared.client.pool().get(&addr) {
             Ok(b) => b,
-            Err(e) => {
-                // Answered on a task of its own: the caller may hold no lock,
-                // but a failure's handling should not run inside an append.
-                let this = self.clone();
-                tokio::spawn(async move {
-                    this.on_result(entry, pos, addr, Err(AddFailure::Transport(e)));
-                });
-                return;
-            }
+            // Callers hold no lock here, and a failure's handling (the
+            // ensemble change) runs on a task of its own.
+            Err(e) => return self.on_result(entry, pos, addr, Err(AddFailure::Transport(e))),
         };
         let req = pb::AddRequest {
             ledger_id: self.shared.id,
