@@ -82,6 +82,8 @@ pub struct AddTimings {
     /// From receipt until its journal record was durable (queueing for the
     /// journal writer plus the batches ahead of and including it).
     pub journal: std::time::Duration,
+    /// Putting the entry into the entry storage's memtable, after the journal.
+    pub store: std::time::Duration,
 }
 
 pub struct AddEntry {
@@ -318,9 +320,8 @@ impl Bookie {
         );
         // Held until the entry is in the store: no checkpoint passes it before.
         let _held = self.journal.append_held(record).await?;
-        let timings = AddTimings {
-            journal: received.elapsed(),
-        };
+        let journaled = std::time::Instant::now();
+        let journal = journaled - received;
         let (ledger, entry, lac) = (req.ledger, req.entry as u64, req.lac);
         let mut ledgers = self.lock();
         let l = self.ensure_ledger(&mut ledgers, ledger, &req.master_key)?;
@@ -334,7 +335,10 @@ impl Bookie {
         self.store
             .put_entry_parts(ledger, entry, req.crc32c, lac, &req.payload)?;
         l.lac.send_if_modified(|v| raise(v, lac));
-        Ok(timings)
+        Ok(AddTimings {
+            journal,
+            store: journaled.elapsed(),
+        })
     }
 
     fn check_writable(

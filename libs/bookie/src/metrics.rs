@@ -12,6 +12,7 @@ pub struct BookieMetrics {
     pub add_errors: IntCounter,
     pub add_latency: Histogram,
     pub add_journal_latency: Histogram,
+    pub add_store_latency: Histogram,
     pub reads: IntCounter,
     pub read_bytes: IntCounter,
     pub read_latency: Histogram,
@@ -24,6 +25,8 @@ pub struct BookieMetrics {
     pub journal_sync_latency: Histogram,
     pub journal_batch_records: Histogram,
     pub journal_queue: IntGauge,
+    pub journal_slowest_batch: prometheus::Gauge,
+    pub journal_slowest_roll: prometheus::Gauge,
     pub free_bytes: IntGauge,
     pub ledgers: IntGauge,
 }
@@ -46,6 +49,12 @@ impl BookieMetrics {
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
+        let float_gauge =
+            |name: &str, help: &str| -> Result<prometheus::Gauge, prometheus::Error> {
+                let g = prometheus::Gauge::new(name, help)?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
         let histogram = |name: &str, help: &str| -> Result<Histogram, prometheus::Error> {
             let h =
                 Histogram::with_opts(HistogramOpts::new(name, help).buckets(latency_buckets()))?;
@@ -69,6 +78,10 @@ impl BookieMetrics {
             add_journal_latency: histogram(
                 "magnetar_bookie_add_journal_latency_seconds",
                 "Add time from receipt until its journal record is durable.",
+            )?,
+            add_store_latency: histogram(
+                "magnetar_bookie_add_store_latency_seconds",
+                "Add time putting the journaled entry into the entry storage.",
             )?,
             reads: counter("magnetar_bookie_reads_total", "Entries read.")?,
             read_bytes: counter("magnetar_bookie_read_bytes_total", "Payload bytes read.")?,
@@ -112,6 +125,14 @@ impl BookieMetrics {
                 "magnetar_bookie_journal_queue_depth",
                 "Records waiting for the journal writer.",
             )?,
+            journal_slowest_batch: float_gauge(
+                "magnetar_bookie_journal_slowest_batch_seconds",
+                "Longest journal batch (write + fdatasync, with any segment roll in it) since start.",
+            )?,
+            journal_slowest_roll: float_gauge(
+                "magnetar_bookie_journal_slowest_roll_seconds",
+                "Longest journal segment roll (seal the old segment, start the next) since start.",
+            )?,
             read_only: gauge(
                 "magnetar_bookie_read_only",
                 "1 while the bookie refuses adds (disk nearly full).",
@@ -139,6 +160,7 @@ impl BookieMetrics {
         self.add_latency.observe(latency.as_secs_f64());
         self.add_journal_latency
             .observe(timings.journal.as_secs_f64());
+        self.add_store_latency.observe(timings.store.as_secs_f64());
     }
 
     pub fn record_read(&self, latency: Duration, bytes: usize) {

@@ -278,6 +278,12 @@ async fn housekeeping(
         metrics
             .journal_last_batch
             .set(stats.last_batch_records as i64);
+        metrics
+            .journal_slowest_batch
+            .set(stats.slowest_batch.as_secs_f64());
+        metrics
+            .journal_slowest_roll
+            .set(stats.slowest_roll.as_secs_f64());
         metrics.read_only.set(bookie.is_read_only() as i64);
         metrics.free_bytes.set(free as i64);
         metrics.ledgers.set(bookie.ledger_count() as i64);

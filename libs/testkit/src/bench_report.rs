@@ -37,6 +37,50 @@ pub fn now_utc() -> String {
         .unwrap_or_default()
 }
 
+/// Machine-wide CPU time counters from /proc/stat: (busy, total) in ticks.
+/// Two readings give how busy every core was in between (`busy_percent`),
+/// which says whether a run was CPU-bound or waiting on something else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuTicks {
+    busy: u64,
+    total: u64,
+}
+
+impl CpuTicks {
+    pub fn now() -> Self {
+        let line = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string))
+            .unwrap_or_default();
+        Self::parse(&line)
+    }
+
+    /// The aggregate `cpu` line: user nice system idle iowait irq softirq steal …
+    fn parse(line: &str) -> Self {
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let total: u64 = v.iter().sum();
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        Self {
+            busy: total.saturating_sub(idle),
+            total,
+        }
+    }
+
+    /// Share of all cores' time spent busy since `earlier`, in percent.
+    pub fn busy_percent(&self, earlier: &CpuTicks) -> f64 {
+        let total = self.total.saturating_sub(earlier.total);
+        if total == 0 {
+            return 0.0;
+        }
+        100.0 * self.busy.saturating_sub(earlier.busy) as f64 / total as f64
+    }
+}
+
 /// Sequential 1 MiB writes, each followed by fdatasync, for 3 s in `dir`:
 /// the bandwidth a journal on that filesystem can reach, in MB/s.
 pub fn fsync_bandwidth(dir: &Path) -> f64 {
@@ -103,6 +147,17 @@ pub fn run_summary(cmd: &mut std::process::Command) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::CpuTicks;
+
+    #[test]
+    fn cpu_busy_share_counts_iowait_as_idle() {
+        let a = CpuTicks::parse("cpu  100 0 100 700 100 0 0 0 0 0");
+        let b = CpuTicks::parse("cpu  200 0 150 850 150 0 50 0 0 0");
+        // 200 busy ticks (100 user, 50 system, 50 softirq) out of 400.
+        assert_eq!(b.busy_percent(&a), 50.0);
+        assert_eq!(a.busy_percent(&a), 0.0);
+    }
+
     #[test]
     fn sections_are_replaced_in_place_or_appended() {
         let dir = tempfile::tempdir().unwrap();

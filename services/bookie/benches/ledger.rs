@@ -22,6 +22,8 @@ async fn scrape(cluster: &BookieCluster) -> Vec<String> {
 const RUN: Duration = Duration::from_secs(10);
 
 struct Outcome {
+    /// All cores' busy share over the run, in percent.
+    cpu_busy: f64,
     entries_per_sec: f64,
     mb_per_sec: f64,
     p50_ms: f64,
@@ -40,6 +42,7 @@ async fn run(
     let payload = vec![7u8; size];
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let start = Instant::now();
+    let cpu_before = magnetar_testkit::bench_report::CpuTicks::now();
     let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let mut results = futures::stream::iter(0u64..)
         .take_while(|_| futures::future::ready(start.elapsed() < RUN))
@@ -61,8 +64,10 @@ async fn run(
         n += 1;
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu_busy = magnetar_testkit::bench_report::CpuTicks::now().busy_percent(&cpu_before);
     w.close().await.expect("close");
     Outcome {
+        cpu_busy,
         entries_per_sec: n as f64 / secs,
         mb_per_sec: n as f64 * size as f64 / secs / (1 << 20) as f64,
         p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
@@ -105,13 +110,44 @@ async fn main() {
                 http::histogram_quantile(&b, &a, 0.99)
                     .map_or("-".into(), |s| format!("{:.2}", s * 1e3))
             };
+            // While exploring: the tails the table leaves out.
+            let q = |name: &str, q: f64| {
+                http::histogram_quantile(
+                    &http::histogram_buckets(&before, name),
+                    &http::histogram_buckets(&after, name),
+                    q,
+                )
+                .map_or(f64::NAN, |s| s * 1e3)
+            };
+            let slowest = |name: &str| {
+                after
+                    .iter()
+                    .filter_map(|t| http::metric(t, name))
+                    .fold(0.0f64, f64::max)
+                    * 1e3
+            };
+            eprintln!(
+                "{name} {} KiB: slowest journal batch / roll since start {:.1} / {:.1} ms",
+                size >> 10,
+                slowest("magnetar_bookie_journal_slowest_batch_seconds"),
+                slowest("magnetar_bookie_journal_slowest_roll_seconds"),
+            );
+            eprintln!(
+                "{name} {} KiB half max: store p99 / p99.9 / p99.99 ≤ {:.2} / {:.2} / {:.2} ms; journaled p99.9 ≤ {:.2}; batch p99.9 ≤ {:.2}",
+                size >> 10,
+                q("magnetar_bookie_add_store_latency_seconds", 0.99),
+                q("magnetar_bookie_add_store_latency_seconds", 0.999),
+                q("magnetar_bookie_add_store_latency_seconds", 0.9999),
+                q("magnetar_bookie_add_journal_latency_seconds", 0.999),
+                q("magnetar_bookie_journal_sync_latency_seconds", 0.999),
+            );
             let (add_p99, journal_p99, sync_p99) = (
                 bookie_p99("magnetar_bookie_add_latency_seconds"),
                 bookie_p99("magnetar_bookie_add_journal_latency_seconds"),
                 bookie_p99("magnetar_bookie_journal_sync_latency_seconds"),
             );
             let line = format!(
-                "| {name} | {} KiB | {:.0} | {:.1} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | ≤ {add_p99} / ≤ {journal_p99} / ≤ {sync_p99} |\n",
+                "| {name} | {} KiB | {:.0} | {:.1} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | ≤ {add_p99} / ≤ {journal_p99} / ≤ {sync_p99} | {:.0}% / {:.0}% |\n",
                 size >> 10,
                 max.entries_per_sec,
                 max.mb_per_sec,
@@ -119,7 +155,9 @@ async fn main() {
                 max.p50_ms,
                 max.p99_ms,
                 half.p50_ms,
-                half.p99_ms
+                half.p99_ms,
+                max.cpu_busy,
+                half.cpu_busy
             );
             print!("{line}");
             rows.push_str(&line);
@@ -128,11 +166,12 @@ async fn main() {
     let date = magnetar_testkit::bench_report::now_utc();
     let section = format!(
         "## Ledger service: appends (`make bench-ledger`)\n\n- date: {date}\n- machine: {}\n- command: `make bench-ledger` (release build; 1 `magnetar-meta`, 3 `magnetar-bookie` on loopback sharing one disk, journal fsync on; the ledger client in the bench process; {}s per run)\n- disk: sequential 1 MiB write + fdatasync = {fsync_mb:.0} MB/s (same run, same filesystem)\n\n\
-         | quorum | entry | entries/s (max) | MB/s | MB/s ÷ disk fsync MB/s | add p50 / p99 at max (ms) | add p50 / p99 at half max (ms) | bookie: add / until journaled / journal batch p99 at half max (ms) |\n|---|---|---|---|---|---|---|---|\n{rows}\n\
+         | quorum | entry | entries/s (max) | MB/s | MB/s ÷ disk fsync MB/s | add p50 / p99 at max (ms) | add p50 / p99 at half max (ms) | bookie: add / until journaled / journal batch p99 at half max (ms) | CPU busy at max / half max |\n|---|---|---|---|---|---|---|---|---|\n{rows}\n\
          Targets (issue): at Qw=1, 64 KiB entries ≥ 50% of the raw fsync bandwidth; add p99 ≤ 2 ms at half the maximum rate. \
          With E=3 all three bookies journal on the same disk, so each entry is fsynced Qw times on one device. \
-         The last column comes from the bookies' own histograms over the half-rate run (buckets √2 apart, so upper bounds): \
-         an add's time inside the bookie, the part of it until its journal record was durable, and the journal writer's time per batch (write + fdatasync).\n\n",
+         The bookie column comes from the bookies' own histograms over the half-rate run (buckets √2 apart, so upper bounds): \
+         an add's time inside the bookie, the part of it until its journal record was durable, and the journal writer's time per batch (write + fdatasync). \
+         CPU busy is all cores' busy share (user + system + irq, not iowait) over each run.\n\n",
         magnetar_testkit::bench_report::machine(),
         RUN.as_secs()
     );

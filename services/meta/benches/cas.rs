@@ -119,8 +119,10 @@ async fn main() {
     tokio::time::sleep(WARMUP).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_before = magnetar_testkit::bench_report::CpuTicks::now();
     tokio::time::sleep(MEASURE).await;
     measuring.store(false, Ordering::Relaxed);
+    let cpu_busy = magnetar_testkit::bench_report::CpuTicks::now().busy_percent(&cpu_before);
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -144,6 +146,7 @@ async fn main() {
          | disk: 4 KiB write+fdatasync/s (same run, same filesystem) | {:.0} (p50 {:.2} ms) |\n\
          | CAS puts per disk fsync (group-commit factor) | {:.1} |\n\
          | writes per Raft log entry (proposal batching) | {:.1} |\n\
+         | CPU busy, all cores, while measuring | {:.0}% |\n\
          | ceiling: no-op unary RPCs/s (`Status`, same clients, same run) | {:.0} |\n\
          | CAS puts/s ÷ no-op RPCs/s | {:.2} |\n\
          | target (issue) | ≥ 10,000 puts/s, p99 < 10 ms |\n\n",
@@ -159,6 +162,7 @@ async fn main() {
         fsync_p50_ms,
         rate / fsyncs_per_sec,
         per_entry,
+        cpu_busy,
         rpc_ceiling,
         rate / rpc_ceiling,
     );
