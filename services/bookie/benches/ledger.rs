@@ -86,7 +86,7 @@ async fn main() {
     }
     let fsync_mb = magnetar_testkit::bench_report::fsync_bandwidth(cluster.meta.dir.path());
     let mut rows = String::new();
-    // MAGNETAR_BENCH_ROWS (e.g. "1x1,3x64") limits a run to some rows while
+    // MAGNETAR_BENCH_ROWS (e.g. "1x1,2x64") limits a run to some rows while
     // exploring: write quorum x entry KiB. The recorded table has all four.
     let rows_wanted = std::env::var("MAGNETAR_BENCH_ROWS").ok();
     for (name, q) in [("E=Qw=Qa=1", (1, 1, 1)), ("E=3 Qw=Qa=2", (3, 2, 2))] {
@@ -111,7 +111,7 @@ async fn main() {
                     .map_or("-".into(), |s| format!("{:.2}", s * 1e3))
             };
             // While exploring: the tails the table leaves out.
-            let q = |name: &str, q: f64| {
+            let quantile_ms = |name: &str, q: f64| {
                 http::histogram_quantile(
                     &http::histogram_buckets(&before, name),
                     &http::histogram_buckets(&after, name),
@@ -135,11 +135,11 @@ async fn main() {
             eprintln!(
                 "{name} {} KiB half max: store p99 / p99.9 / p99.99 ≤ {:.2} / {:.2} / {:.2} ms; journaled p99.9 ≤ {:.2}; batch p99.9 ≤ {:.2}",
                 size >> 10,
-                q("magnetar_bookie_add_store_latency_seconds", 0.99),
-                q("magnetar_bookie_add_store_latency_seconds", 0.999),
-                q("magnetar_bookie_add_store_latency_seconds", 0.9999),
-                q("magnetar_bookie_add_journal_latency_seconds", 0.999),
-                q("magnetar_bookie_journal_sync_latency_seconds", 0.999),
+                quantile_ms("magnetar_bookie_add_store_latency_seconds", 0.99),
+                quantile_ms("magnetar_bookie_add_store_latency_seconds", 0.999),
+                quantile_ms("magnetar_bookie_add_store_latency_seconds", 0.9999),
+                quantile_ms("magnetar_bookie_add_journal_latency_seconds", 0.999),
+                quantile_ms("magnetar_bookie_journal_sync_latency_seconds", 0.999),
             );
             let (add_p99, journal_p99, sync_p99) = (
                 bookie_p99("magnetar_bookie_add_latency_seconds"),
