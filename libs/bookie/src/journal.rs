@@ -709,12 +709,6 @@ impl Writer {
 
     fn roll(&mut self) -> Result<(), JournalError> {
         let started = std::time::Instant::now();
-        let rolled = self.roll_now();
-        raise_micros(&self.counters.slowest_roll_us, started.elapsed());
-        rolled
-    }
-
-    fn roll_now(&mut self) -> Result<(), JournalError> {
         self.seal()?;
         let (file, path, file_len) =
             Self::new_segment(&self.cfg.dir, self.seq + 1, &self.pool, &self.counters)?;
@@ -724,6 +718,8 @@ impl Writer {
         self.offset = SEGMENT_HEADER as u64;
         self.file_len = file_len;
         self.current_segment.store(self.seq, Ordering::Release);
+        // A roll that fails fails the journal; only finished ones are timed.
+        raise_micros(&self.counters.slowest_roll_us, started.elapsed());
         Ok(())
     }
 

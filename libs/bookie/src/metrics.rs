@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use prometheus::core::Collector;
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 
 use crate::bookie::AddTimings;
 
@@ -25,10 +26,19 @@ pub struct BookieMetrics {
     pub journal_sync_latency: Histogram,
     pub journal_batch_records: Histogram,
     pub journal_queue: IntGauge,
-    pub journal_slowest_batch: prometheus::Gauge,
-    pub journal_slowest_roll: prometheus::Gauge,
+    pub journal_slowest_batch: Gauge,
+    pub journal_slowest_roll: Gauge,
     pub free_bytes: IntGauge,
     pub ledgers: IntGauge,
+}
+
+/// Registers a metric and hands it back (metrics are cheap shared handles).
+fn registered<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: C,
+) -> Result<C, prometheus::Error> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -39,27 +49,12 @@ fn latency_buckets() -> Vec<f64> {
 
 impl BookieMetrics {
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
-            let c = IntCounter::new(name, help)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
-            let g = IntGauge::new(name, help)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        };
-        let float_gauge =
-            |name: &str, help: &str| -> Result<prometheus::Gauge, prometheus::Error> {
-                let g = prometheus::Gauge::new(name, help)?;
-                registry.register(Box::new(g.clone()))?;
-                Ok(g)
-            };
-        let histogram = |name: &str, help: &str| -> Result<Histogram, prometheus::Error> {
-            let h =
-                Histogram::with_opts(HistogramOpts::new(name, help).buckets(latency_buckets()))?;
-            registry.register(Box::new(h.clone()))?;
-            Ok(h)
+        let counter = |name: &str, help: &str| registered(registry, IntCounter::new(name, help)?);
+        let gauge = |name: &str, help: &str| registered(registry, IntGauge::new(name, help)?);
+        let float_gauge = |name: &str, help: &str| registered(registry, Gauge::new(name, help)?);
+        let histogram = |name: &str, help: &str| {
+            let opts = HistogramOpts::new(name, help).buckets(latency_buckets());
+            registered(registry, Histogram::with_opts(opts)?)
         };
         Ok(Self {
             adds: counter(
@@ -110,17 +105,16 @@ impl BookieMetrics {
                 "magnetar_bookie_journal_sync_latency_seconds",
                 "Journal batch write + fdatasync time.",
             )?,
-            journal_batch_records: {
-                let h = Histogram::with_opts(
+            journal_batch_records: registered(
+                registry,
+                Histogram::with_opts(
                     HistogramOpts::new(
                         "magnetar_bookie_journal_batch_records",
                         "Records per journal batch (group commit size).",
                     )
                     .buckets(prometheus::exponential_buckets(1.0, 2.0, 14).unwrap_or_default()),
-                )?;
-                registry.register(Box::new(h.clone()))?;
-                h
-            },
+                )?,
+            )?,
             journal_queue: gauge(
                 "magnetar_bookie_journal_queue_depth",
                 "Records waiting for the journal writer.",
@@ -204,7 +198,7 @@ impl AutoRecoveryCollector {
     }
 }
 
-impl prometheus::core::Collector for AutoRecoveryCollector {
+impl Collector for AutoRecoveryCollector {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
         self.gauges.iter().flat_map(|g| g.desc()).collect()
     }

@@ -102,23 +102,19 @@ async fn main() {
             let before = scrape(&cluster).await;
             let half = run(&c, q, size, window, Some(max.entries_per_sec / 2.0)).await;
             let after = scrape(&cluster).await;
-            let bookie_p99 = |name: &str| {
-                let (b, a) = (
-                    http::histogram_buckets(&before, name),
-                    http::histogram_buckets(&after, name),
-                );
-                http::histogram_quantile(&b, &a, 0.99)
-                    .map_or("-".into(), |s| format!("{:.2}", s * 1e3))
-            };
-            // While exploring: the tails the table leaves out.
+            // A bookie histogram's quantile over the half-rate run, in ms.
             let quantile_ms = |name: &str, q: f64| {
                 http::histogram_quantile(
                     &http::histogram_buckets(&before, name),
                     &http::histogram_buckets(&after, name),
                     q,
                 )
-                .map_or(f64::NAN, |s| s * 1e3)
+                .map(|s| s * 1e3)
             };
+            let bookie_p99 =
+                |name: &str| quantile_ms(name, 0.99).map_or("-".into(), |ms| format!("{ms:.2}"));
+            // While exploring: the tails the table leaves out.
+            let tail_ms = |name: &str, q: f64| quantile_ms(name, q).unwrap_or(f64::NAN);
             let slowest = |name: &str| {
                 after
                     .iter()
@@ -135,11 +131,11 @@ async fn main() {
             eprintln!(
                 "{name} {} KiB half max: store p99 / p99.9 / p99.99 ≤ {:.2} / {:.2} / {:.2} ms; journaled p99.9 ≤ {:.2}; batch p99.9 ≤ {:.2}",
                 size >> 10,
-                quantile_ms("magnetar_bookie_add_store_latency_seconds", 0.99),
-                quantile_ms("magnetar_bookie_add_store_latency_seconds", 0.999),
-                quantile_ms("magnetar_bookie_add_store_latency_seconds", 0.9999),
-                quantile_ms("magnetar_bookie_add_journal_latency_seconds", 0.999),
-                quantile_ms("magnetar_bookie_journal_sync_latency_seconds", 0.999),
+                tail_ms("magnetar_bookie_add_store_latency_seconds", 0.99),
+                tail_ms("magnetar_bookie_add_store_latency_seconds", 0.999),
+                tail_ms("magnetar_bookie_add_store_latency_seconds", 0.9999),
+                tail_ms("magnetar_bookie_add_journal_latency_seconds", 0.999),
+                tail_ms("magnetar_bookie_journal_sync_latency_seconds", 0.999),
             );
             let (add_p99, journal_p99, sync_p99) = (
                 bookie_p99("magnetar_bookie_add_latency_seconds"),
