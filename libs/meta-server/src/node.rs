@@ -206,7 +206,6 @@ impl MetaNode {
         let max_client_message =
             cfg.limits.max_value_bytes * 2 + cfg.limits.max_key_bytes * 2 + (64 << 10);
         let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(
                 MetaServer::new(service).max_decoding_message_size(max_client_message.max(4 << 20)),
             )
@@ -216,7 +215,13 @@ impl MetaNode {
                     .max_encoding_message_size(MAX_PEER_MESSAGE),
             );
         let mut server_shutdown = shutdown_rx.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // The builder's `tcp_nodelay` does not reach sockets accepted from our
+        // own listener: without this, Nagle held small responses behind
+        // unacknowledged data until the peer's delayed ACK, 40 ms on Linux
+        // (1% of one-at-a-time 64 KiB ledger adds took 42 ms at the client
+        // while the bookie had answered them within 2.3 ms).
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(async move {
             let stop = async move {
                 let _ = server_shutdown.changed().await;
