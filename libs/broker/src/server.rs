@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use magnetar_ledger::{LedgerClient, LedgerClientConfig};
 use magnetar_managed_ledger::{FactoryConfig, ManagedLedgerFactory};
 use magnetar_meta_client::MetaClient;
@@ -98,6 +99,11 @@ impl BrokerHandle {
         let app = crate::admin::router(service.clone(), Arc::new(registry));
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(async move {
+            // As in telemetry's server: Nagle off for admin responses and
+            // WebSocket frames.
+            let http_listener = http_listener.tap_io(|s| {
+                let _ = s.set_nodelay(true);
+            });
             let r = axum::serve(
                 http_listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -216,10 +216,7 @@ impl MetaNode {
             );
         let mut server_shutdown = shutdown_rx.clone();
         // The builder's `tcp_nodelay` does not reach sockets accepted from our
-        // own listener: without this, Nagle held small responses behind
-        // unacknowledged data until the peer's delayed ACK, 40 ms on Linux
-        // (1% of one-at-a-time 64 KiB ledger adds took 42 ms at the client
-        // while the bookie had answered them within 2.3 ms).
+        // own listener (see the bookie's server for what Nagle cost there).
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(async move {

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::sync::watch;
@@ -78,6 +79,11 @@ pub async fn serve_http(
         let stop = async move {
             let _ = rx.changed().await;
         };
+        // axum leaves Nagle on for the sockets it accepts; small responses
+        // (and WebSocket frames) would then wait for the peer's delayed ACK.
+        let listener = listener.tap_io(|s| {
+            let _ = s.set_nodelay(true);
+        });
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await
