@@ -26,6 +26,37 @@ pub struct ProposerStats {
     pub commands: AtomicU64,
 }
 
+/// Sizes of the last few entries. Their maximum is what the next entry waits
+/// for (up to the linger): closed-loop clients answered together send again
+/// together, a little later. Waiting for the *largest* recent size, not the
+/// last one, is what merges two groups of clients into one. Waiting only for
+/// the last size let 16 clients settle into two groups of 8 that took turns:
+/// each group's entry went out while the other's was being replicated, so
+/// every put waited for two Raft rounds, and the second entry's replication
+/// queued behind the first's commit heartbeat (openraft 0.9 replicates one
+/// request at a time per follower).
+#[derive(Default)]
+struct RecentSizes {
+    sizes: [usize; RECENT_ENTRIES],
+    next: usize,
+}
+
+/// How many entries back the proposer remembers: with 1 ms lingers at most,
+/// a drop in load costs at most this many lingers before batches stop
+/// waiting for clients that are gone.
+const RECENT_ENTRIES: usize = 32;
+
+impl RecentSizes {
+    fn push(&mut self, size: usize) {
+        self.sizes[self.next] = size;
+        self.next = (self.next + 1) % RECENT_ENTRIES;
+    }
+
+    fn expected(&self) -> usize {
+        self.sizes.iter().copied().max().unwrap_or(0).max(1)
+    }
+}
+
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<(Command, Reply)>,
@@ -66,10 +97,7 @@ impl Proposer {
         let (tx, mut rx) = mpsc::channel::<(Command, Reply)>(max_batch * 4);
         let slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
         tokio::spawn(async move {
-            // Commands in the previous entry: what to expect in the next one
-            // under steady load (closed-loop clients answered together send
-            // again together, a little later).
-            let mut expected = 1usize;
+            let mut recent = RecentSizes::default();
             while let Some(first) = rx.recv().await {
                 // Waiting for a slot is what lets the next batch fill up.
                 let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -80,14 +108,14 @@ impl Proposer {
                 while batch.len() < max_batch {
                     match rx.try_recv() {
                         Ok(item) => batch.push(item),
-                        Err(_) if batch.len() >= expected || linger.is_zero() => break,
+                        Err(_) if batch.len() >= recent.expected() || linger.is_zero() => break,
                         Err(_) => match tokio::time::timeout_at(linger_until, rx.recv()).await {
                             Ok(Some(item)) => batch.push(item),
                             Ok(None) | Err(_) => break,
                         },
                     }
                 }
-                expected = batch.len();
+                recent.push(batch.len());
                 let raft = raft.clone();
                 stats.entries.fetch_add(1, Ordering::Relaxed);
                 stats
