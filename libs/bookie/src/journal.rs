@@ -24,10 +24,19 @@
 //! were checksummed with another sequence number, so they never pass for
 //! records of the new segment: the first one read is where the segment ends.
 //!
-//! Torn tails: a crash can leave the last record of the newest segment partly
-//! written. On open, a bad record at the tail of the newest segment, with
-//! nothing valid after it, is cut off (the file is truncated there) and never
-//! returned. A bad record anywhere else is corruption and opening fails.
+//! Rolling: the next segment is prepared by a helper thread while the writer
+//! fills the current one (file created or a recycled one taken, header written
+//! and synced, renamed, directory synced), so a roll costs the writer no
+//! metadata syncs. A finished segment ends with an end marker, a record header
+//! whose length is `END_MARK`, written and synced with the segment's last batch;
+//! whatever follows it (a reused file's old records) is never read.
+//!
+//! Torn tails: a crash can leave the last record written partly on disk. On
+//! open, a bad record with nothing valid after it, in the last segment that
+//! holds records, is cut off (the file is truncated there) and never returned;
+//! segments after that one hold no records (a prepared spare the writer never
+//! reached) and are put back into the recycle pool. A bad record anywhere else
+//! is corruption and opening fails.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -55,6 +64,11 @@ const RECORD_HEADER: usize = HEADER + 4;
 /// `MAX_RECORD_BYTES`, so the two formats cannot be confused.
 const SEGMENT_MAGIC: [u8; 4] = *b"MGJ\xF1";
 const SEGMENT_HEADER: usize = 12;
+/// Length field of the end marker that closes a finished segment. Far above
+/// `MAX_RECORD_BYTES`, so it is never a record's length.
+const END_MARK: u32 = u32::MAX;
+/// Bytes a segment keeps free for its end marker.
+const END_BYTES: u64 = RECORD_HEADER as u64;
 
 /// Called by the writer thread after each batch: (write + fdatasync time,
 /// records in the batch). For metrics; must be cheap.
@@ -274,8 +288,25 @@ fn encode_into(buf: &mut Vec<u8>, seq: u64, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
-/// The payload range of an intact record at `at`, or why there is none.
-fn record_at(bytes: &[u8], at: usize, salt: Option<u64>) -> Result<std::ops::Range<usize>, String> {
+/// Appends the end marker of segment `seq`: a record header with length
+/// `END_MARK` and no payload (both CRC words are the header CRC).
+fn encode_end(buf: &mut Vec<u8>, seq: u64) {
+    let head = header_crc(Some(seq), END_MARK);
+    buf.extend_from_slice(&END_MARK.to_le_bytes());
+    buf.extend_from_slice(&head.to_le_bytes());
+    buf.extend_from_slice(&head.to_le_bytes());
+}
+
+/// What `record_at` found: an intact record (its payload's range), or the end
+/// marker of a finished segment.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    Record(std::ops::Range<usize>),
+    End,
+}
+
+/// The intact record (or end marker) at `at`, or why there is none.
+fn record_at(bytes: &[u8], at: usize, salt: Option<u64>) -> Result<Found, String> {
     let hl = record_header_len(salt);
     let header = bytes
         .get(at..at.saturating_add(hl))
@@ -286,6 +317,13 @@ fn record_at(bytes: &[u8], at: usize, salt: Option<u64>) -> Result<std::ops::Ran
     if salt.is_some() && word(4) != header_crc(salt, len) {
         return Err("record header checksum mismatch".into());
     }
+    if salt.is_some() && len == END_MARK {
+        return if word(8) == word(4) {
+            Ok(Found::End)
+        } else {
+            Err("damaged end marker".into())
+        };
+    }
     if len as usize > MAX_RECORD_BYTES {
         return Err(format!("impossible record length {len}"));
     }
@@ -295,7 +333,7 @@ fn record_at(bytes: &[u8], at: usize, salt: Option<u64>) -> Result<std::ops::Ran
     if record_crc(salt, len, payload) != word(hl - 4) {
         return Err("checksum mismatch".into());
     }
-    Ok(start..end)
+    Ok(Found::Record(start..end))
 }
 
 fn segment_header(seq: u64) -> [u8; SEGMENT_HEADER] {
@@ -368,10 +406,12 @@ fn scan_segment(bytes: &[u8]) -> Scan {
             break None;
         }
         match record_at(bytes, off, salt) {
-            Ok(payload) => {
+            Ok(Found::Record(payload)) => {
                 records.push((off as u64, bytes[payload.clone()].to_vec()));
                 off = payload.end;
             }
+            // A finished segment: what follows is a reused file's old data.
+            Ok(Found::End) => break None,
             Err(reason) => break Some(reason),
         }
     };
@@ -405,45 +445,61 @@ impl Journal {
         if !cfg.sync {
             tracing::warn!(dir = %cfg.dir.display(), "journal fsync is OFF: acknowledged records can be lost on a crash");
         }
-        let segments = list_segments(&cfg.dir)?;
-        let mut replay = Vec::new();
-        let newest = segments.last().map(|(seq, _)| *seq);
-        for (seq, path) in &segments {
-            if from.is_some_and(|f| *seq < f.segment) {
+        // Scanned first, judged after: whether damage is a torn tail depends
+        // on whether any later segment holds records.
+        let mut scanned = Vec::new();
+        for (seq, path) in list_segments(&cfg.dir)? {
+            if from.is_some_and(|f| seq < f.segment) {
                 continue;
             }
-            let bytes = std::fs::read(path).map_err(io_err(path))?;
+            let bytes = std::fs::read(&path).map_err(io_err(&path))?;
             let scan = scan_segment(&bytes);
-            if scan.salt.is_some_and(|s| s != *seq) {
+            if scan.salt.is_some_and(|s| s != seq) {
                 return Err(JournalError::Corrupt {
-                    path: path.clone(),
+                    path,
                     offset: 0,
                     reason: format!("header names segment {:?}", scan.salt),
                 });
             }
+            // In a reused file, the old records after the last one written
+            // (checksummed for another segment) are not intact here.
+            let intact_after = scan.damage.is_some()
+                && intact_record_after(&bytes, scan.valid_len as usize, scan.salt);
+            scanned.push((seq, path, scan, intact_after));
+        }
+        let last_written = scanned
+            .iter()
+            .rposition(|(_, _, s, _)| !s.records.is_empty());
+        let mut replay = Vec::new();
+        for (i, (seq, path, scan, intact_after)) in scanned.into_iter().enumerate() {
+            let later_records = last_written.is_some_and(|last| i < last);
             if let Some(reason) = scan.damage {
-                // In a recycled file, the old records after the last one
-                // written (checksummed for another segment) end up here too.
-                let is_tail = Some(*seq) == newest
-                    && !intact_record_after(&bytes, scan.valid_len as usize, scan.salt);
-                if !is_tail {
+                if intact_after || later_records {
                     return Err(JournalError::Corrupt {
-                        path: path.clone(),
+                        path,
                         offset: scan.valid_len,
                         reason,
                     });
                 }
+                if scan.records.is_empty() {
+                    // A spare prepared for a roll that never came (or whose
+                    // first record was torn): back into the pool, below.
+                    let to = cfg.dir.join(recycled_name(seq));
+                    std::fs::rename(&path, &to).map_err(io_err(&path))?;
+                    sync_dir(&cfg.dir)?;
+                    continue;
+                }
                 tracing::warn!(segment = %path.display(), offset = scan.valid_len, %reason, "cutting a torn record off the journal tail");
                 let f = OpenOptions::new()
                     .write(true)
-                    .open(path)
-                    .map_err(io_err(path))?;
-                f.set_len(scan.valid_len).map_err(io_err(path))?;
-                f.sync_all().map_err(io_err(path))?;
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                f.set_len(scan.valid_len).map_err(io_err(&path))?;
+                f.sync_all().map_err(io_err(&path))?;
             }
             for (offset, payload) in scan.records {
                 let pos = JournalPos {
-                    segment: *seq,
+                    segment: seq,
                     offset,
                 };
                 if from.is_none_or(|f| pos >= f) {
@@ -454,6 +510,7 @@ impl Journal {
         // Recycled files keep their old names: a new segment's number must be
         // above theirs too, or its checksums could match their old records.
         let mut recycled = list_files(&cfg.dir, "recycle-")?;
+        let newest = list_segments(&cfg.dir)?.last().map(|(seq, _)| *seq);
         let highest = recycled.iter().map(|(s, _)| *s).chain(newest).max();
         let next_seq = highest.map_or(1, |s| s + 1);
         while recycled.len() > cfg.recycle_segments {
@@ -628,8 +685,19 @@ struct Writer {
     counters: Arc<Counters>,
     pool: Pool,
     unapplied: UnappliedRef,
+    /// Segment `seq + 1`, being prepared by a helper thread.
+    spare: Option<std::thread::JoinHandle<Result<Segment, JournalError>>>,
     failed: Option<String>,
     sync_warned: AtomicBool,
+}
+
+/// A segment file ready for records: header durable, named, directory synced.
+struct Segment {
+    file: File,
+    path: PathBuf,
+    /// The file's length (a recycled file keeps its old length).
+    len: u64,
+    recycled: bool,
 }
 
 impl Writer {
@@ -641,31 +709,50 @@ impl Writer {
         pool: Pool,
         unapplied: UnappliedRef,
     ) -> Result<Self, JournalError> {
-        let (file, path, file_len) = Self::new_segment(&cfg.dir, seq, &pool, &counters)?;
-        Ok(Self {
+        let first = Self::new_segment(&cfg.dir, seq, &pool)?;
+        let mut writer = Self {
             cfg,
-            file,
-            path,
+            file: first.file,
+            path: first.path,
             seq,
             offset: SEGMENT_HEADER as u64,
-            file_len,
+            file_len: first.len,
             current_segment,
             counters,
             pool,
             unapplied,
+            spare: None,
             failed: None,
             sync_warned: AtomicBool::new(false),
-        })
+        };
+        writer.count_started(first.recycled);
+        writer.prepare_spare();
+        Ok(writer)
     }
 
-    /// Creates segment `seq`, from a recycled file when one is free; returns
-    /// it with its current length.
-    fn new_segment(
-        dir: &Path,
-        seq: u64,
-        pool: &Pool,
-        counters: &Counters,
-    ) -> Result<(File, PathBuf, u64), JournalError> {
+    fn count_started(&self, recycled: bool) {
+        self.counters
+            .segments_started
+            .fetch_add(1, Ordering::Relaxed);
+        if recycled {
+            self.counters
+                .segments_recycled
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts preparing segment `seq + 1` on a helper thread. If the thread
+    /// cannot be started, the next roll prepares the segment itself.
+    fn prepare_spare(&mut self) {
+        let (dir, seq, pool) = (self.cfg.dir.clone(), self.seq + 1, self.pool.clone());
+        self.spare = std::thread::Builder::new()
+            .name("journal-prepare".into())
+            .spawn(move || Self::new_segment(&dir, seq, &pool))
+            .ok();
+    }
+
+    /// Creates segment `seq`, from a recycled file when one is free.
+    fn new_segment(dir: &Path, seq: u64, pool: &Pool) -> Result<Segment, JournalError> {
         use std::os::unix::fs::FileExt;
         let path = dir.join(segment_name(seq));
         let recycled = {
@@ -687,15 +774,44 @@ impl Writer {
         let len = file.metadata().map_err(io_err(at))?.len();
         if let Some(old) = &recycled {
             std::fs::rename(old, &path).map_err(io_err(old))?;
-            counters.segments_recycled.fetch_add(1, Ordering::Relaxed);
         }
         sync_dir(dir)?;
-        counters.segments_started.fetch_add(1, Ordering::Relaxed);
-        Ok((file, path, len))
+        Ok(Segment {
+            file,
+            path,
+            len,
+            recycled: recycled.is_some(),
+        })
     }
 
-    /// Cuts a recycled file's old records off the end of the segment just
-    /// finished, so that only the newest segment can ever have a tail to cut.
+    /// Waits for the spare being prepared (normally long ready), or prepares
+    /// segment `seq + 1` here if none is.
+    fn take_spare(&mut self) -> Result<Segment, JournalError> {
+        match self.spare.take() {
+            Some(handle) => handle.join().unwrap_or_else(|_| {
+                Err(JournalError::Failed(
+                    "the thread preparing the next journal segment panicked".into(),
+                ))
+            }),
+            None => Self::new_segment(&self.cfg.dir, self.seq + 1, &self.pool),
+        }
+    }
+
+    /// On close: the unused spare goes back to the recycle pool's naming, so
+    /// a closed journal's newest segment is the last one written.
+    fn return_spare(&mut self) {
+        let Some(handle) = self.spare.take() else {
+            return;
+        };
+        let Ok(Ok(spare)) = handle.join() else { return };
+        let to = self.cfg.dir.join(recycled_name(self.seq + 1));
+        if let Err(e) = std::fs::rename(&spare.path, &to).map_err(io_err(&spare.path)) {
+            tracing::warn!(error = %e, "returning the unused journal segment to the pool");
+        }
+    }
+
+    /// Cuts a recycled file's old records off the end of the last segment on
+    /// close (tidiness: its end marker-less tail would be cut on open anyway).
     fn seal(&mut self) -> Result<(), JournalError> {
         if self.file_len > self.offset {
             self.file
@@ -707,17 +823,19 @@ impl Writer {
         Ok(())
     }
 
+    /// Moves on to the prepared next segment (the current one was finished
+    /// with its end marker) and starts preparing the one after.
     fn roll(&mut self) -> Result<(), JournalError> {
         let started = std::time::Instant::now();
-        self.seal()?;
-        let (file, path, file_len) =
-            Self::new_segment(&self.cfg.dir, self.seq + 1, &self.pool, &self.counters)?;
+        let next = self.take_spare()?;
         self.seq += 1;
-        self.file = file;
-        self.path = path;
+        self.file = next.file;
+        self.path = next.path;
         self.offset = SEGMENT_HEADER as u64;
-        self.file_len = file_len;
+        self.file_len = next.len;
         self.current_segment.store(self.seq, Ordering::Release);
+        self.count_started(next.recycled);
+        self.prepare_spare();
         // A roll that fails fails the journal; only finished ones are timed.
         raise_micros(&self.counters.slowest_roll_us, started.elapsed());
         Ok(())
@@ -743,6 +861,7 @@ impl Writer {
                 tracing::warn!(error = %e, "sealing the last journal segment on close");
             }
         }
+        self.return_spare();
     }
 
     /// Writes a batch (rolling segments as needed), syncs, completes it.
@@ -762,7 +881,11 @@ impl Writer {
         for r in &batch {
             let size = (RECORD_HEADER + r.payload.len()) as u64;
             let empty = self.offset == SEGMENT_HEADER as u64 && buf.is_empty();
-            if !empty && self.offset + buf.len() as u64 + size > self.cfg.segment_bytes {
+            if !empty && self.offset + buf.len() as u64 + size + END_BYTES > self.cfg.segment_bytes
+            {
+                // The end marker goes out with the segment's last records:
+                // nothing is written to the next segment before it is durable.
+                encode_end(&mut buf, self.seq);
                 result = self.flush(&mut buf).and_then(|_| self.roll());
                 if result.is_err() {
                     break;
@@ -1036,9 +1159,13 @@ mod tests {
         let cut = j.append(b"cut".to_vec()).await.unwrap();
         let retired = j.checkpoint(cut).unwrap();
         assert!(retired > 2, "{retired} segments retired");
-        // Two kept for reuse, the others deleted.
-        assert_eq!(list_files(dir.path(), "recycle-").unwrap().len(), 2);
-        assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+        // Two kept for reuse (one may already be the next segment's spare),
+        // the others deleted.
+        assert!(list_files(dir.path(), "recycle-").unwrap().len() <= 2);
+        assert!(list_segments(dir.path())
+            .unwrap()
+            .iter()
+            .all(|(seq, _)| *seq >= cut.segment));
         // Small records now go into the reused files, leaving old big
         // records behind them.
         let mut positions = Vec::new();
@@ -1065,16 +1192,99 @@ mod tests {
         // What a crash leaves in a reused file: this segment's records, then
         // intact records of the segment the file used to be.
         let seg = ten_records(dir.path()).await;
-        let mut stale = Vec::new();
-        for i in 0..10 {
-            encode_into(&mut stale, 7, &payload(100 + i));
-        }
         let mut bytes = std::fs::read(&seg).unwrap();
-        bytes.extend_from_slice(&stale);
+        bytes.extend_from_slice(&stale_records());
         std::fs::write(&seg, &bytes).unwrap();
         let (j, replay) = Journal::open(cfg(dir.path()), None).unwrap();
         let got: Vec<_> = replay.into_iter().map(|(_, p)| p).collect();
         assert_eq!(got, (0..10).map(payload).collect::<Vec<_>>());
+        j.close();
+    }
+
+    /// Stale records of another segment (salted 7), as a reused file holds.
+    fn stale_records() -> Vec<u8> {
+        let mut stale = Vec::new();
+        for i in 0..10 {
+            encode_into(&mut stale, 7, &payload(100 + i));
+        }
+        stale
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn finished_segments_end_at_their_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path());
+        c.segment_bytes = 4096;
+        let (j, _) = Journal::open(c.clone(), None).unwrap();
+        for i in 0..100 {
+            j.append(payload(i)).await.unwrap();
+        }
+        j.close();
+        let segments = list_segments(dir.path()).unwrap();
+        assert!(segments.len() > 3, "expected rollover");
+        // What a reused file keeps after the marker (a roll no longer cuts
+        // it): never read, in any segment.
+        for (_, path) in &segments[..segments.len() - 1] {
+            let mut bytes = std::fs::read(path).unwrap();
+            let end = bytes.len() - END_BYTES as usize;
+            let mut marker = Vec::new();
+            encode_end(
+                &mut marker,
+                parse_name(path.file_name().unwrap().to_str().unwrap(), "journal-").unwrap(),
+            );
+            assert_eq!(
+                bytes[end..],
+                marker[..],
+                "{} ends with its marker",
+                path.display()
+            );
+            bytes.extend_from_slice(&stale_records());
+            std::fs::write(path, &bytes).unwrap();
+        }
+        let (j, replay) = Journal::open(c.clone(), None).unwrap();
+        let got: Vec<_> = replay.into_iter().map(|(_, p)| p).collect();
+        assert_eq!(got, (0..100).map(payload).collect::<Vec<_>>());
+        j.close();
+        // Damage before a marker is corruption, not a tail.
+        let (_, first) = &segments[0];
+        let mut bytes = std::fs::read(first).unwrap();
+        bytes[SEGMENT_HEADER + RECORD_HEADER] ^= 0xFF;
+        std::fs::write(first, &bytes).unwrap();
+        assert!(matches!(
+            Journal::open(c, None),
+            Err(JournalError::Corrupt { .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_crash_with_a_prepared_spare_cuts_the_tail_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = ten_records(dir.path()).await;
+        let seq = parse_name(seg.file_name().unwrap().to_str().unwrap(), "journal-").unwrap();
+        // The crash: the last record torn, and the next segment prepared
+        // from a reused file (its header, then another segment's records).
+        let bytes = std::fs::read(&seg).unwrap();
+        std::fs::write(&seg, &bytes[..bytes.len() - 3]).unwrap();
+        let mut spare = segment_header(seq + 1).to_vec();
+        spare.extend_from_slice(&stale_records());
+        std::fs::write(dir.path().join(segment_name(seq + 1)), &spare).unwrap();
+        let (j, replay) = Journal::open(cfg(dir.path()), None).unwrap();
+        let got: Vec<_> = replay.into_iter().map(|(_, p)| p).collect();
+        assert_eq!(got, (0..9).map(payload).collect::<Vec<_>>());
+        assert!(
+            list_files(dir.path(), "recycle-")
+                .unwrap()
+                .iter()
+                .any(|(s, _)| *s == seq + 1),
+            "the unused spare went back to the pool"
+        );
+        j.append(b"after".to_vec()).await.unwrap();
+        j.close();
+        let (j, replay) = Journal::open(cfg(dir.path()), None).unwrap();
+        let got: Vec<_> = replay.into_iter().map(|(_, p)| p).collect();
+        let mut want: Vec<_> = (0..9).map(payload).collect();
+        want.push(b"after".to_vec());
+        assert_eq!(got, want);
         j.close();
     }
 
