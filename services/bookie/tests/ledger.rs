@@ -207,9 +207,17 @@ async fn bookie_restart_replays_the_journal_and_cuts_a_torn_tail() {
     cluster.bookies[0].process.kill();
     // Tear the tail: a partial record after the last good one.
     let journal_dir = cluster.meta.dir.path().join("bookie-b1").join("journal");
+    // The newest segment with records: the one after it, if any, is the spare
+    // the bookie prepared for its next roll and holds only its 12-byte header.
     let mut segments: Vec<_> = std::fs::read_dir(&journal_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("journal-"))
+                && std::fs::metadata(p).unwrap().len() > 12
+        })
         .collect();
     segments.sort();
     let last = segments.last().expect("a journal segment").clone();
