@@ -31,10 +31,10 @@ pub struct ProposerStats {
 /// together, a little later. Waiting for the *largest* recent size, not the
 /// last one, is what merges two groups of clients into one. Waiting only for
 /// the last size let 16 clients settle into two groups of 8 that took turns:
-/// each group's entry went out while the other's was being replicated, so
-/// every put waited for two Raft rounds, and the second entry's replication
-/// queued behind the first's commit heartbeat (openraft 0.9 replicates one
-/// request at a time per follower).
+/// each group's writes arrived while the other's entry was being replicated,
+/// so every put waited for the round in flight and then its own, and each
+/// entry's replication could queue behind the previous one's commit heartbeat
+/// (openraft 0.9 sends one request at a time per follower).
 #[derive(Default)]
 struct RecentSizes {
     sizes: [usize; RECENT_ENTRIES],
