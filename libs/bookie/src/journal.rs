@@ -447,8 +447,12 @@ impl Journal {
         }
         // Scanned first, judged after: whether damage is a torn tail depends
         // on whether any later segment holds records.
+        let segments = list_segments(&cfg.dir)?;
+        // A spare put back below keeps its number as a recycled file's, so
+        // the highest number in use is known from this listing.
+        let newest = segments.last().map(|(seq, _)| *seq);
         let mut scanned = Vec::new();
-        for (seq, path) in list_segments(&cfg.dir)? {
+        for (seq, path) in segments {
             if from.is_some_and(|f| seq < f.segment) {
                 continue;
             }
@@ -510,7 +514,6 @@ impl Journal {
         // Recycled files keep their old names: a new segment's number must be
         // above theirs too, or its checksums could match their old records.
         let mut recycled = list_files(&cfg.dir, "recycle-")?;
-        let newest = list_segments(&cfg.dir)?.last().map(|(seq, _)| *seq);
         let highest = recycled.iter().map(|(s, _)| *s).chain(newest).max();
         let next_seq = highest.map_or(1, |s| s + 1);
         while recycled.len() > cfg.recycle_segments {
