@@ -31,6 +31,10 @@
 //! whose length is `END_MARK`, written and synced with the segment's last batch;
 //! whatever follows it (a reused file's old records) is never read.
 //!
+//! Padding: every batch ends on a page boundary, the gap filled by a padding
+//! record (`encode_pad`), so no buffered write covers part of a page the page
+//! cache has dropped: such a write reads the page back from the disk first.
+//!
 //! Torn tails: a crash can leave the last record written partly on disk. On
 //! open, a bad record with nothing valid after it, in the last segment that
 //! holds records, is cut off (the file is truncated there) and never returned;
@@ -69,6 +73,12 @@ const SEGMENT_HEADER: usize = 12;
 const END_MARK: u32 = u32::MAX;
 /// Bytes a segment keeps free for its end marker.
 const END_BYTES: u64 = RECORD_HEADER as u64;
+/// Length field of a padding record: a record header (both CRC words the
+/// header CRC, as the end marker's) followed by filler up to the first page
+/// boundary at least a header past its start. Far above `MAX_RECORD_BYTES`.
+const PAD_MARK: u32 = u32::MAX - 1;
+/// Every batch ends on a page boundary (see `encode_pad`).
+const PAGE: usize = 4096;
 
 /// Called by the writer thread after each batch: (write + fdatasync time,
 /// records in the batch). For metrics; must be cheap.
@@ -297,11 +307,43 @@ fn encode_end(buf: &mut Vec<u8>, seq: u64) {
     buf.extend_from_slice(&head.to_le_bytes());
 }
 
-/// What `record_at` found: an intact record (its payload's range), or the end
-/// marker of a finished segment.
+/// Pads the batch that ends at file offset `at` (the bytes in `buf` end there)
+/// to a page boundary with a padding record, unless it already ends on one.
+///
+/// A buffered write that covers only part of a page the page cache does not
+/// hold makes the kernel read that page from the disk first. The journal
+/// drops its pages from the cache once they are durable, and a recycled
+/// segment has old data on every page, so a batch ending mid-page left the
+/// next batch a partial first page to read back: under load that read queued
+/// behind the device's writes and a 64 KiB `pwrite` took 10-50 ms (seen in
+/// bench-ledger's 64 KiB rows, 2026-12-04). With every batch ending on a page
+/// boundary no write ever starts or ends inside a page it does not fully
+/// write. The filler costs no device bandwidth that was not spent before: the
+/// disk writes whole pages either way.
+fn encode_pad(buf: &mut Vec<u8>, seq: u64, at: u64) {
+    if at % PAGE as u64 == 0 {
+        return;
+    }
+    let head = header_crc(Some(seq), PAD_MARK);
+    let end = pad_end(at as usize);
+    buf.extend_from_slice(&PAD_MARK.to_le_bytes());
+    buf.extend_from_slice(&head.to_le_bytes());
+    buf.extend_from_slice(&head.to_le_bytes());
+    buf.resize(buf.len() + (end - at as usize - RECORD_HEADER), 0);
+}
+
+/// Where the padding record starting at `at` ends: the first page boundary at
+/// least a record header past `at`.
+fn pad_end(at: usize) -> usize {
+    (at + RECORD_HEADER).div_ceil(PAGE) * PAGE
+}
+
+/// What `record_at` found: an intact record (its payload's range), padding
+/// (where the next record starts), or the end marker of a finished segment.
 #[derive(Debug, PartialEq, Eq)]
 enum Found {
     Record(std::ops::Range<usize>),
+    Pad(usize),
     End,
 }
 
@@ -322,6 +364,16 @@ fn record_at(bytes: &[u8], at: usize, salt: Option<u64>) -> Result<Found, String
             Ok(Found::End)
         } else {
             Err("damaged end marker".into())
+        };
+    }
+    if salt.is_some() && len == PAD_MARK {
+        let end = pad_end(at);
+        return if word(8) != word(4) {
+            Err("damaged padding".into())
+        } else if end > bytes.len() {
+            Err("partial padding".into())
+        } else {
+            Ok(Found::Pad(end))
         };
     }
     if len as usize > MAX_RECORD_BYTES {
@@ -410,6 +462,7 @@ fn scan_segment(bytes: &[u8]) -> Scan {
                 records.push((off as u64, bytes[payload.clone()].to_vec()));
                 off = payload.end;
             }
+            Ok(Found::Pad(next)) => off = next,
             // A finished segment: what follows is a reused file's old data.
             Ok(Found::End) => break None,
             Err(reason) => break Some(reason),
@@ -901,6 +954,8 @@ impl Writer {
             encode_into(&mut buf, self.seq, &r.payload);
         }
         if result.is_ok() {
+            let end = self.offset + buf.len() as u64;
+            encode_pad(&mut buf, self.seq, end);
             result = self.flush(&mut buf);
         }
         match result {
@@ -952,12 +1007,12 @@ impl Writer {
     /// makes the kernel reuse warm pages for the next write instead of
     /// touching fresh memory, which was most of the journal writer's CPU
     /// on a VM (see docs/ARCHITECTURE.md). From the start of the page holding
-    /// `offset` (the previous batch's partial last page is complete now) to
-    /// the end of the last *whole* page: the next batch writes into this
-    /// batch's partial last page, and had it been dropped, that write would
-    /// first have to read the page back from the disk. Under load that read
-    /// queued behind the device's writes and stalled a buffered `pwrite` for
-    /// up to 200 ms (seen with `perf trace` in bench-ledger).
+    /// `offset` to the end of the last *whole* page. Batches end on page
+    /// boundaries (`encode_pad`), so that is all of it except where a batch
+    /// ends a segment (nothing is written after it). Dropping a page the next
+    /// write only partly covers would make that write read it back from the
+    /// disk first, behind the device's writes (a buffered `pwrite` stalled up
+    /// to 200 ms that way, seen with `perf trace` in bench-ledger).
     fn drop_cached(&self, offset: u64, len: u64) {
         use std::os::fd::AsRawFd;
         let start = offset & !4095;
@@ -1067,6 +1122,65 @@ mod tests {
         }
         j.close();
         newest_segment(dir)
+    }
+
+    #[test]
+    fn padding_ends_batches_on_page_boundaries_and_is_skipped_on_replay() {
+        let seq = 7;
+        let mut bytes = segment_header(seq).to_vec();
+        encode_into(&mut bytes, seq, b"first");
+        let end = bytes.len() as u64;
+        encode_pad(&mut bytes, seq, end);
+        assert_eq!(bytes.len(), PAGE);
+        // At a boundary already: nothing to pad.
+        encode_pad(&mut bytes, seq, PAGE as u64);
+        assert_eq!(bytes.len(), PAGE);
+        // A batch ending 4 bytes short of a boundary leaves no room for a
+        // padding header there, so its padding runs to the boundary after.
+        let fill = 2 * PAGE - 4 - bytes.len() - RECORD_HEADER;
+        encode_into(&mut bytes, seq, &vec![b's'; fill]);
+        let pad_at = bytes.len();
+        assert_eq!(pad_at, 2 * PAGE - 4);
+        encode_pad(&mut bytes, seq, pad_at as u64);
+        assert_eq!(bytes.len(), 3 * PAGE);
+        encode_into(&mut bytes, seq, b"third");
+        let scan = scan_segment(&bytes);
+        assert_eq!(scan.damage, None);
+        assert_eq!(scan.valid_len, bytes.len() as u64);
+        let payloads: Vec<_> = scan.records.iter().map(|(_, p)| p.len()).collect();
+        assert_eq!(payloads, [5, fill, 5]);
+        assert_eq!(scan.records[2].0, 3 * PAGE as u64);
+        // Padding whose filler was cut short by a crash is a torn tail at the
+        // padding's start; the records before it stand.
+        let torn = &bytes[..3 * PAGE - 100];
+        let scan = scan_segment(torn);
+        assert_eq!(scan.damage.as_deref(), Some("partial padding"));
+        assert_eq!(scan.valid_len, pad_at as u64);
+        assert_eq!(scan.records.len(), 2);
+        // Padding of another segment (a reused file's stale bytes) is not ours.
+        let mut stale = segment_header(seq).to_vec();
+        encode_pad(&mut stale, seq + 1, SEGMENT_HEADER as u64);
+        let scan = scan_segment(&stale);
+        assert_eq!(scan.valid_len, SEGMENT_HEADER as u64);
+        assert!(scan.damage.is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn every_batch_is_written_up_to_a_page_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(cfg(dir.path()), None).unwrap();
+        for i in 0..5 {
+            let pos = j.append(payload(i * 37)).await.unwrap();
+            let segments = list_segments(dir.path()).unwrap();
+            let (_, path) = segments.iter().find(|(seq, _)| *seq == pos.segment).unwrap();
+            let len = std::fs::metadata(path).unwrap().len();
+            assert_eq!(len % PAGE as u64, 0, "batch {i} left the file at {len}");
+        }
+        j.close();
+        let (_j, replay) = Journal::open(cfg(dir.path()), None).unwrap();
+        let got: Vec<_> = replay.into_iter().map(|(_, p)| p).collect();
+        let want: Vec<_> = (0..5).map(|i| payload(i * 37)).collect();
+        assert_eq!(got, want);
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -169,6 +169,7 @@ async fn open_many(f: &ManagedLedgerFactory, prefix: &str, n: usize) -> Vec<Mana
 async fn main() {
     let cluster = BookieCluster::start(1, 3);
     cluster.wait_ready(Duration::from_secs(30)).await;
+    magnetar_testkit::bench_report::write_back_dirty_pages();
     let meta = MetaClient::new(ClientConfig::from_list(&cluster.meta.endpoints())).unwrap();
     let ledgers = LedgerClient::new(meta.clone(), LedgerClientConfig::default());
     while ledgers.available_bookies().await.map_or(0, |b| b.len()) < 3 {

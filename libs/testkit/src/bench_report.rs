@@ -81,6 +81,17 @@ impl CpuTicks {
     }
 }
 
+/// Writes back every dirty page on the machine and waits for it. A benchmark
+/// started right after `cargo build` otherwise measures the build: the
+/// kernel holds the build's output (hundreds of MB) dirty for 30 s
+/// (`vm.dirty_expire_centisecs`) and then writes it back all at once, and
+/// every fdatasync in the benchmark queues behind that (seen as a 120 ms
+/// journal batch in bench-ledger, 2026-12-04).
+pub fn write_back_dirty_pages() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
 /// Sequential 1 MiB writes, each followed by fdatasync, for 3 s in `dir`:
 /// the bandwidth a journal on that filesystem can reach, in MB/s.
 pub fn fsync_bandwidth(dir: &Path) -> f64 {
@@ -100,6 +111,100 @@ pub fn fsync_bandwidth(dir: &Path) -> f64 {
     }
     let _ = std::fs::remove_file(&path);
     n as f64 * 1.048_576 / start.elapsed().as_secs_f64()
+}
+
+/// What the disk alone allows an acknowledged-when-durable write, measured
+/// by `durability_floor`.
+#[derive(Debug, Clone, Copy)]
+pub struct DurabilityFloor {
+    /// Median and 99th percentile of one 4 KiB write + fdatasync, in ms.
+    pub flush_p50_ms: f64,
+    pub flush_p99_ms: f64,
+    /// The slowest one, in ms.
+    pub flush_max_ms: f64,
+    /// Median and 99th percentile, over arrival instants spread evenly across
+    /// the run, of the wait from the instant until the end of the first flush
+    /// that starts after it, in ms: what a write arriving then waits at least
+    /// with one flush at a time (group commit).
+    pub wait_p50_ms: f64,
+    pub wait_p99_ms: f64,
+}
+
+/// Back-to-back 4 KiB write + fdatasync for `run`, overwriting a
+/// preallocated file in `dir` (as a journal's recycled segments are), with
+/// nothing else of ours running. Group commit keeps one flush in flight and a
+/// write that arrives while it runs must wait for it and then for its own, so
+/// the distribution of that wait is a floor under any such journal's
+/// acknowledgement latency on this disk at this time.
+pub fn durability_floor(dir: &Path, run: std::time::Duration) -> std::io::Result<DurabilityFloor> {
+    use std::os::unix::fs::FileExt;
+    use std::time::Instant;
+    const BLOCK: usize = 4096;
+    const FILE: u64 = 64 << 20;
+    let path = dir.join("durability-probe");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    let chunk = vec![0xA5u8; 1 << 20];
+    for off in (0..FILE).step_by(chunk.len()) {
+        f.write_all_at(&chunk, off)?;
+    }
+    f.sync_all()?;
+    let block = [0x5Au8; BLOCK];
+    let mut flushes: Vec<(Instant, Instant)> = Vec::new();
+    let (start, mut off) = (Instant::now(), 0u64);
+    while start.elapsed() < run {
+        let t = Instant::now();
+        f.write_all_at(&block, off)?;
+        f.sync_data()?;
+        flushes.push((t, Instant::now()));
+        off = (off + BLOCK as u64) % FILE;
+    }
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let mut each: Vec<f64> = flushes.iter().map(|(s, e)| ms(*e - *s)).collect();
+    each.sort_by(f64::total_cmp);
+    let mut waits = arrival_waits_ms(&flushes, std::time::Duration::from_micros(10));
+    waits.sort_by(f64::total_cmp);
+    let q = |v: &[f64], q: f64| {
+        let i = ((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1));
+        v.get(i).copied().unwrap_or(f64::NAN)
+    };
+    Ok(DurabilityFloor {
+        flush_p50_ms: q(&each, 0.5),
+        flush_p99_ms: q(&each, 0.99),
+        flush_max_ms: each.last().copied().unwrap_or(f64::NAN),
+        wait_p50_ms: q(&waits, 0.5),
+        wait_p99_ms: q(&waits, 0.99),
+    })
+}
+
+/// For arrival instants every `step` from the first flush's start: the wait
+/// until the end of the first flush that starts at or after the instant, in
+/// ms. `flushes` are (start, end) in time order, one at a time.
+fn arrival_waits_ms(
+    flushes: &[(std::time::Instant, std::time::Instant)],
+    step: std::time::Duration,
+) -> Vec<f64> {
+    let mut waits = Vec::new();
+    let Some(&(mut at, _)) = flushes.first() else {
+        return waits;
+    };
+    let mut next = 0;
+    loop {
+        while flushes.get(next).is_some_and(|(s, _)| *s < at) {
+            next += 1;
+        }
+        let Some(&(_, end)) = flushes.get(next) else {
+            return waits;
+        };
+        waits.push((end - at).as_secs_f64() * 1e3);
+        at += step;
+    }
 }
 
 /// Replaces the section between `<!-- {name}:start -->` and `<!-- {name}:end -->`

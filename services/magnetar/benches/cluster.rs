@@ -106,6 +106,7 @@ async fn failover_secs(c: &mut BrokerCluster) -> f64 {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    magnetar_testkit::bench_report::write_back_dirty_pages();
     let mut rows = String::new();
     for brokers in 1..=3 {
         let mut c = BrokerCluster::start(1, 3, brokers);

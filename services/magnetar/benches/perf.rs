@@ -134,6 +134,7 @@ fn suite(name: &str, svc: &dyn PulsarService, broker_pid: Option<u32>, fsync_mb:
 async fn main() {
     let mut standalone = Standalone::start_with(&["--journal-sync", "true"]);
     standalone.wait_ready(Duration::from_secs(60)).await;
+    magnetar_testkit::bench_report::write_back_dirty_pages();
     let fsync_mb = fsync_bandwidth(standalone.dir.path());
     eprintln!("disk: {fsync_mb:.0} MB/s with fdatasync per MiB");
     let pid = standalone.process.pid();

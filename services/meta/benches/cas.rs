@@ -77,6 +77,7 @@ async fn main() {
     let conns = env("MAGNETAR_BENCH_CONNS", clients).clamp(1, clients.max(1));
     let cluster = MetaCluster::start(3);
     cluster.wait_for_leader(Duration::from_secs(30)).await;
+    magnetar_testkit::bench_report::write_back_dirty_pages();
     let (fsyncs_per_sec, fsync_p50_ms) = fsync_rate(cluster.dir.path());
 
     let stop = Arc::new(AtomicBool::new(false));
