@@ -311,17 +311,16 @@ fn encode_end(buf: &mut Vec<u8>, seq: u64) {
 /// to a page boundary with a padding record, unless it already ends on one.
 ///
 /// A buffered write that covers only part of a page the page cache does not
-/// hold makes the kernel read that page from the disk first. The journal
-/// drops its pages from the cache once they are durable, and a recycled
-/// segment has old data on every page, so a batch ending mid-page left the
-/// next batch a partial first page to read back: under load that read queued
-/// behind the device's writes and a 64 KiB `pwrite` took 10-50 ms (seen in
-/// bench-ledger's 64 KiB rows, 2026-12-04). With every batch ending on a page
-/// boundary no write ever starts or ends inside a page it does not fully
-/// write. The filler costs no device bandwidth that was not spent before: the
-/// disk writes whole pages either way.
+/// hold makes the kernel read that page from the disk first when the file has
+/// data there. In a recycled segment every page past the tail holds the old
+/// segment's data and is not cached, so each batch that ended mid-page read
+/// its last page back before writing: under load that read queued behind the
+/// device's writes and a 64 KiB `pwrite` took 10-68 ms (bench-ledger's 64 KiB
+/// rows, 2026-12-04). Every batch now starts and ends on a page boundary, so
+/// no write covers part of a page. The filler costs no device bandwidth that
+/// was not spent before: the disk writes whole pages either way.
 fn encode_pad(buf: &mut Vec<u8>, seq: u64, at: u64) {
-    if at % PAGE as u64 == 0 {
+    if at.is_multiple_of(PAGE as u64) {
         return;
     }
     let head = header_crc(Some(seq), PAD_MARK);
@@ -481,10 +480,12 @@ fn scan_segment(bytes: &[u8]) -> Scan {
 /// middle of a segment is followed by the next record within one record's size.
 const RESYNC_WINDOW: usize = 8 << 20;
 
-/// True if an intact record starts after the damage at `from`.
+/// True if an intact record (or end marker) starts after the damage at
+/// `from`. Padding does not count: it holds nothing, and a torn batch can
+/// leave its padding intact behind a record that did not make it to disk.
 fn intact_record_after(bytes: &[u8], from: usize, salt: Option<u64>) -> bool {
     let last = bytes.len().min(from.saturating_add(RESYNC_WINDOW));
-    (from + 1..last).any(|i| record_at(bytes, i, salt).is_ok())
+    (from + 1..last).any(|i| matches!(record_at(bytes, i, salt), Ok(Found::Record(_) | Found::End)))
 }
 
 impl Journal {
@@ -1114,6 +1115,14 @@ mod tests {
         list_segments(dir).unwrap().last().unwrap().1.clone()
     }
 
+    /// Where the last record of a segment's bytes ends (its batch's padding
+    /// follows it).
+    fn last_record_end(bytes: &[u8]) -> usize {
+        let scan = scan_segment(bytes);
+        let (off, payload) = scan.records.last().expect("a record");
+        *off as usize + RECORD_HEADER + payload.len()
+    }
+
     /// A journal in `dir` holding payloads 0..10; returns its segment.
     async fn ten_records(dir: &Path) -> PathBuf {
         let (j, _) = Journal::open(cfg(dir), None).unwrap();
@@ -1172,7 +1181,10 @@ mod tests {
         for i in 0..5 {
             let pos = j.append(payload(i * 37)).await.unwrap();
             let segments = list_segments(dir.path()).unwrap();
-            let (_, path) = segments.iter().find(|(seq, _)| *seq == pos.segment).unwrap();
+            let (_, path) = segments
+                .iter()
+                .find(|(seq, _)| *seq == pos.segment)
+                .unwrap();
             let len = std::fs::metadata(path).unwrap().len();
             assert_eq!(len % PAGE as u64, 0, "batch {i} left the file at {len}");
         }
@@ -1381,7 +1393,7 @@ mod tests {
         // The crash: the last record torn, and the next segment prepared
         // from a reused file (its header, then another segment's records).
         let bytes = std::fs::read(&seg).unwrap();
-        std::fs::write(&seg, &bytes[..bytes.len() - 3]).unwrap();
+        std::fs::write(&seg, &bytes[..last_record_end(&bytes) - 3]).unwrap();
         let mut spare = segment_header(seq + 1).to_vec();
         spare.extend_from_slice(&stale_records());
         std::fs::write(dir.path().join(segment_name(seq + 1)), &spare).unwrap();
@@ -1463,14 +1475,14 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let seg = ten_records(dir.path()).await;
             let mut bytes = std::fs::read(&seg).unwrap();
+            let end = last_record_end(&bytes);
             let keep = match damage {
                 "truncate" => {
-                    bytes.truncate(bytes.len() - 3);
+                    bytes.truncate(end - 3);
                     9
                 }
                 "flip" => {
-                    let n = bytes.len();
-                    bytes[n - 1] ^= 0xFF;
+                    bytes[end - 1] ^= 0xFF;
                     9
                 }
                 _ => {

@@ -119,11 +119,86 @@ impl Model for VersionedRegister {
 }
 
 /// True if the history is linearizable for `model`.
+///
+/// A depth-first search over orders of the operations (Wing & Gong), with
+/// Lowe's memo of (operations placed, state) configurations already explored.
+/// The search keeps its own stack: a history is thousands of operations long
+/// on a fast machine, and one call frame per placed operation overflowed a
+/// test thread's stack in debug builds.
 pub fn check<M: Model>(model: &M, history: &[Operation<M::Input, M::Output>]) -> bool {
     let n = history.len();
     let mut done = vec![false; n];
     let mut memo: HashSet<(Vec<u64>, M::State)> = HashSet::new();
-    search(model, history, &mut done, model.init(), 0, &mut memo)
+    // `placed[d]` is the operation placed at depth d; `frames[d]` searches
+    // for the operation to place after the first d.
+    let mut placed: Vec<usize> = Vec::new();
+    let mut frames: Vec<Frame<M::State>> = Vec::new();
+    let mut entering = Some(model.init());
+    loop {
+        if let Some(state) = entering.take() {
+            if placed.len() == n {
+                return true;
+            }
+            if memo.insert((bits(&done), state.clone())) {
+                frames.push(Frame {
+                    min_ret: min_pending_return(history, &done),
+                    state,
+                    next: 0,
+                });
+            } else if let Some(i) = placed.pop() {
+                // This configuration was already explored and failed.
+                done[i] = false;
+            }
+        }
+        let Some(top) = frames.last_mut() else {
+            return false;
+        };
+        let mut child = None;
+        while child.is_none() && top.next < n {
+            let i = top.next;
+            top.next += 1;
+            // An operation may go next only if it was called before every
+            // pending operation returned (otherwise that one must come first).
+            if done[i] || history[i].call > top.min_ret {
+                continue;
+            }
+            child = model
+                .step(&top.state, &history[i].input, &history[i].output)
+                .map(|s| (i, s));
+        }
+        match child {
+            Some((i, next)) => {
+                done[i] = true;
+                placed.push(i);
+                entering = Some(next);
+            }
+            None => {
+                frames.pop();
+                if let Some(i) = placed.pop() {
+                    done[i] = false;
+                }
+            }
+        }
+    }
+}
+
+/// One level of the search: the state after the operations placed so far,
+/// the earliest return among the operations not placed, and the next
+/// operation to try.
+struct Frame<S> {
+    state: S,
+    min_ret: u64,
+    next: usize,
+}
+
+fn min_pending_return<I, O>(history: &[Operation<I, O>], done: &[bool]) -> u64 {
+    history
+        .iter()
+        .zip(done)
+        .filter(|(_, d)| !**d)
+        .map(|(op, _)| op.ret)
+        .min()
+        .unwrap_or(u64::MAX)
 }
 
 fn bits(done: &[bool]) -> Vec<u64> {
@@ -134,44 +209,6 @@ fn bits(done: &[bool]) -> Vec<u64> {
         }
     }
     v
-}
-
-fn search<M: Model>(
-    model: &M,
-    history: &[Operation<M::Input, M::Output>],
-    done: &mut [bool],
-    state: M::State,
-    count: usize,
-    memo: &mut HashSet<(Vec<u64>, M::State)>,
-) -> bool {
-    if count == history.len() {
-        return true;
-    }
-    if !memo.insert((bits(done), state.clone())) {
-        return false; // this configuration was already explored and failed
-    }
-    // An operation may go next only if it was called before every pending
-    // operation returned (otherwise that one must come first).
-    let min_ret = history
-        .iter()
-        .zip(done.iter())
-        .filter(|(_, d)| !**d)
-        .map(|(op, _)| op.ret)
-        .min()
-        .unwrap_or(u64::MAX);
-    for i in 0..history.len() {
-        if done[i] || history[i].call > min_ret {
-            continue;
-        }
-        if let Some(next) = model.step(&state, &history[i].input, &history[i].output) {
-            done[i] = true;
-            if search(model, history, done, next, count + 1, memo) {
-                return true;
-            }
-            done[i] = false;
-        }
-    }
-    false
 }
 
 #[cfg(test)]
@@ -270,6 +307,24 @@ mod tests {
             out.push(op(2 * t as u64, 2 * t as u64 + 1, input, output));
         }
         out
+    }
+
+    #[test]
+    fn long_histories_need_no_deep_stack() {
+        // One call frame per placed operation overflowed the stack with the
+        // thousands of operations a fast machine records; the search's depth
+        // now lives on the heap.
+        let inputs: Vec<(u8, i64)> = (0..3_000)
+            .map(|i| ((i % 7) as u8, (i % 5) as i64 - 2))
+            .collect();
+        let h = sequential(&inputs);
+        let checked = std::thread::Builder::new()
+            .stack_size(128 << 10)
+            .spawn(move || check(&VersionedRegister, &h))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(checked);
     }
 
     proptest! {

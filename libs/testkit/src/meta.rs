@@ -173,6 +173,35 @@ impl MetaCluster {
         }
     }
 
+    /// Waits until every node answers and names the same leader, which
+    /// names itself; returns its id. `wait_for_leader` returns as soon as the
+    /// leader knows, and a node that has not heard from it yet reports leader
+    /// 0 to whoever asks it first (a CLI that asks any node, say).
+    pub async fn wait_for_leader_known_to_all(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut named = Vec::new();
+            for n in &self.nodes {
+                let leader = match self.health(n.id).await {
+                    Some((_, body)) => json_u64(&body, "leader").unwrap_or(0),
+                    None => 0,
+                };
+                named.push(leader);
+            }
+            if let Some(&leader) = named.first() {
+                let agreed = leader != 0 && named.iter().all(|l| *l == leader);
+                if agreed && self.nodes.iter().any(|n| n.id == leader) {
+                    return leader;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes did not agree on a leader within {timeout:?}: {named:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until the node has applied at least `index` log entries.
     pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;

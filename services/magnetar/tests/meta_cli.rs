@@ -31,7 +31,10 @@ fn meta(endpoints: &str, args: &[&str]) -> Out {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_reads_writes_and_reports_errors() {
     let cluster = MetaCluster::start(3);
-    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    // `status` may ask any node: wait until every node knows the leader.
+    let leader = cluster
+        .wait_for_leader_known_to_all(Duration::from_secs(30))
+        .await;
     let ep = cluster.endpoints();
     let ep = ep.as_str();
 
