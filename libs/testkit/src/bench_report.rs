@@ -131,8 +131,8 @@ pub struct DurabilityFloor {
 }
 
 /// Back-to-back 4 KiB write + fdatasync for `run`, overwriting a
-/// preallocated file in `dir` (as a journal's recycled segments are), with
-/// nothing else of ours running. Group commit keeps one flush in flight and a
+/// preallocated file in `dir` (as a journal's recycled segments are); the
+/// caller keeps everything else idle meanwhile. Group commit keeps one flush in flight and a
 /// write that arrives while it runs must wait for it and then for its own, so
 /// the distribution of that wait is a floor under any such journal's
 /// acknowledgement latency on this disk at this time.
