@@ -298,13 +298,18 @@ fn encode_into(buf: &mut Vec<u8>, seq: u64, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
-/// Appends the end marker of segment `seq`: a record header with length
-/// `END_MARK` and no payload (both CRC words are the header CRC).
+/// Appends a marker of segment `seq`: a record header whose length field is
+/// `mark` and whose two CRC words are both the header CRC (no payload).
+fn encode_marker(buf: &mut Vec<u8>, seq: u64, mark: u32) {
+    let head = header_crc(Some(seq), mark);
+    buf.extend_from_slice(&mark.to_le_bytes());
+    buf.extend_from_slice(&head.to_le_bytes());
+    buf.extend_from_slice(&head.to_le_bytes());
+}
+
+/// Appends the end marker of segment `seq`.
 fn encode_end(buf: &mut Vec<u8>, seq: u64) {
-    let head = header_crc(Some(seq), END_MARK);
-    buf.extend_from_slice(&END_MARK.to_le_bytes());
-    buf.extend_from_slice(&head.to_le_bytes());
-    buf.extend_from_slice(&head.to_le_bytes());
+    encode_marker(buf, seq, END_MARK);
 }
 
 /// Pads the batch that ends at file offset `at` (the bytes in `buf` end there)
@@ -323,11 +328,8 @@ fn encode_pad(buf: &mut Vec<u8>, seq: u64, at: u64) {
     if at.is_multiple_of(PAGE as u64) {
         return;
     }
-    let head = header_crc(Some(seq), PAD_MARK);
     let end = pad_end(at as usize);
-    buf.extend_from_slice(&PAD_MARK.to_le_bytes());
-    buf.extend_from_slice(&head.to_le_bytes());
-    buf.extend_from_slice(&head.to_le_bytes());
+    encode_marker(buf, seq, PAD_MARK);
     buf.resize(buf.len() + (end - at as usize - RECORD_HEADER), 0);
 }
 
@@ -1016,8 +1018,9 @@ impl Writer {
     /// to 200 ms that way, seen with `perf trace` in bench-ledger).
     fn drop_cached(&self, offset: u64, len: u64) {
         use std::os::fd::AsRawFd;
-        let start = offset & !4095;
-        let end = (offset + len) & !4095;
+        let page_mask = !(PAGE as u64 - 1);
+        let start = offset & page_mask;
+        let end = (offset + len) & page_mask;
         if end <= start {
             return;
         }
@@ -1081,8 +1084,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn cfg(dir: &Path) -> JournalConfig {
+        cfg_rolling_at(dir, 1 << 20)
+    }
+
+    /// A journal config whose segments roll after `segment_bytes`.
+    fn cfg_rolling_at(dir: &Path, segment_bytes: u64) -> JournalConfig {
         let mut c = JournalConfig::new(dir.to_path_buf());
-        c.segment_bytes = 1 << 20;
+        c.segment_bytes = segment_bytes;
         c
     }
 
@@ -1220,8 +1228,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn segments_roll_and_checkpoints_delete_old_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = cfg(dir.path());
-        c.segment_bytes = 4096;
+        let c = cfg_rolling_at(dir.path(), 4096);
         let (j, _) = Journal::open(c.clone(), None).unwrap();
         let mut positions = Vec::new();
         for i in 0..200 {
@@ -1241,8 +1248,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn the_applied_position_stops_at_the_first_record_still_held() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = cfg(dir.path());
-        c.segment_bytes = 4096;
+        let c = cfg_rolling_at(dir.path(), 4096);
         let (j, _) = Journal::open(c.clone(), None).unwrap();
         let start = j.applied_position();
         let first = j.append_held(payload(1)).await.unwrap();
@@ -1277,8 +1283,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn retired_segments_are_reused_and_their_old_records_never_replay() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = cfg(dir.path());
-        c.segment_bytes = 8192;
+        let mut c = cfg_rolling_at(dir.path(), 8192);
         c.recycle_segments = 2;
         let (j, _) = Journal::open(c.clone(), None).unwrap();
         // Big records fill the first segments to the brim.
@@ -1342,8 +1347,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn finished_segments_end_at_their_marker() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = cfg(dir.path());
-        c.segment_bytes = 4096;
+        let c = cfg_rolling_at(dir.path(), 4096);
         let (j, _) = Journal::open(c.clone(), None).unwrap();
         for i in 0..300 {
             j.append(payload(i)).await.unwrap();

@@ -105,10 +105,11 @@ impl Proposer {
                 };
                 let mut batch = vec![first];
                 let linger_until = tokio::time::Instant::now() + linger;
+                let expected = recent.expected();
                 while batch.len() < max_batch {
                     match rx.try_recv() {
                         Ok(item) => batch.push(item),
-                        Err(_) if batch.len() >= recent.expected() || linger.is_zero() => break,
+                        Err(_) if batch.len() >= expected || linger.is_zero() => break,
                         Err(_) => match tokio::time::timeout_at(linger_until, rx.recv()).await {
                             Ok(Some(item)) => batch.push(item),
                             Ok(None) | Err(_) => break,
