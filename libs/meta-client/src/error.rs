@@ -33,6 +33,9 @@ pub enum Error {
     },
     #[error("server error: {0}")]
     Server(String),
+    /// The server does not know the call (an older version).
+    #[error("not implemented by the server: {0}")]
+    Unimplemented(String),
 }
 
 impl Error {
@@ -45,7 +48,8 @@ impl Error {
             Code::FailedPrecondition => Error::Rejected(msg),
             Code::OutOfRange => Error::Compacted(msg),
             Code::ResourceExhausted => Error::ResourceExhausted(msg),
-            Code::Internal | Code::Unimplemented | Code::DataLoss => Error::Server(msg),
+            Code::Internal | Code::DataLoss => Error::Server(msg),
+            Code::Unimplemented => Error::Unimplemented(msg),
             _ => return None,
         })
     }

@@ -10,11 +10,12 @@
 mod error;
 mod lease;
 mod txn;
+mod txn_stream;
 mod watch;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,8 @@ pub use pb::event::Type as EventType;
 pub use pb::{Event, KeyValue, LeaseInfo, Member, StatusResponse, TxnResponse, WatchResponse};
 pub use txn::{CompareOp, Txn};
 pub use watch::Watcher;
+
+use txn_stream::TxnSession;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -67,6 +70,11 @@ pub struct MetaClient {
 struct Inner {
     cfg: ClientConfig,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Per server: the stream that carries this client's transactions.
+    sessions: Mutex<HashMap<String, TxnSession>>,
+    /// Set when a server does not know `TxnStream` (an older version): then
+    /// every write is a unary `Txn` call.
+    unary_txns: AtomicBool,
     /// The node that last answered as (or named itself as) the leader.
     leader: Mutex<Option<String>>,
     next_endpoint: AtomicUsize,
@@ -124,6 +132,8 @@ impl MetaClient {
             inner: Arc::new(Inner {
                 cfg,
                 channels: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(HashMap::new()),
+                unary_txns: AtomicBool::new(false),
                 leader: Mutex::new(None),
                 next_endpoint: AtomicUsize::new(0),
                 client_id: rand::random::<u64>().max(1),
@@ -160,6 +170,21 @@ impl MetaClient {
         Ok(RpcClient::new(self.channel(addr)?)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20))
+    }
+
+    /// The open transaction stream to `addr`, or a new one.
+    fn session(&self, addr: &str) -> Result<TxnSession> {
+        let mut sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = sessions.get(addr).filter(|s| s.is_open()) {
+            return Ok(s.clone());
+        }
+        let s = TxnSession::open(self.rpc(addr)?, self.inner.cfg.request_timeout);
+        sessions.insert(addr.to_string(), s.clone());
+        Ok(s)
     }
 
     fn pick_target(&self) -> String {
@@ -200,6 +225,19 @@ impl MetaClient {
         F: Fn(RpcClient<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
+        self.call_at(|target| {
+            let call = f(self.rpc(target)?);
+            Ok(async move { call.await.map(tonic::Response::into_inner) })
+        })
+        .await
+    }
+
+    /// `call` for any way of reaching a server: `f` starts one attempt at `target`.
+    async fn call_at<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(&str) -> Result<Fut>,
+        Fut: Future<Output = std::result::Result<T, Status>>,
+    {
         let cfg = &self.inner.cfg;
         let start = Instant::now();
         let deadline = start + cfg.operation_timeout;
@@ -211,12 +249,12 @@ impl MetaClient {
             let target = self.pick_target();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt_timeout = cfg.request_timeout.min(remaining);
-            let outcome = tokio::time::timeout(attempt_timeout, f(self.rpc(&target)?)).await;
+            let outcome = tokio::time::timeout(attempt_timeout, f(&target)?).await;
             let mut redirected = false;
             match outcome {
                 Ok(Ok(resp)) => {
                     self.set_leader(Some(target));
-                    return Ok(resp.into_inner());
+                    return Ok(resp);
                 }
                 Ok(Err(status)) => {
                     if let Some(err) = Error::from_final_status(&status) {
@@ -328,6 +366,23 @@ impl MetaClient {
 
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         let req = txn.into_request(self.next_request_id());
+        if !self.inner.unary_txns.load(Ordering::Relaxed) {
+            let streamed = self
+                .call_at(|target| {
+                    let (session, req) = (self.session(target)?, req.clone());
+                    Ok(async move { session.txn(req).await })
+                })
+                .await;
+            match streamed {
+                // Only a server that predates `TxnStream` says this; it did
+                // not apply anything, so the same request goes unary.
+                Err(Error::Unimplemented(_)) => {
+                    tracing::info!("metadata server has no transaction stream; writes go unary");
+                    self.inner.unary_txns.store(true, Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
         self.call(|mut c| {
             let req = req.clone();
             async move { c.txn(req).await }

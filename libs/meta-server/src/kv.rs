@@ -119,10 +119,9 @@ fn dedup_key(id: &RequestId) -> [u8; 16] {
     k
 }
 
-/// The result of applying one command: the writes to commit atomically with the
-/// applied log id, the answer, and the events to publish once committed.
+/// The result of applying one command (its writes went into the caller's
+/// batch): the answer, and the events to publish once committed.
 pub struct Applied {
-    pub batch: WriteBatch,
     pub result: CommandResult,
     pub events: Vec<KvEvent>,
     pub counters: Counters,
@@ -130,9 +129,13 @@ pub struct Applied {
 
 pub struct Applier<'a> {
     db: &'a DB,
-    batch: WriteBatch,
+    batch: &'a mut WriteBatch,
     /// Pending key writes of this command (None = deleted).
     overlay: BTreeMap<Vec<u8>, Option<StoredValue>>,
+    /// Keys this command read from the database and has not written: a
+    /// compare-and-put reads its key twice (compare, then put), and a lookup
+    /// in a memtable full of that key's older versions is not free.
+    read: HashMap<Vec<u8>, Option<StoredValue>>,
     lease_overlay: HashMap<i64, Option<LeaseRecord>>,
     counters: Counters,
     events: Vec<KvEvent>,
@@ -140,9 +143,11 @@ pub struct Applier<'a> {
 
 impl<'a> Applier<'a> {
     /// Applies `cmd`, proposed at log `index` (as command `sub` of a batch, 0
-    /// otherwise), on top of `counters`. A nested batch is rejected.
+    /// otherwise), on top of `counters`, adding its writes to `batch`. Reads
+    /// see the database, not `batch`. A nested batch is rejected.
     pub fn apply(
         db: &'a DB,
+        batch: &'a mut WriteBatch,
         counters: Counters,
         index: u64,
         sub: u32,
@@ -153,7 +158,6 @@ impl<'a> Applier<'a> {
             if let Some(prev) = db.get_cf(cf(db, CF_DEDUP), dedup_key(id))? {
                 // A retry of a write that was already applied: answer as before.
                 return Ok(Applied {
-                    batch: WriteBatch::default(),
                     result: bincode::deserialize(&prev)?,
                     events: Vec::new(),
                     counters,
@@ -162,8 +166,9 @@ impl<'a> Applier<'a> {
         }
         let mut a = Applier {
             db,
-            batch: WriteBatch::default(),
+            batch,
             overlay: BTreeMap::new(),
+            read: HashMap::new(),
             lease_overlay: HashMap::new(),
             counters,
             events: Vec::new(),
@@ -189,9 +194,8 @@ impl<'a> Applier<'a> {
         if let Some(id) = &request_id {
             a.remember(id, index, sub, &result)?;
         }
-        a.counters.store(db, &mut a.batch);
+        a.counters.store(db, a.batch);
         Ok(Applied {
-            batch: a.batch,
             result,
             events: a.events,
             counters: a.counters,
@@ -215,14 +219,16 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    fn get(&self, key: &[u8]) -> Result<Option<StoredValue>, KvError> {
-        if let Some(v) = self.overlay.get(key) {
+    fn get(&mut self, key: &[u8]) -> Result<Option<StoredValue>, KvError> {
+        if let Some(v) = self.overlay.get(key).or_else(|| self.read.get(key)) {
             return Ok(v.clone());
         }
-        get(self.db, key)
+        let v = get(self.db, key)?;
+        self.read.insert(key.to_vec(), v.clone());
+        Ok(v)
     }
 
-    fn version_of(&self, key: &[u8]) -> Result<i64, KvError> {
+    fn version_of(&mut self, key: &[u8]) -> Result<i64, KvError> {
         Ok(self.get(key)?.map_or(0, |v| v.version))
     }
 
@@ -602,8 +608,10 @@ mod tests {
 
         fn run(&mut self, cmd: Command) -> (CommandResult, Vec<KvEvent>) {
             self.index += 1;
-            let applied = Applier::apply(&self.db, self.counters, self.index, 0, &cmd).unwrap();
-            self.db.write(applied.batch).unwrap();
+            let mut batch = WriteBatch::default();
+            let applied =
+                Applier::apply(&self.db, &mut batch, self.counters, self.index, 0, &cmd).unwrap();
+            self.db.write(batch).unwrap();
             self.counters = applied.counters;
             (applied.result, applied.events)
         }

@@ -10,7 +10,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::stream::FuturesUnordered;
+use futures::{Stream, StreamExt};
 use magnetar_proto::meta as pb;
 use magnetar_proto::meta::meta_server::Meta;
 use openraft::error::{
@@ -52,6 +53,7 @@ impl Default for Limits {
     }
 }
 
+#[derive(Clone)]
 pub struct MetaService {
     pub id: NodeId,
     pub raft: Raft,
@@ -158,6 +160,74 @@ impl MetaService {
         }
     }
 
+    /// Validates and applies one transaction (unary or from a stream).
+    async fn apply_txn(&self, req: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
+        let n_ops = req.compares.len() + req.success.len() + req.failure.len();
+        if n_ops > self.limits.max_txn_ops {
+            return Err(Status::invalid_argument(format!(
+                "transaction has {n_ops} compares and ops; the limit is {}",
+                self.limits.max_txn_ops
+            )));
+        }
+        let compares = req
+            .compares
+            .into_iter()
+            .map(|c| {
+                self.check_key(&c.key)?;
+                let op = match pb::compare::Op::try_from(c.op) {
+                    Ok(pb::compare::Op::Equal) => CompareOp::Equal,
+                    Ok(pb::compare::Op::NotEqual) => CompareOp::NotEqual,
+                    Ok(pb::compare::Op::Greater) => CompareOp::Greater,
+                    Ok(pb::compare::Op::Less) => CompareOp::Less,
+                    Err(_) => {
+                        return Err(Status::invalid_argument(format!(
+                            "unknown compare op {}",
+                            c.op
+                        )))
+                    }
+                };
+                Ok(Compare {
+                    key: c.key.to_vec(),
+                    op,
+                    version: c.version,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let cmd = Command::Txn {
+            request_id: request_id(req.request_id),
+            compares,
+            success: self.convert_ops(req.success)?,
+            failure: self.convert_ops(req.failure)?,
+        };
+        match self.write(cmd).await? {
+            CommandResult::Txn {
+                revision,
+                succeeded,
+                results,
+                compare_versions,
+            } => Ok(pb::TxnResponse {
+                header: Some(self.header(revision)),
+                succeeded,
+                results: results
+                    .into_iter()
+                    .map(|r| pb::OpResult {
+                        result: Some(match r {
+                            OpOutcome::Put { version } => {
+                                pb::op_result::Result::Put(pb::PutResult { version })
+                            }
+                            OpOutcome::Delete { deleted } => {
+                                pb::op_result::Result::Delete(pb::DeleteResult { deleted })
+                            }
+                        }),
+                    })
+                    .collect(),
+                compare_versions,
+            }),
+            CommandResult::Rejected { reason, .. } => Err(Status::failed_precondition(reason)),
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
     fn check_key(&self, key: &[u8]) -> Result<(), Status> {
         if key.is_empty() {
             return Err(Status::invalid_argument("key must not be empty"));
@@ -216,6 +286,34 @@ impl MetaService {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+type TxnStream = Pin<Box<dyn Stream<Item = Result<pb::TxnStreamResponse, Status>> + Send>>;
+
+/// Unanswered transactions one stream may have; past it the stream is not read.
+const MAX_STREAM_TXNS_IN_FLIGHT: usize = 1024;
+
+/// A stream answer carries what the unary call would have: the response, or
+/// the status code and message and, from a follower, the leader's address.
+fn stream_answer(id: u64, result: Result<pb::TxnResponse, Status>) -> pb::TxnStreamResponse {
+    match result {
+        Ok(txn) => pb::TxnStreamResponse {
+            id,
+            txn: Some(txn),
+            ..Default::default()
+        },
+        Err(status) => pb::TxnStreamResponse {
+            id,
+            txn: None,
+            code: status.code() as i32,
+            message: status.message().to_string(),
+            leader_addr: status
+                .metadata()
+                .get(LEADER_ADDR_METADATA)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+        },
+    }
+}
 
 #[tonic::async_trait]
 impl Meta for MetaService {
@@ -275,71 +373,58 @@ impl Meta for MetaService {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        let req = req.into_inner();
-        let n_ops = req.compares.len() + req.success.len() + req.failure.len();
-        if n_ops > self.limits.max_txn_ops {
-            return Err(Status::invalid_argument(format!(
-                "transaction has {n_ops} compares and ops; the limit is {}",
-                self.limits.max_txn_ops
-            )));
-        }
-        let compares = req
-            .compares
-            .into_iter()
-            .map(|c| {
-                self.check_key(&c.key)?;
-                let op = match pb::compare::Op::try_from(c.op) {
-                    Ok(pb::compare::Op::Equal) => CompareOp::Equal,
-                    Ok(pb::compare::Op::NotEqual) => CompareOp::NotEqual,
-                    Ok(pb::compare::Op::Greater) => CompareOp::Greater,
-                    Ok(pb::compare::Op::Less) => CompareOp::Less,
-                    Err(_) => {
-                        return Err(Status::invalid_argument(format!(
-                            "unknown compare op {}",
-                            c.op
-                        )))
+        self.apply_txn(req.into_inner()).await.map(Response::new)
+    }
+
+    type TxnStreamStream = TxnStream;
+
+    async fn txn_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::TxnStreamRequest>>,
+    ) -> Result<Response<TxnStream>, Status> {
+        let mut incoming = req.into_inner();
+        let (tx, rx) = mpsc::channel(MAX_STREAM_TXNS_IN_FLIGHT);
+        let service = self.clone();
+        // One task per stream drives all of its transactions; it stops reading
+        // while MAX_STREAM_TXNS_IN_FLIGHT are unanswered (HTTP/2 flow control
+        // then holds the client back).
+        tokio::spawn(async move {
+            let mut in_flight = FuturesUnordered::new();
+            let mut reading = true;
+            loop {
+                tokio::select! {
+                    next = incoming.next(), if reading && in_flight.len() < MAX_STREAM_TXNS_IN_FLIGHT => match next {
+                        Some(Ok(r)) => {
+                            let service = service.clone();
+                            in_flight.push(async move {
+                                let result = match r.txn {
+                                    Some(txn) => service.apply_txn(txn).await,
+                                    None => Err(Status::invalid_argument("stream request carries no transaction")),
+                                };
+                                stream_answer(r.id, result)
+                            });
+                        }
+                        Some(Err(s)) => {
+                            tracing::debug!(status = %s, "transaction stream ended with an error");
+                            reading = false;
+                        }
+                        None => reading = false,
+                    },
+                    Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                        if tx.send(Ok(answer)).await.is_err() {
+                            break;
+                        }
                     }
-                };
-                Ok(Compare {
-                    key: c.key.to_vec(),
-                    op,
-                    version: c.version,
-                })
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
-        let cmd = Command::Txn {
-            request_id: request_id(req.request_id),
-            compares,
-            success: self.convert_ops(req.success)?,
-            failure: self.convert_ops(req.failure)?,
-        };
-        match self.write(cmd).await? {
-            CommandResult::Txn {
-                revision,
-                succeeded,
-                results,
-                compare_versions,
-            } => Ok(Response::new(pb::TxnResponse {
-                header: Some(self.header(revision)),
-                succeeded,
-                results: results
-                    .into_iter()
-                    .map(|r| pb::OpResult {
-                        result: Some(match r {
-                            OpOutcome::Put { version } => {
-                                pb::op_result::Result::Put(pb::PutResult { version })
-                            }
-                            OpOutcome::Delete { deleted } => {
-                                pb::op_result::Result::Delete(pb::DeleteResult { deleted })
-                            }
-                        }),
-                    })
-                    .collect(),
-                compare_versions,
-            })),
-            CommandResult::Rejected { reason, .. } => Err(Status::failed_precondition(reason)),
-            other => Err(Status::internal(format!("unexpected result {other:?}"))),
-        }
+                    else => break,
+                }
+                if !reading && in_flight.is_empty() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     type WatchStream = WatchStream;

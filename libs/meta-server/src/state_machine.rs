@@ -4,6 +4,7 @@
 //! RocksDB point-in-time snapshot. The latest one is kept in `snapshot.bin` so it
 //! can be sent to a lagging follower after the log it covers has been purged.
 
+use std::collections::HashSet;
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::kv::{self, Applier, Counters};
 use crate::store::{cf, sm_read_err, sm_write_err, CF_SM_META, STATE_MACHINE_CFS};
 use crate::types::{
-    Command, CommandResult, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Command, CommandResult, LogId, Op, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 use crate::watch::WatchHub;
 
@@ -60,6 +61,50 @@ fn applying(index: u64, sub: u32) -> [u8; 12] {
     v[..8].copy_from_slice(&index.to_be_bytes());
     v[8..].copy_from_slice(&sub.to_be_bytes());
     v
+}
+
+/// True when no command of a batch entry can read what another one writes:
+/// all are transactions of single-key operations, no two name the same key
+/// (in a compare or in either branch) or the same request id (a retry
+/// batched with its original must find the original's answer). Leases are
+/// only read then, never granted or revoked. Such an entry applies as one
+/// write; any other command by command.
+fn independent(cmds: &[Command]) -> bool {
+    let mut keys: HashSet<&[u8]> = HashSet::new();
+    let mut ids = HashSet::new();
+    for cmd in cmds {
+        let Command::Txn {
+            request_id,
+            compares,
+            success,
+            failure,
+        } = cmd
+        else {
+            return false;
+        };
+        if request_id.is_some_and(|id| !ids.insert(id)) {
+            return false;
+        }
+        // A key twice in one command is that command's business (its own
+        // overlay); only keys shared between commands matter.
+        let mut own: HashSet<&[u8]> = HashSet::new();
+        for c in compares {
+            own.insert(&c.key);
+        }
+        for op in success.iter().chain(failure) {
+            match op {
+                Op::Put { key, .. } => own.insert(key),
+                Op::Delete { prefix: true, .. } => return false,
+                Op::Delete { key, .. } => own.insert(key),
+            };
+        }
+        for key in own {
+            if !keys.insert(key) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 #[derive(Clone)]
@@ -247,17 +292,47 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         let mut results = Vec::new();
         // Each entry is its own atomic batch (state + applied log id). These writes
-        // are unsynced memtable/WAL appends of a few microseconds, done inline.
+        // are unsynced memtable appends and buffered WAL records of a few
+        // microseconds, done inline; the WAL goes to the file once, at the end.
         for entry in entries {
             let log_id = entry.log_id;
             let applied_key = bincode::serialize(&log_id).map_err(sm_write_err)?;
             let result = match entry.payload {
                 EntryPayload::Normal(Command::Batch(cmds)) => {
+                    let done = self.applied_prefix(log_id.index)?;
+                    if done.is_none() && independent(&cmds) {
+                        // One write for the whole entry: no command can read
+                        // what another writes, so the order inside one write
+                        // batch changes nothing, and a crash keeps all or none.
+                        let mut batch = WriteBatch::default();
+                        kv::expire_requests(&db, log_id.index, &mut batch).map_err(sm_write_err)?;
+                        let mut answers = Vec::with_capacity(cmds.len());
+                        let mut events = Vec::new();
+                        for (sub, cmd) in cmds.iter().enumerate() {
+                            let applied = Applier::apply(
+                                &db,
+                                &mut batch,
+                                counters,
+                                log_id.index,
+                                sub as u32,
+                                cmd,
+                            )
+                            .map_err(sm_write_err)?;
+                            counters = applied.counters;
+                            events.extend(applied.events);
+                            answers.push(applied.result);
+                        }
+                        batch.put_cf(meta_cf, KEY_APPLIED, &applied_key);
+                        db.write_opt(batch, &no_sync).map_err(sm_write_err)?;
+                        self.shared.set_counters(counters);
+                        self.shared.watch.publish(events);
+                        results.push(CommandResult::Batch(answers));
+                        continue;
+                    }
                     // Each command of a batch commits on its own (with the applied
                     // id only on the last), exactly as if proposed separately.
                     let mut answers = Vec::with_capacity(cmds.len());
                     let n = cmds.len();
-                    let done = self.applied_prefix(log_id.index)?;
                     for (sub, cmd) in cmds.iter().enumerate() {
                         if done.is_some_and(|d| sub as u32 <= d) {
                             // Applied before a crash; nobody waits for this answer.
@@ -267,9 +342,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             });
                             continue;
                         }
-                        let applied = Applier::apply(&db, counters, log_id.index, sub as u32, cmd)
-                            .map_err(sm_write_err)?;
-                        let mut batch = applied.batch;
+                        let mut batch = WriteBatch::default();
+                        let applied = Applier::apply(
+                            &db,
+                            &mut batch,
+                            counters,
+                            log_id.index,
+                            sub as u32,
+                            cmd,
+                        )
+                        .map_err(sm_write_err)?;
                         if sub == 0 {
                             kv::expire_requests(&db, log_id.index, &mut batch)
                                 .map_err(sm_write_err)?;
@@ -297,10 +379,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 payload => {
                     let (mut batch, result, events) = match &payload {
                         EntryPayload::Normal(cmd) => {
-                            let applied = Applier::apply(&db, counters, log_id.index, 0, cmd)
-                                .map_err(sm_write_err)?;
+                            let mut batch = WriteBatch::default();
+                            let applied =
+                                Applier::apply(&db, &mut batch, counters, log_id.index, 0, cmd)
+                                    .map_err(sm_write_err)?;
                             counters = applied.counters;
-                            (applied.batch, applied.result, applied.events)
+                            (batch, applied.result, applied.events)
                         }
                         EntryPayload::Membership(m) => {
                             let stored = StoredMembership::new(Some(log_id), m.clone());
@@ -326,6 +410,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             results.push(result);
         }
+        // The state machine's WAL is flushed by hand (see `store`): hand every
+        // write above to the OS before anyone is answered.
+        db.flush_wal(false).map_err(sm_write_err)?;
         Ok(results)
     }
 
@@ -450,11 +537,11 @@ mod tests {
         {
             let db = sm.shared().db.clone();
             let counters = crate::kv::Counters::load(&db).unwrap();
-            let mut batch = Applier::apply(&db, counters, 2, 0, &put("a"))
-                .unwrap()
-                .batch;
+            let mut batch = WriteBatch::default();
+            Applier::apply(&db, &mut batch, counters, 2, 0, &put("a")).unwrap();
             batch.put_cf(cf(&db, CF_SM_META), KEY_APPLYING, applying(2, 0));
             db.write(batch).unwrap();
+            db.flush_wal(false).unwrap();
         }
         drop(sm);
         let mut sm = open(dir.path());
@@ -479,6 +566,127 @@ mod tests {
         assert_eq!(crate::kv::get(&**db, b"b").unwrap().unwrap().version, 1);
         assert_eq!(sm.shared().revision(), 3);
         assert!(sm.applied_prefix(2).unwrap().is_none());
+    }
+
+    fn txn(id: Option<u64>, compares: &[(&str, i64)], ops: Vec<Op>) -> Command {
+        Command::Txn {
+            request_id: id.map(|seq| crate::types::RequestId { client_id: 7, seq }),
+            compares: compares
+                .iter()
+                .map(|(k, v)| crate::types::Compare {
+                    key: k.as_bytes().to_vec(),
+                    op: crate::types::CompareOp::Equal,
+                    version: *v,
+                })
+                .collect(),
+            success: ops,
+            failure: vec![],
+        }
+    }
+
+    fn put_op(key: &str) -> Op {
+        Op::Put {
+            key: key.into(),
+            value: key.as_bytes().to_vec(),
+            lease: 0,
+        }
+    }
+
+    fn delete_op(key: &str, prefix: bool) -> Op {
+        Op::Delete {
+            key: key.into(),
+            prefix,
+        }
+    }
+
+    #[test]
+    fn only_batches_whose_commands_share_nothing_are_independent() {
+        let a = || txn(Some(1), &[("a", 0)], vec![put_op("a")]);
+        let b = || txn(Some(2), &[], vec![put_op("b"), delete_op("c", false)]);
+        assert!(independent(&[a(), b()]));
+        assert!(independent(&[]));
+        // One command may name its own key twice.
+        assert!(independent(&[txn(
+            None,
+            &[("x", 1)],
+            vec![put_op("x"), put_op("x")]
+        )]));
+        // A key shared by two commands, even only compared by one of them.
+        assert!(!independent(&[
+            a(),
+            txn(Some(3), &[("a", 1)], vec![put_op("z")])
+        ]));
+        assert!(!independent(&[
+            b(),
+            txn(Some(3), &[], vec![delete_op("c", false)])
+        ]));
+        // A retry batched with its original.
+        assert!(!independent(&[a(), txn(Some(1), &[], vec![put_op("q")])]));
+        // Prefix deletes and lease commands read more than their keys.
+        assert!(!independent(&[
+            a(),
+            txn(Some(4), &[], vec![delete_op("p", true)])
+        ]));
+        let grant = Command::LeaseGrant {
+            request_id: None,
+            lease_id: 5,
+            ttl_seconds: 10,
+        };
+        assert!(!independent(&[a(), grant]));
+    }
+
+    /// An independent batch applied as one write answers and leaves exactly
+    /// what its commands applied one entry each do.
+    #[tokio::test]
+    async fn a_batch_in_one_write_equals_its_commands_one_by_one() {
+        let cmds = vec![
+            txn(Some(1), &[("a", 0)], vec![put_op("a")]),
+            txn(Some(2), &[], vec![put_op("b"), delete_op("gone", false)]),
+            txn(Some(3), &[("c", 5)], vec![put_op("d")]),
+            txn(None, &[("e", 1)], vec![put_op("e")]),
+            txn(Some(4), &[("pre", 1)], vec![delete_op("pre", false)]),
+        ];
+        assert!(independent(&cmds));
+        let (one, apart) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut grouped, mut single) = (open(one.path()), open(apart.path()));
+        // Both start with "pre" at version 1 and "e" at version 1.
+        for sm in [&mut grouped, &mut single] {
+            sm.apply(vec![entry(1, "pre"), entry(2, "e")])
+                .await
+                .unwrap();
+        }
+        let results = grouped
+            .apply(vec![Entry {
+                log_id: LogId::new(CommittedLeaderId::new(3, 1), 3),
+                payload: EntryPayload::Normal(Command::Batch(cmds.clone())),
+            }])
+            .await
+            .unwrap();
+        let CommandResult::Batch(answers) = &results[0] else {
+            panic!("not a batch answer: {results:?}");
+        };
+        let mut expected = Vec::new();
+        for (i, cmd) in cmds.into_iter().enumerate() {
+            let r = single
+                .apply(vec![Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(3, 1), 3 + i as u64),
+                    payload: EntryPayload::Normal(cmd),
+                }])
+                .await
+                .unwrap();
+            expected.extend(r);
+        }
+        assert_eq!(answers, &expected);
+        assert_eq!(grouped.shared().revision(), single.shared().revision());
+        let dump = |sm: &StateMachineStore| {
+            let db = &sm.shared().db;
+            crate::kv::scan(&**db, b"", &[], usize::MAX, false).unwrap()
+        };
+        assert_eq!(dump(&grouped), dump(&single));
+        assert_eq!(
+            grouped.shared().kv_count.load(Ordering::Relaxed),
+            single.shared().kv_count.load(Ordering::Relaxed)
+        );
     }
 
     fn open(dir: &std::path::Path) -> StateMachineStore {
