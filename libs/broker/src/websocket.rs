@@ -241,45 +241,48 @@ pub async fn consumer(
     Query(q): Query<ConsumerParams>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    ws.on_upgrade(move |socket| consume_session(svc, topic_name(&t, &n, &topic), sub, q, socket))
+    let topic = topic_name(&t, &n, &topic);
+    // Subscribed before the handshake completes, as in Pulsar's WebSocket
+    // service: once a client is connected its subscription exists, so what
+    // is published after that reaches it. Subscribing after the upgrade let
+    // a `Latest` subscription miss messages a client sent right after
+    // connecting (seen as a flaky test on a loaded machine).
+    match subscribe(&svc, &topic, &sub, q).await {
+        Ok(consumer) => ws.on_upgrade(move |socket| consume_session(topic, consumer, socket)),
+        Err(why) => ws.on_upgrade(move |socket| refuse(socket, why)),
+    }
 }
 
-async fn consume_session(
-    svc: BrokerService,
-    topic: String,
-    sub: String,
+async fn subscribe(
+    svc: &BrokerService,
+    topic: &str,
+    sub: &str,
     q: ConsumerParams,
-    socket: WebSocket,
-) {
-    let sub_type = match subscription_type(q.subscription_type.as_deref()) {
-        Ok(t) => t,
-        Err(e) => return refuse(socket, e).await,
-    };
+) -> Result<magnetar_client::Consumer, String> {
+    let sub_type = subscription_type(q.subscription_type.as_deref())?;
     let initial_position = match q.subscription_initial_position.as_deref() {
         None | Some("Latest") => InitialPosition::Latest,
         Some("Earliest") => InitialPosition::Earliest,
-        Some(other) => {
-            return refuse(
-                socket,
-                format!("unknown subscriptionInitialPosition {other:?}"),
-            )
-            .await
-        }
+        Some(other) => return Err(format!("unknown subscriptionInitialPosition {other:?}")),
     };
-    let client = match svc.inner.client.get(&svc).await {
-        Ok(c) => c,
-        Err(e) => return refuse(socket, e).await,
-    };
+    let client = svc.inner.client.get(svc).await?;
     let opts = ConsumerOptions {
         subscription_type: sub_type,
         initial_position,
         name: q.consumer_name,
         receiver_queue: q.receiver_queue_size.unwrap_or(1000).clamp(1, 10_000),
     };
-    let mut consumer = match client.subscribe(&topic, &sub, opts).await {
-        Ok(c) => c,
-        Err(e) => return refuse(socket, format!("cannot subscribe: {e}")).await,
-    };
+    client
+        .subscribe(topic, sub, opts)
+        .await
+        .map_err(|e| format!("cannot subscribe: {e}"))
+}
+
+async fn consume_session(
+    topic: String,
+    mut consumer: magnetar_client::Consumer,
+    socket: WebSocket,
+) {
     let (mut sink, mut stream) = socket.split();
     loop {
         tokio::select! {
