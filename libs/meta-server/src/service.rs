@@ -1,5 +1,6 @@
 //! The client-facing gRPC API: validation, the read and write paths, watches,
-//! leases and membership.
+//! leases and membership. Writes come as unary `Txn` calls or pipelined on a
+//! `TxnStream` (what `libs/meta-client` uses); both go through `apply_txn`.
 //!
 //! Errors a client can act on are explicit: a non-leader answers `UNAVAILABLE`
 //! with the leader's address in the `leader-addr` metadata; a compacted watch
