@@ -345,26 +345,34 @@ pub async fn reader(
     Query(q): Query<ReaderParams>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    ws.on_upgrade(move |socket| read_session(svc, topic_name(&t, &n, &topic), q, socket))
+    let topic = topic_name(&t, &n, &topic);
+    // Created before the handshake completes, like a consumer's subscription:
+    // a reader from the latest message sees everything published once its
+    // client is connected.
+    match open_reader(&svc, &topic, q).await {
+        Ok(reader) => ws.on_upgrade(move |socket| read_session(reader, socket)),
+        Err(why) => ws.on_upgrade(move |socket| refuse(socket, why)),
+    }
 }
 
-async fn read_session(svc: BrokerService, topic: String, q: ReaderParams, socket: WebSocket) {
+async fn open_reader(
+    svc: &BrokerService,
+    topic: &str,
+    q: ReaderParams,
+) -> Result<magnetar_client::Reader, String> {
     let start = match q.message_id.as_deref() {
         None | Some("latest") => MessageId::LATEST,
         Some("earliest") => MessageId::EARLIEST,
-        Some(s) => match decode_id(s) {
-            Some(id) => id,
-            None => return refuse(socket, format!("invalid messageId {s:?}")).await,
-        },
+        Some(s) => decode_id(s).ok_or_else(|| format!("invalid messageId {s:?}"))?,
     };
-    let client = match svc.inner.client.get(&svc).await {
-        Ok(c) => c,
-        Err(e) => return refuse(socket, e).await,
-    };
-    let mut reader = match client.create_reader(&topic, start, false).await {
-        Ok(r) => r,
-        Err(e) => return refuse(socket, format!("cannot create reader: {e}")).await,
-    };
+    let client = svc.inner.client.get(svc).await?;
+    client
+        .create_reader(topic, start, false)
+        .await
+        .map_err(|e| format!("cannot create reader: {e}"))
+}
+
+async fn read_session(mut reader: magnetar_client::Reader, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     loop {
         tokio::select! {
