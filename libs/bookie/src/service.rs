@@ -3,15 +3,12 @@
 //! concurrently (the journal batches them); a per-stream cap on in-flight adds
 //! is the backpressure.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::FuturesUnordered;
-use futures::{Stream, StreamExt};
 use magnetar_proto::bookie as pb;
 use magnetar_proto::bookie::bookie_server::Bookie as BookieRpc;
-use tokio::sync::mpsc;
+use magnetar_proto::pipeline;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::bookie::{AddEntry, Bookie, BookieError, Refusal};
@@ -44,7 +41,7 @@ fn code_of(e: &BookieError) -> (pb::StatusCode, String) {
     (code, e.to_string())
 }
 
-type AddStream = Pin<Box<dyn Stream<Item = Result<pb::AddResponse, Status>> + Send>>;
+type AddStream = pipeline::Answers<pb::AddResponse>;
 
 /// One add, from request to response.
 async fn add_one(
@@ -97,41 +94,11 @@ impl BookieRpc for BookieService {
         &self,
         req: Request<Streaming<pb::AddRequest>>,
     ) -> Result<Response<AddStream>, Status> {
-        let mut incoming = req.into_inner();
-        let (tx, rx) =
-            mpsc::channel::<Result<pb::AddResponse, Status>>(self.max_in_flight_per_stream);
         let (bookie, metrics) = (self.bookie.clone(), self.metrics.clone());
-        let max = self.max_in_flight_per_stream.max(1);
-        // One task per stream drives all of its adds: a journal batch that
-        // completes many of them wakes this task once, where a task per add
-        // meant a wake-up and a scheduling round per add.
-        tokio::spawn(async move {
-            let mut in_flight = FuturesUnordered::new();
-            let mut reading = true;
-            loop {
-                tokio::select! {
-                    next = incoming.next(), if reading && in_flight.len() < max => match next {
-                        Some(Ok(add)) => in_flight.push(add_one(bookie.clone(), metrics.clone(), add)),
-                        Some(Err(s)) => {
-                            tracing::debug!(status = %s, "add stream ended with an error");
-                            reading = false;
-                        }
-                        None => reading = false,
-                    },
-                    Some(resp) = in_flight.next(), if !in_flight.is_empty() => {
-                        if tx.send(Ok(resp)).await.is_err() {
-                            break;
-                        }
-                    }
-                    else => break,
-                }
-                if !reading && in_flight.is_empty() {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+        Ok(Response::new(pipeline::serve(
+            req.into_inner(),
+            self.max_in_flight_per_stream,
+            move |add| add_one(bookie.clone(), metrics.clone(), add),
         )))
     }
 

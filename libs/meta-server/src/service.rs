@@ -11,10 +11,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::FuturesUnordered;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use magnetar_proto::meta as pb;
 use magnetar_proto::meta::meta_server::Meta;
+use magnetar_proto::pipeline;
 use openraft::error::{
     ChangeMembershipError, CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError,
 };
@@ -287,7 +287,7 @@ impl MetaService {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
-type TxnStream = Pin<Box<dyn Stream<Item = Result<pb::TxnStreamResponse, Status>> + Send>>;
+type TxnStream = pipeline::Answers<pb::TxnStreamResponse>;
 
 /// Unanswered transactions one stream may have; past it the stream is not read.
 const MAX_STREAM_TXNS_IN_FLIGHT: usize = 1024;
@@ -383,48 +383,22 @@ impl Meta for MetaService {
         &self,
         req: Request<tonic::Streaming<pb::TxnStreamRequest>>,
     ) -> Result<Response<TxnStream>, Status> {
-        let mut incoming = req.into_inner();
-        let (tx, rx) = mpsc::channel(MAX_STREAM_TXNS_IN_FLIGHT);
         let service = self.clone();
-        // One task per stream drives all of its transactions; it stops reading
-        // while MAX_STREAM_TXNS_IN_FLIGHT are unanswered (HTTP/2 flow control
-        // then holds the client back).
-        tokio::spawn(async move {
-            let mut in_flight = FuturesUnordered::new();
-            let mut reading = true;
-            loop {
-                tokio::select! {
-                    next = incoming.next(), if reading && in_flight.len() < MAX_STREAM_TXNS_IN_FLIGHT => match next {
-                        Some(Ok(r)) => {
-                            let service = service.clone();
-                            in_flight.push(async move {
-                                let result = match r.txn {
-                                    Some(txn) => service.apply_txn(txn).await,
-                                    None => Err(Status::invalid_argument("stream request carries no transaction")),
-                                };
-                                stream_answer(r.id, result)
-                            });
-                        }
-                        Some(Err(s)) => {
-                            tracing::debug!(status = %s, "transaction stream ended with an error");
-                            reading = false;
-                        }
-                        None => reading = false,
-                    },
-                    Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
-                        if tx.send(Ok(answer)).await.is_err() {
-                            break;
-                        }
-                    }
-                    else => break,
+        Ok(Response::new(pipeline::serve(
+            req.into_inner(),
+            MAX_STREAM_TXNS_IN_FLIGHT,
+            move |r: pb::TxnStreamRequest| {
+                let service = service.clone();
+                async move {
+                    let result = match r.txn {
+                        Some(txn) => service.apply_txn(txn).await,
+                        None => Err(Status::invalid_argument(
+                            "stream request carries no transaction",
+                        )),
+                    };
+                    stream_answer(r.id, result)
                 }
-                if !reading && in_flight.is_empty() {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+            },
         )))
     }
 

@@ -1,4 +1,7 @@
-//! Protobuf and gRPC types generated from the files in `proto/`.
+//! Protobuf and gRPC types generated from the files in `proto/`, and the
+//! gRPC glue the services share.
+
+pub mod pipeline;
 
 /// The metadata service: the client KV/lease/watch API and Raft peer traffic.
 pub mod meta {
