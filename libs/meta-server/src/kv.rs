@@ -86,7 +86,9 @@ impl Counters {
         })
     }
 
-    fn store(&self, db: &DB, batch: &mut WriteBatch) {
+    /// Adds the counters to `batch`; the caller does it once per write batch
+    /// (the last value is the one that counts).
+    pub(crate) fn store(&self, db: &DB, batch: &mut WriteBatch) {
         let meta = cf(db, CF_SM_META);
         batch.put_cf(meta, KEY_REVISION, self.revision.to_be_bytes());
         batch.put_cf(meta, KEY_KV_COUNT, self.kv_count.to_be_bytes());
@@ -194,7 +196,6 @@ impl<'a> Applier<'a> {
         if let Some(id) = &request_id {
             a.remember(id, index, sub, &result)?;
         }
-        a.counters.store(db, a.batch);
         Ok(Applied {
             result,
             events: a.events,
@@ -611,6 +612,7 @@ mod tests {
             let mut batch = WriteBatch::default();
             let applied =
                 Applier::apply(&self.db, &mut batch, self.counters, self.index, 0, &cmd).unwrap();
+            applied.counters.store(&self.db, &mut batch);
             self.db.write(batch).unwrap();
             self.counters = applied.counters;
             (applied.result, applied.events)

@@ -322,6 +322,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             events.extend(applied.events);
                             answers.push(applied.result);
                         }
+                        counters.store(&db, &mut batch);
                         batch.put_cf(meta_cf, KEY_APPLIED, &applied_key);
                         db.write_opt(batch, &no_sync).map_err(sm_write_err)?;
                         self.shared.set_counters(counters);
@@ -352,6 +353,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             cmd,
                         )
                         .map_err(sm_write_err)?;
+                        applied.counters.store(&db, &mut batch);
                         if sub == 0 {
                             kv::expire_requests(&db, log_id.index, &mut batch)
                                 .map_err(sm_write_err)?;
@@ -384,6 +386,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 Applier::apply(&db, &mut batch, counters, log_id.index, 0, cmd)
                                     .map_err(sm_write_err)?;
                             counters = applied.counters;
+                            counters.store(&db, &mut batch);
                             (batch, applied.result, applied.events)
                         }
                         EntryPayload::Membership(m) => {
@@ -538,7 +541,8 @@ mod tests {
             let db = sm.shared().db.clone();
             let counters = crate::kv::Counters::load(&db).unwrap();
             let mut batch = WriteBatch::default();
-            Applier::apply(&db, &mut batch, counters, 2, 0, &put("a")).unwrap();
+            let applied = Applier::apply(&db, &mut batch, counters, 2, 0, &put("a")).unwrap();
+            applied.counters.store(&db, &mut batch);
             batch.put_cf(cf(&db, CF_SM_META), KEY_APPLYING, applying(2, 0));
             db.write(batch).unwrap();
             db.flush_wal(false).unwrap();
