@@ -68,6 +68,14 @@ pub struct MetaArgs {
     /// (0: never waits).
     #[arg(long, env = "MAGNETAR_META_PROPOSAL_LINGER_US", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub proposal_linger_us: u64,
+    /// Threads that run the node's async work: client and peer RPCs, the
+    /// Raft core, replication and applying entries (the log's synced writes
+    /// have a thread of their own). A write passes through several tasks
+    /// (RPC, proposer, Raft core, replication, apply); on one thread each
+    /// hand-off is a queue push, across threads often a wake-up of another
+    /// (see docs/ARCHITECTURE.md). Raise it for a node that serves many reads.
+    #[arg(long, env = "MAGNETAR_META_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub worker_threads: u64,
     #[arg(long, env = "MAGNETAR_META_MAX_KEY_BYTES", default_value_t = 4096)]
     pub max_key_bytes: usize,
     #[arg(long, env = "MAGNETAR_META_MAX_VALUE_BYTES", default_value_t = 1 << 20)]

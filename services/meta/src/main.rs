@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
         args.otlp_endpoint.as_deref(),
     )?;
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.worker_threads as usize)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?
