@@ -9,13 +9,14 @@
 
 mod error;
 mod lease;
+mod request_ids;
 mod txn;
 mod txn_stream;
 mod watch;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,8 +79,7 @@ struct Inner {
     /// The node that last answered as (or named itself as) the leader.
     leader: Mutex<Option<String>>,
     next_endpoint: AtomicUsize,
-    client_id: u64,
-    seq: AtomicU64,
+    requests: request_ids::RequestIds,
 }
 
 /// A page of keys.
@@ -136,8 +136,7 @@ impl MetaClient {
                 unary_txns: AtomicBool::new(false),
                 leader: Mutex::new(None),
                 next_endpoint: AtomicUsize::new(0),
-                client_id: rand::random::<u64>().max(1),
-                seq: AtomicU64::new(0),
+                requests: request_ids::RequestIds::new(rand::random::<u64>().max(1)),
             }),
         })
     }
@@ -210,11 +209,9 @@ impl MetaClient {
         self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn next_request_id(&self) -> pb::RequestId {
-        pb::RequestId {
-            client_id: self.inner.client_id,
-            seq: self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1,
-        }
+    /// A write's id; keep the guard until the write will not be retried.
+    fn next_request_id(&self) -> (pb::RequestId, request_ids::InFlight) {
+        self.inner.requests.next()
     }
 
     /// Runs `f` against the leader, following redirects and retrying transient
@@ -365,7 +362,8 @@ impl MetaClient {
     // ---- writes ---------------------------------------------------------
 
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        let req = txn.into_request(self.next_request_id());
+        let (id, _in_flight) = self.next_request_id();
+        let req = txn.into_request(id);
         if !self.inner.unary_txns.load(Ordering::Relaxed) {
             let streamed = self
                 .call_at(|target| {
@@ -454,9 +452,10 @@ impl MetaClient {
     // ---- leases ---------------------------------------------------------
 
     pub async fn lease_grant(&self, ttl_seconds: i64) -> Result<Lease> {
+        let (id, _in_flight) = self.next_request_id();
         let req = pb::LeaseGrantRequest {
             ttl_seconds,
-            request_id: Some(self.next_request_id()),
+            request_id: Some(id),
         };
         let resp = self
             .call(|mut c| async move { c.lease_grant(req).await })
@@ -491,9 +490,10 @@ impl MetaClient {
 
     /// Revokes a lease (its keys are deleted); returns whether it existed.
     pub async fn lease_revoke(&self, lease_id: i64) -> Result<bool> {
+        let (id, _in_flight) = self.next_request_id();
         let req = pb::LeaseRevokeRequest {
             lease_id,
-            request_id: Some(self.next_request_id()),
+            request_id: Some(id),
         };
         let resp = self
             .call(|mut c| async move { c.lease_revoke(req).await })

@@ -121,6 +121,69 @@ fn dedup_key(id: &RequestId) -> [u8; 16] {
     k
 }
 
+/// First byte of a remembered answer that also names its `dedup_index` key,
+/// so that `forget` can delete both. Older records are the bare bincode
+/// answer, whose first byte (the low byte of a variant tag) is never 0xFF;
+/// their index entries go when the window passes them.
+const RECORD_WITH_INDEX: u8 = 0xFF;
+/// Length of a `dedup_index` key: log index (8, BE) ++ command within it (4, BE).
+const INDEX_KEY_LEN: usize = 12;
+
+fn dedup_index_key(index: u64, sub: u32) -> [u8; INDEX_KEY_LEN] {
+    let mut k = [0u8; INDEX_KEY_LEN];
+    k[..8].copy_from_slice(&index.to_be_bytes());
+    k[8..].copy_from_slice(&sub.to_be_bytes());
+    k
+}
+
+/// A remembered answer's bincode and, for newer records, its index key.
+fn split_record(record: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match record.split_first() {
+        Some((&RECORD_WITH_INDEX, rest)) if rest.len() >= INDEX_KEY_LEN => {
+            let (index_key, answer) = rest.split_at(INDEX_KEY_LEN);
+            (answer, Some(index_key))
+        }
+        _ => (record, None),
+    }
+}
+
+/// Adds to `batch` the deletion of every remembered answer to `client_id`
+/// with `from <= seq < below`, and of their index entries. Reads the
+/// database only (not `batch`), so it is the same on every replica. The
+/// proposer makes the ranges of one client follow each other, so this
+/// walks live records, not the tombstones of earlier ranges.
+pub fn forget(
+    db: &DB,
+    batch: &mut WriteBatch,
+    client_id: u64,
+    from: u64,
+    below: u64,
+) -> Result<(), KvError> {
+    if from >= below {
+        return Ok(());
+    }
+    let (dedup, dedup_index) = (cf(db, CF_DEDUP), cf(db, CF_DEDUP_INDEX));
+    let start = dedup_key(&RequestId {
+        client_id,
+        seq: from,
+    });
+    let end = dedup_key(&RequestId {
+        client_id,
+        seq: below,
+    });
+    let mut opts = rocksdb::ReadOptions::default();
+    opts.set_iterate_upper_bound(end);
+    let iter = db.iterator_cf_opt(dedup, opts, IteratorMode::From(&start, Direction::Forward));
+    for item in iter {
+        let (key, record) = item?;
+        if let (_, Some(index_key)) = split_record(&record) {
+            batch.delete_cf(dedup_index, index_key);
+        }
+        batch.delete_cf(dedup, key);
+    }
+    Ok(())
+}
+
 /// The result of applying one command (its writes went into the caller's
 /// batch): the answer, and the events to publish once committed.
 pub struct Applied {
@@ -160,7 +223,7 @@ impl<'a> Applier<'a> {
             if let Some(prev) = db.get_cf(cf(db, CF_DEDUP), dedup_key(id))? {
                 // A retry of a write that was already applied: answer as before.
                 return Ok(Applied {
-                    result: bincode::deserialize(&prev)?,
+                    result: bincode::deserialize(split_record(&prev).0)?,
                     events: Vec::new(),
                     counters,
                 });
@@ -188,6 +251,14 @@ impl<'a> Applier<'a> {
                 ..
             } => a.lease_grant(*lease_id, *ttl_seconds)?,
             Command::LeaseRevoke { lease_id, .. } => a.lease_revoke(*lease_id)?,
+            Command::Forget {
+                client_id,
+                from,
+                below,
+            } => {
+                forget(a.db, a.batch, *client_id, *from, *below)?;
+                CommandResult::None
+            }
             Command::Batch(_) => CommandResult::Rejected {
                 revision: a.counters.revision,
                 reason: "nested batch".into(),
@@ -212,10 +283,12 @@ impl<'a> Applier<'a> {
     ) -> Result<(), KvError> {
         let dedup = cf(self.db, CF_DEDUP);
         let dedup_index = cf(self.db, CF_DEDUP_INDEX);
-        self.batch
-            .put_cf(dedup, dedup_key(id), bincode::serialize(result)?);
-        let mut index_key = be_u64(index).to_vec();
-        index_key.extend_from_slice(&sub.to_be_bytes());
+        let index_key = dedup_index_key(index, sub);
+        let mut record = Vec::with_capacity(1 + INDEX_KEY_LEN + 32);
+        record.push(RECORD_WITH_INDEX);
+        record.extend_from_slice(&index_key);
+        bincode::serialize_into(&mut record, result)?;
+        self.batch.put_cf(dedup, dedup_key(id), record);
         self.batch.put_cf(dedup_index, index_key, dedup_key(id));
         Ok(())
     }

@@ -5,7 +5,16 @@
 //! queued while earlier proposals were in flight into one `Command::Batch`
 //! entry, so one log append and one replication round carry many writes. Each
 //! command still applies atomically on its own and gets its own answer.
+//!
+//! It also tells the state machine which remembered answers it may drop.
+//! Each write of ours says which of its client's requests have all been
+//! answered (`answered_below`); once a client's mark has moved on by
+//! `FORGET_EVERY`, the next entry carries a `Command::Forget` for the range
+//! since the last one. Without it, answers were kept for a fixed window of
+//! log entries: at 10,000 writes/s, a few million of them, all in every
+//! snapshot.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +27,54 @@ use crate::service::not_leader;
 use crate::types::{Command, CommandResult, Raft};
 
 type Reply = oneshot::Sender<Result<CommandResult, Status>>;
+
+/// A client's requests are forgotten this many at a time (one small command
+/// per this many writes of one client).
+const FORGET_EVERY: u64 = 256;
+/// The first range this leader forgets for a client reaches this far back:
+/// a previous leader forgot up to some mark, and the client can have moved
+/// on by little more than its requests in flight since. Farther back the
+/// range would mostly walk that leader's tombstones; anything older and
+/// never forgotten goes with the log-index window (`kv::DEDUP_WINDOW`).
+const FIRST_FORGET_SPAN: u64 = 4096;
+/// Clients whose last forgotten mark is kept; past it the map starts over.
+const MAX_TRACKED_CLIENTS: usize = 1 << 16;
+
+/// Where each client's next `Forget` starts: the end of its previous one.
+#[derive(Default)]
+struct ForgetMarks {
+    below: HashMap<u64, u64>,
+}
+
+impl ForgetMarks {
+    /// The `Forget` commands for this batch's `answered_below` marks.
+    fn commands(&mut self, marks: impl Iterator<Item = (u64, u64)>) -> Vec<Command> {
+        let mut highest: HashMap<u64, u64> = HashMap::new();
+        for (client, below) in marks {
+            let h = highest.entry(client).or_default();
+            *h = (*h).max(below);
+        }
+        if self.below.len() > MAX_TRACKED_CLIENTS {
+            self.below.clear();
+        }
+        let mut forgets = Vec::new();
+        for (client_id, below) in highest {
+            let from = *self
+                .below
+                .get(&client_id)
+                .unwrap_or(&below.saturating_sub(FIRST_FORGET_SPAN));
+            if below >= from.saturating_add(FORGET_EVERY) {
+                self.below.insert(client_id, below);
+                forgets.push(Command::Forget {
+                    client_id,
+                    from,
+                    below,
+                });
+            }
+        }
+        forgets
+    }
+}
 
 /// How well proposals batch: commands per proposed entry = commands / entries.
 #[derive(Default)]
@@ -59,7 +116,7 @@ impl RecentSizes {
 
 #[derive(Clone)]
 pub struct Proposer {
-    tx: mpsc::Sender<(Command, Reply)>,
+    tx: mpsc::Sender<(Command, u64, Reply)>,
 }
 
 /// Proposes one command and waits until it is applied here.
@@ -94,10 +151,11 @@ impl Proposer {
         max_in_flight: usize,
         linger: Duration,
     ) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(Command, Reply)>(max_batch * 4);
+        let (tx, mut rx) = mpsc::channel::<(Command, u64, Reply)>(max_batch * 4);
         let slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
         tokio::spawn(async move {
             let mut recent = RecentSizes::default();
+            let mut marks = ForgetMarks::default();
             while let Some(first) = rx.recv().await {
                 // Waiting for a slot is what lets the next batch fill up.
                 let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -122,8 +180,18 @@ impl Proposer {
                 stats
                     .commands
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let answered = batch.iter().filter_map(|(cmd, below, _)| {
+                    let id = cmd.request_id()?;
+                    (*below > 0).then_some((id.client_id, *below))
+                });
+                let forgets = marks.commands(answered);
                 tokio::spawn(async move {
-                    let (mut cmds, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
+                    let (mut cmds, replies): (Vec<Command>, Vec<Reply>) = batch
+                        .into_iter()
+                        .map(|(cmd, _, reply)| (cmd, reply))
+                        .unzip();
+                    // After the clients' commands, so answers keep their places.
+                    cmds.extend(forgets);
                     let single = cmds.len() == 1;
                     let cmd = match cmds.pop() {
                         Some(only) if single => only,
@@ -157,13 +225,62 @@ impl Proposer {
         Self { tx }
     }
 
-    pub async fn propose(&self, cmd: Command) -> Result<CommandResult, Status> {
+    /// Proposes `cmd`; `answered_below` is its client's mark (every request
+    /// of the client below it has had its answer; 0 if unknown).
+    pub async fn propose(
+        &self,
+        cmd: Command,
+        answered_below: u64,
+    ) -> Result<CommandResult, Status> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send((cmd, reply))
+            .send((cmd, answered_below, reply))
             .await
             .map_err(|_| Status::unavailable("node is shutting down"))?;
         rx.await
             .map_err(|_| Status::unavailable("node is shutting down"))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(cmds: Vec<Command>) -> Vec<(u64, u64, u64)> {
+        let mut r: Vec<_> = cmds
+            .into_iter()
+            .map(|c| match c {
+                Command::Forget {
+                    client_id,
+                    from,
+                    below,
+                } => (client_id, from, below),
+                other => panic!("not a forget: {other:?}"),
+            })
+            .collect();
+        r.sort();
+        r
+    }
+
+    #[test]
+    fn each_clients_ranges_follow_each_other_in_steps() {
+        let mut marks = ForgetMarks::default();
+        // Too little answered yet to be worth a command.
+        assert!(marks.commands([(1, 100), (1, 200)].into_iter()).is_empty());
+        // The highest mark of a batch counts; the first range reaches back.
+        assert_eq!(
+            ranges(marks.commands([(1, 300), (1, 290), (2, 1 << 20)].into_iter())),
+            vec![(1, 0, 300), (2, (1 << 20) - FIRST_FORGET_SPAN, 1 << 20)]
+        );
+        // Next ranges start where the last ended, once FORGET_EVERY more.
+        assert!(marks
+            .commands([(1, 300 + FORGET_EVERY - 1)].into_iter())
+            .is_empty());
+        assert_eq!(
+            ranges(marks.commands([(1, 300 + FORGET_EVERY)].into_iter())),
+            vec![(1, 300, 300 + FORGET_EVERY)]
+        );
+        // A mark that goes backwards (a stale retry) forgets nothing.
+        assert!(marks.commands([(1, 5)].into_iter()).is_empty());
     }
 }

@@ -127,6 +127,11 @@ fn request_id(id: Option<pb::RequestId>) -> Option<RequestId> {
     })
 }
 
+/// The client's mark: all of its requests below it have had their answers.
+fn answered_below(id: &Option<pb::RequestId>) -> u64 {
+    id.as_ref().map_or(0, |r| r.answered_below)
+}
+
 impl MetaService {
     fn header(&self, revision: i64) -> pb::ResponseHeader {
         pb::ResponseHeader {
@@ -138,8 +143,8 @@ impl MetaService {
 
     /// Proposes a command (batched with concurrent ones, see `proposer`) and
     /// waits until it is applied here.
-    async fn write(&self, cmd: Command) -> Result<CommandResult, Status> {
-        self.proposer.propose(cmd).await
+    async fn write(&self, cmd: Command, answered_below: u64) -> Result<CommandResult, Status> {
+        self.proposer.propose(cmd, answered_below).await
     }
 
     /// Read index: confirms leadership with a quorum and waits until the local
@@ -194,13 +199,14 @@ impl MetaService {
                 })
             })
             .collect::<Result<Vec<_>, Status>>()?;
+        let answered = answered_below(&req.request_id);
         let cmd = Command::Txn {
             request_id: request_id(req.request_id),
             compares,
             success: self.convert_ops(req.success)?,
             failure: self.convert_ops(req.failure)?,
         };
-        match self.write(cmd).await? {
+        match self.write(cmd, answered).await? {
             CommandResult::Txn {
                 revision,
                 succeeded,
@@ -486,12 +492,13 @@ impl Meta for MetaService {
         }
         // Chosen here, carried in the command: applying stays deterministic.
         let lease_id = (rand::random::<u64>() >> 1).max(1) as i64;
+        let answered = answered_below(&req.request_id);
         let cmd = Command::LeaseGrant {
             request_id: request_id(req.request_id),
             lease_id,
             ttl_seconds: req.ttl_seconds,
         };
-        match self.write(cmd).await? {
+        match self.write(cmd, answered).await? {
             CommandResult::LeaseGranted {
                 revision,
                 lease_id,
@@ -558,11 +565,12 @@ impl Meta for MetaService {
         req: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let req = req.into_inner();
+        let answered = answered_below(&req.request_id);
         let cmd = Command::LeaseRevoke {
             request_id: request_id(req.request_id),
             lease_id: req.lease_id,
         };
-        match self.write(cmd).await? {
+        match self.write(cmd, answered).await? {
             CommandResult::LeaseRevoked { revision, found } => {
                 Ok(Response::new(pb::LeaseRevokeResponse {
                     header: Some(self.header(revision)),

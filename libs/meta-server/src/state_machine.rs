@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::kv::{self, Applier, Counters};
 use crate::store::{cf, sm_read_err, sm_write_err, CF_SM_META, STATE_MACHINE_CFS};
 use crate::types::{
-    Command, CommandResult, LogId, Op, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Command, CommandResult, LogId, Op, RequestId, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
 };
 use crate::watch::WatchHub;
 
@@ -66,13 +67,24 @@ fn applying(index: u64, sub: u32) -> [u8; 12] {
 /// True when no command of a batch entry can read what another one writes:
 /// all are transactions of single-key operations, no two name the same key
 /// (in a compare or in either branch) or the same request id (a retry
-/// batched with its original must find the original's answer). Leases are
-/// only read then, never granted or revoked. Such an entry applies as one
-/// write; any other command by command.
+/// batched with its original must find the original's answer), and no
+/// `Forget` covers a request of the entry. Leases are only read then, never
+/// granted or revoked. Such an entry applies as one write; any other
+/// command by command.
 fn independent(cmds: &[Command]) -> bool {
     let mut keys: HashSet<&[u8]> = HashSet::new();
     let mut ids = HashSet::new();
+    let mut forgets = Vec::new();
     for cmd in cmds {
+        if let Command::Forget {
+            client_id,
+            from,
+            below,
+        } = cmd
+        {
+            forgets.push((*client_id, *from..*below));
+            continue;
+        }
         let Command::Txn {
             request_id,
             compares,
@@ -104,7 +116,11 @@ fn independent(cmds: &[Command]) -> bool {
             }
         }
     }
-    true
+    !ids.iter().any(|id: &RequestId| {
+        forgets
+            .iter()
+            .any(|(client, seqs)| *client == id.client_id && seqs.contains(&id.seq))
+    })
 }
 
 #[derive(Clone)]
@@ -637,6 +653,95 @@ mod tests {
             ttl_seconds: 10,
         };
         assert!(!independent(&[a(), grant]));
+        // Forgetting other requests of the client is independent; forgetting
+        // one batched with it is not.
+        let forget = |from, below| Command::Forget {
+            client_id: 7,
+            from,
+            below,
+        };
+        assert!(independent(&[a(), b(), forget(3, 300)]));
+        assert!(!independent(&[a(), b(), forget(0, 2)]));
+    }
+
+    /// A `Forget` drops exactly the client's answers in its range, with
+    /// their index entries; a retry of a later request still gets its
+    /// first answer, and one of a forgotten request is applied anew.
+    #[tokio::test]
+    async fn forgotten_answers_are_gone_and_the_rest_still_answer_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(dir.path());
+        let cas = |seq: u64| txn(Some(seq), &[], vec![put_op(&format!("k{seq}"))]);
+        let entries = (1..=6u64)
+            .map(|seq| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(3, 1), seq),
+                payload: EntryPayload::Normal(cas(seq)),
+            })
+            .collect::<Vec<_>>();
+        let first = sm.apply(entries).await.unwrap();
+        let other_client = Command::Txn {
+            request_id: Some(crate::types::RequestId {
+                client_id: 8,
+                seq: 2,
+            }),
+            compares: vec![],
+            success: vec![put_op("z")],
+            failure: vec![],
+        };
+        let batch = Command::Batch(vec![
+            other_client,
+            Command::Forget {
+                client_id: 7,
+                from: 1,
+                below: 5,
+            },
+        ]);
+        sm.apply(vec![Entry {
+            log_id: LogId::new(CommittedLeaderId::new(3, 1), 7),
+            payload: EntryPayload::Normal(batch),
+        }])
+        .await
+        .unwrap();
+        let db = sm.shared().db.clone();
+        let remembered = |c: &str| -> Vec<Vec<u8>> {
+            db.iterator_cf(cf(&db, c), IteratorMode::Start)
+                .map(|kv| kv.unwrap().0.to_vec())
+                .collect()
+        };
+        let id = |client: u64, seq: u64| {
+            let mut k = client.to_be_bytes().to_vec();
+            k.extend_from_slice(&seq.to_be_bytes());
+            k
+        };
+        assert_eq!(
+            remembered(crate::store::CF_DEDUP),
+            vec![id(7, 5), id(7, 6), id(8, 2)]
+        );
+        // One index entry per remembered answer: entries 5, 6 and 7.
+        let indexes: Vec<u64> = remembered(crate::store::CF_DEDUP_INDEX)
+            .iter()
+            .map(|k| u64::from_be_bytes(k[..8].try_into().unwrap()))
+            .collect();
+        assert_eq!(indexes, vec![5, 6, 7]);
+        // A retry of seq 6 gets its first answer and changes nothing.
+        let revision = sm.shared().revision();
+        let retried = sm
+            .apply(vec![Entry {
+                log_id: LogId::new(CommittedLeaderId::new(3, 1), 8),
+                payload: EntryPayload::Normal(cas(6)),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(retried[0], first[5]);
+        assert_eq!(sm.shared().revision(), revision);
+        // A forgotten one is a new write (the client promised not to send it).
+        sm.apply(vec![Entry {
+            log_id: LogId::new(CommittedLeaderId::new(3, 1), 9),
+            payload: EntryPayload::Normal(cas(2)),
+        }])
+        .await
+        .unwrap();
+        assert_eq!(sm.shared().revision(), revision + 1);
     }
 
     /// An independent batch applied as one write answers and leaves exactly

@@ -96,6 +96,15 @@ pub enum Command {
     /// Client commands proposed together as one log entry (see `proposer`);
     /// applied one after the other, each atomically, each with its own answer.
     Batch(Vec<Command>),
+    /// Forget the remembered answers of `client_id`'s requests with
+    /// `from <= seq < below`: the client has had them all and will not retry
+    /// them (see `proposer`). Appended by the proposer, never sent by a
+    /// client; last among the variants so that older log entries decode.
+    Forget {
+        client_id: u64,
+        from: u64,
+        below: u64,
+    },
 }
 
 impl Command {
@@ -104,7 +113,7 @@ impl Command {
             Command::Txn { request_id, .. }
             | Command::LeaseGrant { request_id, .. }
             | Command::LeaseRevoke { request_id, .. } => *request_id,
-            Command::Batch(_) => None,
+            Command::Batch(_) | Command::Forget { .. } => None,
         }
     }
 }
