@@ -18,8 +18,9 @@ use crate::types::{
     Command, CommandResult, Compare, KvEvent, Op, OpOutcome, RequestId, StoredValue,
 };
 
-/// How many log entries a request id is remembered for. A client must retry a
-/// write within this many later writes to be protected from double application.
+/// How many log entries a request id is remembered for at most. A client must
+/// retry a write within this many later writes to be protected from double
+/// application. Answers its client says it has had go sooner (`forget`).
 pub const DEDUP_WINDOW: u64 = 200_000;
 /// Request ids are forgotten in chunks of this many log entries, by the entry
 /// at each multiple of it (see `expire_requests`): one index scan per chunk
