@@ -591,7 +591,7 @@ fn leader_hint(status: &Status) -> Option<String> {
     }
     status
         .metadata()
-        .get("leader-addr")
+        .get(pb::LEADER_ADDR_METADATA)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
 }

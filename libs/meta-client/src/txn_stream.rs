@@ -62,9 +62,9 @@ fn to_result(answer: pb::TxnStreamResponse) -> Result<pb::TxnResponse, Status> {
             .ok_or_else(|| Status::internal("stream answer carries no transaction result"));
     }
     let mut status = Status::new(Code::from(answer.code), answer.message);
-    if let Ok(addr) = MetadataValue::try_from(answer.leader_addr.as_str()) {
-        if !answer.leader_addr.is_empty() {
-            status.metadata_mut().insert("leader-addr", addr);
+    if !answer.leader_addr.is_empty() {
+        if let Ok(addr) = MetadataValue::try_from(answer.leader_addr.as_str()) {
+            status.metadata_mut().insert(pb::LEADER_ADDR_METADATA, addr);
         }
     }
     Err(status)

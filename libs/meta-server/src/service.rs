@@ -66,7 +66,7 @@ pub struct MetaService {
     pub quorum_timeout: Duration,
 }
 
-pub const LEADER_ADDR_METADATA: &str = "leader-addr";
+pub use magnetar_proto::meta::LEADER_ADDR_METADATA;
 pub const LEADER_ID_METADATA: &str = "leader-id";
 
 pub(crate) fn not_leader(f: &ForwardToLeader<NodeId, BasicNode>) -> Status {
@@ -120,16 +120,15 @@ fn to_pb_event(e: &KvEvent) -> pb::Event {
     }
 }
 
-fn request_id(id: Option<pb::RequestId>) -> Option<RequestId> {
-    id.filter(|r| r.client_id != 0).map(|r| RequestId {
+/// A write's id (none without a client id) and its client's mark: every
+/// request of that client below the mark has had its answer (0: unknown).
+fn request_id(id: Option<pb::RequestId>) -> (Option<RequestId>, u64) {
+    let answered_below = id.as_ref().map_or(0, |r| r.answered_below);
+    let id = id.filter(|r| r.client_id != 0).map(|r| RequestId {
         client_id: r.client_id,
         seq: r.seq,
-    })
-}
-
-/// The client's mark: all of its requests below it have had their answers.
-fn answered_below(id: &Option<pb::RequestId>) -> u64 {
-    id.as_ref().map_or(0, |r| r.answered_below)
+    });
+    (id, answered_below)
 }
 
 impl MetaService {
@@ -199,9 +198,9 @@ impl MetaService {
                 })
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        let answered = answered_below(&req.request_id);
+        let (request_id, answered) = request_id(req.request_id);
         let cmd = Command::Txn {
-            request_id: request_id(req.request_id),
+            request_id,
             compares,
             success: self.convert_ops(req.success)?,
             failure: self.convert_ops(req.failure)?,
@@ -492,9 +491,9 @@ impl Meta for MetaService {
         }
         // Chosen here, carried in the command: applying stays deterministic.
         let lease_id = (rand::random::<u64>() >> 1).max(1) as i64;
-        let answered = answered_below(&req.request_id);
+        let (request_id, answered) = request_id(req.request_id);
         let cmd = Command::LeaseGrant {
-            request_id: request_id(req.request_id),
+            request_id,
             lease_id,
             ttl_seconds: req.ttl_seconds,
         };
@@ -565,9 +564,9 @@ impl Meta for MetaService {
         req: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let req = req.into_inner();
-        let answered = answered_below(&req.request_id);
+        let (request_id, answered) = request_id(req.request_id);
         let cmd = Command::LeaseRevoke {
-            request_id: request_id(req.request_id),
+            request_id,
             lease_id: req.lease_id,
         };
         match self.write(cmd, answered).await? {

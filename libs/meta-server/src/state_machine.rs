@@ -64,6 +64,18 @@ fn applying(index: u64, sub: u32) -> [u8; 12] {
     v
 }
 
+/// Applies command `sub` of entry `index` into `batch`.
+fn apply_command(
+    db: &DB,
+    batch: &mut WriteBatch,
+    counters: Counters,
+    index: u64,
+    sub: usize,
+    cmd: &Command,
+) -> Result<kv::Applied, StorageError> {
+    Applier::apply(db, batch, counters, index, sub as u32, cmd).map_err(sm_write_err)
+}
+
 /// True when no command of a batch entry can read what another one writes:
 /// all are transactions of single-key operations, no two name the same key
 /// (in a compare or in either branch) or the same request id (a retry
@@ -205,6 +217,88 @@ impl StateMachineStore {
         }))
     }
 
+    /// Applies a batch entry whose commands are `independent` in one write:
+    /// no command can read what another writes, so their order inside the
+    /// write batch changes nothing, and a crash keeps all of them or none.
+    fn apply_batch_at_once(
+        &self,
+        opts: &WriteOptions,
+        log_id: LogId,
+        applied_key: &[u8],
+        cmds: &[Command],
+        counters: &mut Counters,
+    ) -> Result<CommandResult, StorageError> {
+        let db = self.db();
+        let mut batch = WriteBatch::default();
+        kv::expire_requests(db, log_id.index, &mut batch).map_err(sm_write_err)?;
+        let mut answers = Vec::with_capacity(cmds.len());
+        let mut events = Vec::new();
+        for (sub, cmd) in cmds.iter().enumerate() {
+            let applied = apply_command(db, &mut batch, *counters, log_id.index, sub, cmd)?;
+            *counters = applied.counters;
+            events.extend(applied.events);
+            answers.push(applied.result);
+        }
+        counters.store(db, &mut batch);
+        batch.put_cf(cf(db, CF_SM_META), KEY_APPLIED, applied_key);
+        db.write_opt(batch, opts).map_err(sm_write_err)?;
+        self.shared.set_counters(*counters);
+        self.shared.watch.publish(events);
+        Ok(CommandResult::Batch(answers))
+    }
+
+    /// Applies a batch entry command by command, each in a write of its own
+    /// (with the applied id only on the last), exactly as if proposed
+    /// separately; the commands through `done` were applied before a crash.
+    fn apply_batch_one_by_one(
+        &self,
+        opts: &WriteOptions,
+        log_id: LogId,
+        applied_key: &[u8],
+        cmds: &[Command],
+        done: Option<u32>,
+        counters: &mut Counters,
+    ) -> Result<CommandResult, StorageError> {
+        let db = self.db();
+        let meta_cf = cf(db, CF_SM_META);
+        let mut answers = Vec::with_capacity(cmds.len());
+        let n = cmds.len();
+        for (sub, cmd) in cmds.iter().enumerate() {
+            if done.is_some_and(|d| sub as u32 <= d) {
+                // Applied before a crash; nobody waits for this answer.
+                answers.push(CommandResult::Rejected {
+                    revision: counters.revision,
+                    reason: "applied before a restart".into(),
+                });
+                continue;
+            }
+            let mut batch = WriteBatch::default();
+            let applied = apply_command(db, &mut batch, *counters, log_id.index, sub, cmd)?;
+            applied.counters.store(db, &mut batch);
+            if sub == 0 {
+                kv::expire_requests(db, log_id.index, &mut batch).map_err(sm_write_err)?;
+            }
+            if sub + 1 == n {
+                batch.put_cf(meta_cf, KEY_APPLIED, applied_key);
+                batch.delete_cf(meta_cf, KEY_APPLYING);
+            } else {
+                batch.put_cf(meta_cf, KEY_APPLYING, applying(log_id.index, sub as u32));
+            }
+            db.write_opt(batch, opts).map_err(sm_write_err)?;
+            *counters = applied.counters;
+            self.shared.set_counters(*counters);
+            self.shared.watch.publish(applied.events);
+            answers.push(applied.result);
+        }
+        if n == 0 {
+            let mut batch = WriteBatch::default();
+            kv::expire_requests(db, log_id.index, &mut batch).map_err(sm_write_err)?;
+            batch.put_cf(meta_cf, KEY_APPLIED, applied_key);
+            db.write_opt(batch, opts).map_err(sm_write_err)?;
+        }
+        Ok(CommandResult::Batch(answers))
+    }
+
     async fn save_snapshot_file(&self, file: &SnapshotFile) -> Result<(), StorageError> {
         let bytes = bincode::serialize(file).map_err(sm_write_err)?;
         let path = self.snapshot_path.clone();
@@ -315,92 +409,30 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let applied_key = bincode::serialize(&log_id).map_err(sm_write_err)?;
             let result = match entry.payload {
                 EntryPayload::Normal(Command::Batch(cmds)) => {
-                    let done = self.applied_prefix(log_id.index)?;
-                    if done.is_none() && independent(&cmds) {
-                        // One write for the whole entry: no command can read
-                        // what another writes, so the order inside one write
-                        // batch changes nothing, and a crash keeps all or none.
-                        let mut batch = WriteBatch::default();
-                        kv::expire_requests(&db, log_id.index, &mut batch).map_err(sm_write_err)?;
-                        let mut answers = Vec::with_capacity(cmds.len());
-                        let mut events = Vec::new();
-                        for (sub, cmd) in cmds.iter().enumerate() {
-                            let applied = Applier::apply(
-                                &db,
-                                &mut batch,
-                                counters,
-                                log_id.index,
-                                sub as u32,
-                                cmd,
-                            )
-                            .map_err(sm_write_err)?;
-                            counters = applied.counters;
-                            events.extend(applied.events);
-                            answers.push(applied.result);
-                        }
-                        counters.store(&db, &mut batch);
-                        batch.put_cf(meta_cf, KEY_APPLIED, &applied_key);
-                        db.write_opt(batch, &no_sync).map_err(sm_write_err)?;
-                        self.shared.set_counters(counters);
-                        self.shared.watch.publish(events);
-                        results.push(CommandResult::Batch(answers));
-                        continue;
+                    match self.applied_prefix(log_id.index)? {
+                        None if independent(&cmds) => self.apply_batch_at_once(
+                            &no_sync,
+                            log_id,
+                            &applied_key,
+                            &cmds,
+                            &mut counters,
+                        )?,
+                        done => self.apply_batch_one_by_one(
+                            &no_sync,
+                            log_id,
+                            &applied_key,
+                            &cmds,
+                            done,
+                            &mut counters,
+                        )?,
                     }
-                    // Each command of a batch commits on its own (with the applied
-                    // id only on the last), exactly as if proposed separately.
-                    let mut answers = Vec::with_capacity(cmds.len());
-                    let n = cmds.len();
-                    for (sub, cmd) in cmds.iter().enumerate() {
-                        if done.is_some_and(|d| sub as u32 <= d) {
-                            // Applied before a crash; nobody waits for this answer.
-                            answers.push(CommandResult::Rejected {
-                                revision: counters.revision,
-                                reason: "applied before a restart".into(),
-                            });
-                            continue;
-                        }
-                        let mut batch = WriteBatch::default();
-                        let applied = Applier::apply(
-                            &db,
-                            &mut batch,
-                            counters,
-                            log_id.index,
-                            sub as u32,
-                            cmd,
-                        )
-                        .map_err(sm_write_err)?;
-                        applied.counters.store(&db, &mut batch);
-                        if sub == 0 {
-                            kv::expire_requests(&db, log_id.index, &mut batch)
-                                .map_err(sm_write_err)?;
-                        }
-                        if sub + 1 == n {
-                            batch.put_cf(meta_cf, KEY_APPLIED, &applied_key);
-                            batch.delete_cf(meta_cf, KEY_APPLYING);
-                        } else {
-                            batch.put_cf(meta_cf, KEY_APPLYING, applying(log_id.index, sub as u32));
-                        }
-                        db.write_opt(batch, &no_sync).map_err(sm_write_err)?;
-                        counters = applied.counters;
-                        self.shared.set_counters(counters);
-                        self.shared.watch.publish(applied.events);
-                        answers.push(applied.result);
-                    }
-                    if n == 0 {
-                        let mut batch = WriteBatch::default();
-                        kv::expire_requests(&db, log_id.index, &mut batch).map_err(sm_write_err)?;
-                        batch.put_cf(meta_cf, KEY_APPLIED, &applied_key);
-                        db.write_opt(batch, &no_sync).map_err(sm_write_err)?;
-                    }
-                    CommandResult::Batch(answers)
                 }
                 payload => {
                     let (mut batch, result, events) = match &payload {
                         EntryPayload::Normal(cmd) => {
                             let mut batch = WriteBatch::default();
                             let applied =
-                                Applier::apply(&db, &mut batch, counters, log_id.index, 0, cmd)
-                                    .map_err(sm_write_err)?;
+                                apply_command(&db, &mut batch, counters, log_id.index, 0, cmd)?;
                             counters = applied.counters;
                             counters.store(&db, &mut batch);
                             (batch, applied.result, applied.events)
