@@ -154,12 +154,25 @@ async fn main() {
     // a bookie uses the service (one `MetaClient` shared by all its tasks,
     // its writes pipelined on one transaction stream per server).
     let conns = env("MAGNETAR_BENCH_CONNS", 1).clamp(1, clients.max(1));
+    // MAGNETAR_BENCH_RUNS=N (for A/B comparisons of builds): only N runs of
+    // the main configuration, each figure printed, nothing recorded.
+    let explore_runs = env("MAGNETAR_BENCH_RUNS", 0);
     let cluster = MetaCluster::start(3);
     cluster.wait_for_leader(Duration::from_secs(30)).await;
     magnetar_testkit::bench_report::write_back_dirty_pages();
     let (fsyncs_per_sec, fsync_p50_ms) = fsync_rate(cluster.dir.path());
 
     let connections = connect(&cluster, conns);
+    if explore_runs > 0 {
+        for round in 0..explore_runs {
+            let r = run(&connections, clients, round).await;
+            println!(
+                "run {round}: {:.0} CAS puts/s, p50 / p99 / p99.9 {:.2} / {:.2} / {:.2} ms, CPU busy {:.0}%",
+                r.rate, r.p50_ms, r.p99_ms, r.p999_ms, r.cpu_busy
+            );
+        }
+        return;
+    }
     // The host's noise moves one run by ±5–10%: the main figure is the
     // median of three runs (its latencies are that run's), all three shown.
     let mut runs = Vec::new();
