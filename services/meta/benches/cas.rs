@@ -164,6 +164,7 @@ async fn main() {
 
     let connections = connect(&cluster, conns);
     if explore_runs > 0 {
+        println!("disk: {fsyncs_per_sec:.0} 4 KiB write+fdatasync/s, p50 {fsync_p50_ms:.2} ms");
         for round in 0..explore_runs {
             let r = run(&connections, clients, round).await;
             println!(
