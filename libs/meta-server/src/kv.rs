@@ -186,15 +186,64 @@ pub fn forget(
 }
 
 /// The result of applying one command (its writes went into the caller's
-/// batch): the answer, and the events to publish once committed.
+/// batch): the answer, the events to publish once committed, and the keys
+/// it wrote with their new values (None = deleted), for `HotKeys`.
 pub struct Applied {
     pub result: CommandResult,
     pub events: Vec<KvEvent>,
     pub counters: Counters,
+    pub written: BTreeMap<Vec<u8>, Option<StoredValue>>,
+}
+
+/// Keys most recently written, with the value they have in the database:
+/// a compare-and-put reads the key it writes, and in a memtable holding
+/// many versions of a hot key that lookup was a quarter of an apply. Every
+/// replica writes keys only through `Applier`, so after each committed
+/// write batch the caller records that batch's `written` keys here; it
+/// clears the cache whenever the database changes any other way (a
+/// snapshot installed) or a write fails. Bounded in keys and in bytes: a
+/// value over `MAX_HOT_VALUE` is not kept (and evicts what was kept for its
+/// key), and past `MAX_HOT_KEYS` the cache starts over.
+#[derive(Default)]
+pub struct HotKeys {
+    values: HashMap<Vec<u8>, Option<StoredValue>>,
+}
+
+/// Enough for every writer of a busy cluster's hot keys.
+const MAX_HOT_KEYS: usize = 4096;
+/// Metadata values are mostly small; at most ~4 MiB of them in all.
+const MAX_HOT_VALUE: usize = 1024;
+
+impl HotKeys {
+    fn get(&self, key: &[u8]) -> Option<&Option<StoredValue>> {
+        self.values.get(key)
+    }
+
+    /// Records values that are now in the database.
+    pub fn committed(&mut self, written: BTreeMap<Vec<u8>, Option<StoredValue>>) {
+        if self.values.len() + written.len() > MAX_HOT_KEYS {
+            self.values.clear();
+        }
+        for (key, value) in written {
+            if value
+                .as_ref()
+                .is_some_and(|v| v.value.len() > MAX_HOT_VALUE)
+            {
+                self.values.remove(&key);
+            } else {
+                self.values.insert(key, value);
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.values.clear();
+    }
 }
 
 pub struct Applier<'a> {
     db: &'a DB,
+    hot: &'a HotKeys,
     batch: &'a mut WriteBatch,
     /// Pending key writes of this command (None = deleted).
     overlay: BTreeMap<Vec<u8>, Option<StoredValue>>,
@@ -213,6 +262,7 @@ impl<'a> Applier<'a> {
     /// see the database, not `batch`. A nested batch is rejected.
     pub fn apply(
         db: &'a DB,
+        hot: &'a HotKeys,
         batch: &'a mut WriteBatch,
         counters: Counters,
         index: u64,
@@ -227,11 +277,13 @@ impl<'a> Applier<'a> {
                     result: bincode::deserialize(split_record(&prev).0)?,
                     events: Vec::new(),
                     counters,
+                    written: BTreeMap::new(),
                 });
             }
         }
         let mut a = Applier {
             db,
+            hot,
             batch,
             overlay: BTreeMap::new(),
             read: HashMap::new(),
@@ -272,6 +324,7 @@ impl<'a> Applier<'a> {
             result,
             events: a.events,
             counters: a.counters,
+            written: a.overlay,
         })
     }
 
@@ -295,7 +348,12 @@ impl<'a> Applier<'a> {
     }
 
     fn get(&mut self, key: &[u8]) -> Result<Option<StoredValue>, KvError> {
-        if let Some(v) = self.overlay.get(key).or_else(|| self.read.get(key)) {
+        if let Some(v) = self
+            .overlay
+            .get(key)
+            .or_else(|| self.read.get(key))
+            .or_else(|| self.hot.get(key))
+        {
             return Ok(v.clone());
         }
         let v = get(self.db, key)?;
@@ -667,6 +725,9 @@ mod tests {
         db: std::sync::Arc<DB>,
         counters: Counters,
         index: u64,
+        /// Kept across commands as the state machine keeps it, so every
+        /// test here also reads through it.
+        hot: HotKeys,
     }
 
     impl Fixture {
@@ -678,16 +739,26 @@ mod tests {
                 db,
                 counters: Counters::default(),
                 index: 0,
+                hot: HotKeys::default(),
             }
         }
 
         fn run(&mut self, cmd: Command) -> (CommandResult, Vec<KvEvent>) {
             self.index += 1;
             let mut batch = WriteBatch::default();
-            let applied =
-                Applier::apply(&self.db, &mut batch, self.counters, self.index, 0, &cmd).unwrap();
+            let applied = Applier::apply(
+                &self.db,
+                &self.hot,
+                &mut batch,
+                self.counters,
+                self.index,
+                0,
+                &cmd,
+            )
+            .unwrap();
             applied.counters.store(&self.db, &mut batch);
             self.db.write(batch).unwrap();
+            self.hot.committed(applied.written);
             self.counters = applied.counters;
             (applied.result, applied.events)
         }
@@ -717,6 +788,32 @@ mod tests {
             op: crate::types::CompareOp::Equal,
             version,
         }
+    }
+
+    #[test]
+    fn a_large_value_evicts_its_keys_cached_predecessor() {
+        let mut f = Fixture::new();
+        f.txn(vec![], vec![put("k", "small")]);
+        assert!(f.hot.get(b"k").is_some());
+        let big = "x".repeat(MAX_HOT_VALUE + 1);
+        f.txn(vec![eq("k", 1)], vec![put("k", &big)]);
+        assert!(f.hot.get(b"k").is_none());
+        // The next compare must see version 2, not the cached version 1.
+        match f.txn(vec![eq("k", 2)], vec![put("k", "again")]) {
+            CommandResult::Txn { succeeded, .. } => assert!(succeeded),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(get(&*f.db, b"k").unwrap().unwrap().version, 3);
+    }
+
+    #[test]
+    fn the_cache_starts_over_past_its_bound() {
+        let mut hot = HotKeys::default();
+        for i in 0..MAX_HOT_KEYS + 10 {
+            hot.committed(BTreeMap::from([(i.to_be_bytes().to_vec(), None)]));
+            assert!(hot.values.len() <= MAX_HOT_KEYS);
+        }
+        assert!(hot.get(&(MAX_HOT_KEYS + 9).to_be_bytes()).is_some());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! RocksDB point-in-time snapshot. The latest one is kept in `snapshot.bin` so it
 //! can be sent to a lagging follower after the log it covers has been purged.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -15,11 +15,11 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot};
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
-use crate::kv::{self, Applier, Counters};
+use crate::kv::{self, Applier, Counters, HotKeys};
 use crate::store::{cf, sm_read_err, sm_write_err, CF_SM_META, STATE_MACHINE_CFS};
 use crate::types::{
     Command, CommandResult, LogId, Op, RequestId, SnapshotMeta, StorageError, StoredMembership,
-    TypeConfig,
+    StoredValue, TypeConfig,
 };
 use crate::watch::WatchHub;
 
@@ -43,6 +43,8 @@ pub struct SmShared {
     pub snapshots_built: AtomicU64,
     pub snapshots_installed: AtomicU64,
     pub proposals: Arc<crate::proposer::ProposerStats>,
+    /// Used by the state machine's apply only (one at a time).
+    hot: std::sync::Mutex<HotKeys>,
 }
 
 impl SmShared {
@@ -67,13 +69,35 @@ fn applying(index: u64, sub: u32) -> [u8; 12] {
 /// Applies command `sub` of entry `index` into `batch`.
 fn apply_command(
     db: &DB,
+    hot: &HotKeys,
     batch: &mut WriteBatch,
     counters: Counters,
     index: u64,
     sub: usize,
     cmd: &Command,
 ) -> Result<kv::Applied, StorageError> {
-    Applier::apply(db, batch, counters, index, sub as u32, cmd).map_err(sm_write_err)
+    Applier::apply(db, hot, batch, counters, index, sub as u32, cmd).map_err(sm_write_err)
+}
+
+/// Writes `batch`, then records the keys it wrote in `hot`; a failed write
+/// leaves the database in doubt, so `hot` starts over. Unsynced: the log is
+/// the durable record (see `apply`).
+fn commit(
+    db: &DB,
+    batch: WriteBatch,
+    hot: &mut HotKeys,
+    written: impl IntoIterator<Item = BTreeMap<Vec<u8>, Option<StoredValue>>>,
+) -> Result<(), StorageError> {
+    let mut no_sync = WriteOptions::default();
+    no_sync.set_sync(false);
+    if let Err(e) = db.write_opt(batch, &no_sync) {
+        hot.clear();
+        return Err(sm_write_err(e));
+    }
+    for w in written {
+        hot.committed(w);
+    }
+    Ok(())
 }
 
 /// True when no command of a batch entry can read what another one writes:
@@ -174,6 +198,7 @@ impl StateMachineStore {
             snapshots_built: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
             proposals: Default::default(),
+            hot: Default::default(),
         });
         shared.set_counters(counters);
         Ok(Self {
@@ -222,26 +247,28 @@ impl StateMachineStore {
     /// write batch changes nothing, and a crash keeps all of them or none.
     fn apply_batch_at_once(
         &self,
-        opts: &WriteOptions,
         log_id: LogId,
         applied_key: &[u8],
         cmds: &[Command],
         counters: &mut Counters,
+        hot: &mut HotKeys,
     ) -> Result<CommandResult, StorageError> {
         let db = self.db();
         let mut batch = WriteBatch::default();
         kv::expire_requests(db, log_id.index, &mut batch).map_err(sm_write_err)?;
         let mut answers = Vec::with_capacity(cmds.len());
         let mut events = Vec::new();
+        let mut written = Vec::with_capacity(cmds.len());
         for (sub, cmd) in cmds.iter().enumerate() {
-            let applied = apply_command(db, &mut batch, *counters, log_id.index, sub, cmd)?;
+            let applied = apply_command(db, hot, &mut batch, *counters, log_id.index, sub, cmd)?;
             *counters = applied.counters;
             events.extend(applied.events);
             answers.push(applied.result);
+            written.push(applied.written);
         }
         counters.store(db, &mut batch);
         batch.put_cf(cf(db, CF_SM_META), KEY_APPLIED, applied_key);
-        db.write_opt(batch, opts).map_err(sm_write_err)?;
+        commit(db, batch, hot, written)?;
         self.shared.set_counters(*counters);
         self.shared.watch.publish(events);
         Ok(CommandResult::Batch(answers))
@@ -252,12 +279,12 @@ impl StateMachineStore {
     /// separately; the commands through `done` were applied before a crash.
     fn apply_batch_one_by_one(
         &self,
-        opts: &WriteOptions,
         log_id: LogId,
         applied_key: &[u8],
         cmds: &[Command],
         done: Option<u32>,
         counters: &mut Counters,
+        hot: &mut HotKeys,
     ) -> Result<CommandResult, StorageError> {
         let db = self.db();
         let meta_cf = cf(db, CF_SM_META);
@@ -273,7 +300,7 @@ impl StateMachineStore {
                 continue;
             }
             let mut batch = WriteBatch::default();
-            let applied = apply_command(db, &mut batch, *counters, log_id.index, sub, cmd)?;
+            let applied = apply_command(db, hot, &mut batch, *counters, log_id.index, sub, cmd)?;
             applied.counters.store(db, &mut batch);
             if sub == 0 {
                 kv::expire_requests(db, log_id.index, &mut batch).map_err(sm_write_err)?;
@@ -284,7 +311,7 @@ impl StateMachineStore {
             } else {
                 batch.put_cf(meta_cf, KEY_APPLYING, applying(log_id.index, sub as u32));
             }
-            db.write_opt(batch, opts).map_err(sm_write_err)?;
+            commit(db, batch, hot, [applied.written])?;
             *counters = applied.counters;
             self.shared.set_counters(*counters);
             self.shared.watch.publish(applied.events);
@@ -294,7 +321,7 @@ impl StateMachineStore {
             let mut batch = WriteBatch::default();
             kv::expire_requests(db, log_id.index, &mut batch).map_err(sm_write_err)?;
             batch.put_cf(meta_cf, KEY_APPLIED, applied_key);
-            db.write_opt(batch, opts).map_err(sm_write_err)?;
+            commit(db, batch, hot, [])?;
         }
         Ok(CommandResult::Batch(answers))
     }
@@ -393,14 +420,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let db = self.shared.db.clone();
         let meta_cf = cf(&db, CF_SM_META);
-        let mut no_sync = WriteOptions::default();
-        no_sync.set_sync(false);
         let mut counters = Counters {
             revision: self.shared.revision(),
             kv_count: self.shared.kv_count.load(Ordering::Relaxed),
             lease_count: self.shared.lease_count.load(Ordering::Relaxed),
         };
         let mut results = Vec::new();
+        let mut hot = self.shared.hot.lock().unwrap_or_else(|e| e.into_inner());
         // Each entry is its own atomic batch (state + applied log id). These writes
         // are unsynced memtable appends and buffered WAL records of a few
         // microseconds, done inline; the WAL goes to the file once, at the end.
@@ -411,31 +437,38 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Normal(Command::Batch(cmds)) => {
                     match self.applied_prefix(log_id.index)? {
                         None if independent(&cmds) => self.apply_batch_at_once(
-                            &no_sync,
                             log_id,
                             &applied_key,
                             &cmds,
                             &mut counters,
+                            &mut hot,
                         )?,
                         done => self.apply_batch_one_by_one(
-                            &no_sync,
                             log_id,
                             &applied_key,
                             &cmds,
                             done,
                             &mut counters,
+                            &mut hot,
                         )?,
                     }
                 }
                 payload => {
-                    let (mut batch, result, events) = match &payload {
+                    let (mut batch, result, events, written) = match &payload {
                         EntryPayload::Normal(cmd) => {
                             let mut batch = WriteBatch::default();
-                            let applied =
-                                apply_command(&db, &mut batch, counters, log_id.index, 0, cmd)?;
+                            let applied = apply_command(
+                                &db,
+                                &hot,
+                                &mut batch,
+                                counters,
+                                log_id.index,
+                                0,
+                                cmd,
+                            )?;
                             counters = applied.counters;
                             counters.store(&db, &mut batch);
-                            (batch, applied.result, applied.events)
+                            (batch, applied.result, applied.events, applied.written)
                         }
                         EntryPayload::Membership(m) => {
                             let stored = StoredMembership::new(Some(log_id), m.clone());
@@ -445,15 +478,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 KEY_MEMBERSHIP,
                                 bincode::serialize(&stored).map_err(sm_write_err)?,
                             );
-                            (batch, CommandResult::None, Vec::new())
+                            (batch, CommandResult::None, Vec::new(), BTreeMap::new())
                         }
-                        EntryPayload::Blank => {
-                            (WriteBatch::default(), CommandResult::None, Vec::new())
-                        }
+                        EntryPayload::Blank => (
+                            WriteBatch::default(),
+                            CommandResult::None,
+                            Vec::new(),
+                            BTreeMap::new(),
+                        ),
                     };
                     kv::expire_requests(&db, log_id.index, &mut batch).map_err(sm_write_err)?;
                     batch.put_cf(meta_cf, KEY_APPLIED, &applied_key);
-                    db.write_opt(batch, &no_sync).map_err(sm_write_err)?;
+                    commit(&db, batch, &mut hot, [written])?;
                     self.shared.set_counters(counters);
                     self.shared.watch.publish(events);
                     result
@@ -482,6 +518,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let pairs: SnapshotPairs = bincode::deserialize(&data).map_err(sm_read_err)?;
+        // The keyspace is replaced below: nothing remembered of it holds.
+        self.shared
+            .hot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let db = self.shared.db.clone();
         let meta_owned = meta.clone();
         let counters = tokio::task::spawn_blocking(move || {
@@ -589,7 +631,16 @@ mod tests {
             let db = sm.shared().db.clone();
             let counters = crate::kv::Counters::load(&db).unwrap();
             let mut batch = WriteBatch::default();
-            let applied = Applier::apply(&db, &mut batch, counters, 2, 0, &put("a")).unwrap();
+            let applied = Applier::apply(
+                &db,
+                &HotKeys::default(),
+                &mut batch,
+                counters,
+                2,
+                0,
+                &put("a"),
+            )
+            .unwrap();
             applied.counters.store(&db, &mut batch);
             batch.put_cf(cf(&db, CF_SM_META), KEY_APPLYING, applying(2, 0));
             db.write(batch).unwrap();
