@@ -66,7 +66,7 @@ pub struct MetaService {
     pub quorum_timeout: Duration,
 }
 
-pub use magnetar_proto::meta::LEADER_ADDR_METADATA;
+use magnetar_proto::meta::LEADER_ADDR_METADATA;
 pub const LEADER_ID_METADATA: &str = "leader-id";
 
 pub(crate) fn not_leader(f: &ForwardToLeader<NodeId, BasicNode>) -> Status {

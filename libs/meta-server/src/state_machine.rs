@@ -80,17 +80,15 @@ fn apply_command(
 }
 
 /// Writes `batch`, then records the keys it wrote in `hot`; a failed write
-/// leaves the database in doubt, so `hot` starts over. Unsynced: the log is
-/// the durable record (see `apply`).
+/// leaves the database in doubt, so `hot` starts over. Unsynced (RocksDB's
+/// default): the log is the durable record (see `apply`).
 fn commit(
     db: &DB,
     batch: WriteBatch,
     hot: &mut HotKeys,
     written: impl IntoIterator<Item = BTreeMap<Vec<u8>, Option<StoredValue>>>,
 ) -> Result<(), StorageError> {
-    let mut no_sync = WriteOptions::default();
-    no_sync.set_sync(false);
-    if let Err(e) = db.write_opt(batch, &no_sync) {
+    if let Err(e) = db.write(batch) {
         hot.clear();
         return Err(sm_write_err(e));
     }
