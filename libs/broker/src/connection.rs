@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,10 +44,37 @@ const FRAME_ROOM: usize = 1 << 20;
 
 type PublishFuture = Pin<Box<dyn Future<Output = Result<Published>> + Send>>;
 
-enum ReceiptItem {
-    Sent(PendingSend),
-    /// The topic closed: CLOSE_PRODUCER follows the receipts queued before.
-    Close,
+/// Orders a producer's sends against the topic letting the producer go.
+///
+/// A send decides to store its message and queues its receipt while holding
+/// `queue`; the topic's close notice takes the queue away while holding it.
+/// So every message whose append began has its receipt queued before the
+/// queue ends (the receipt task sends CLOSE_PRODUCER only after them), and no
+/// message is stored after the close. Without this a send could start its
+/// append just before the close and queue its receipt after it: the client,
+/// told to go first, dropped that receipt and resent a message the topic
+/// already held, which then held it twice.
+struct SendGate {
+    queue: std::sync::Mutex<Option<mpsc::Sender<PendingSend>>>,
+    /// Set by the close notice: the receipt task ends with CLOSE_PRODUCER.
+    let_go: Arc<AtomicBool>,
+}
+
+impl SendGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<mpsc::Sender<PendingSend>>> {
+        // Only a queue handle is behind the lock: a panic elsewhere leaves it whole.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The topic let the producer go: no more appends, CLOSE_PRODUCER after
+    /// the receipts already queued.
+    fn close(&self) {
+        let mut queue = self.lock();
+        self.let_go.store(true, Ordering::Relaxed);
+        // The receipt task sees the flag once the queue ends: dropping the
+        // last sender here (and in pending permits) ends it.
+        queue.take();
+    }
 }
 
 struct PendingSend {
@@ -59,7 +86,7 @@ struct PendingSend {
 struct ProducerSlot {
     topic: Arc<Topic>,
     name: String,
-    tx: mpsc::Sender<ReceiptItem>,
+    gate: Arc<SendGate>,
     msg_in: Arc<AtomicU64>,
     bytes_in: Arc<AtomicU64>,
     /// A WaitForExclusive producer still queued for the topic.
@@ -765,18 +792,14 @@ impl Conn {
         let msg_in = Arc::new(AtomicU64::new(0));
         let bytes_in = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(self.svc.cfg().max_pending_per_producer.max(1));
+        let let_go = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(SendGate {
+            queue: std::sync::Mutex::new(Some(tx)),
+            let_go: let_go.clone(),
+        });
         let close_notice: CloseNotice = {
-            let (tx, out, producer_id) = (tx.clone(), self.out.clone(), c.producer_id);
-            Arc::new(move || {
-                if tx.try_send(ReceiptItem::Close).is_err() {
-                    // Queue full or gone: say it now.
-                    out.send(pb::CommandCloseProducer {
-                        producer_id,
-                        request_id: 0,
-                        ..Default::default()
-                    });
-                }
-            })
+            let gate = gate.clone();
+            Arc::new(move || gate.close())
         };
         let entry = ProducerEntry {
             close_notice,
@@ -808,6 +831,7 @@ impl Conn {
         let ready = waiting.is_none();
         tokio::spawn(receipt_loop(
             rx,
+            let_go,
             self.out.clone(),
             c.producer_id,
             topic.clone(),
@@ -818,7 +842,7 @@ impl Conn {
             ProducerSlot {
                 topic,
                 name: producer_name.clone(),
-                tx,
+                gate,
                 msg_in,
                 bytes_in,
                 waiting,
@@ -873,17 +897,28 @@ impl Conn {
             messages,
             bytes = payload.raw.len(),
         );
+        // A producer the topic let go gets no receipt: CLOSE_PRODUCER is on
+        // its way, and the client resends wherever the topic went.
+        let Some(queue) = p.gate.lock().clone() else {
+            return;
+        };
+        // Waits while the producer is at its pending limit.
+        let Ok(permit) = queue.reserve_owned().await else {
+            return;
+        };
+        let gate = p.gate.lock();
+        if gate.is_none() {
+            return;
+        }
         let result = Box::pin(tracing::Instrument::instrument(
             p.topic.publish(&p.name, &payload),
             span,
         ));
-        let item = PendingSend {
+        permit.send(PendingSend {
             sequence_id: c.sequence_id,
             highest_sequence_id: c.highest_sequence_id.unwrap_or(0),
             result,
-        };
-        // Waits while the producer is at its pending limit.
-        let _ = p.tx.send(ReceiptItem::Sent(item)).await;
+        });
     }
 
     async fn subscribe(&mut self, c: pb::CommandSubscribe) -> Result<()> {
@@ -1127,24 +1162,14 @@ async fn last_message_id(
 
 /// Sends one producer's receipts in the order its messages were sent.
 async fn receipt_loop(
-    mut rx: mpsc::Receiver<ReceiptItem>,
+    mut rx: mpsc::Receiver<PendingSend>,
+    let_go: Arc<AtomicBool>,
     out: Outbound,
     producer_id: u64,
     topic: Arc<Topic>,
     svc: BrokerService,
 ) {
-    while let Some(item) = rx.recv().await {
-        let p = match item {
-            ReceiptItem::Sent(p) => p,
-            ReceiptItem::Close => {
-                out.send(pb::CommandCloseProducer {
-                    producer_id,
-                    request_id: 0,
-                    ..Default::default()
-                });
-                continue;
-            }
-        };
+    while let Some(p) = rx.recv().await {
         match p.result.await {
             Ok(published) => {
                 let id = match published {
@@ -1189,5 +1214,14 @@ async fn receipt_loop(
                 }
             }
         }
+    }
+    // The queue ended: the client closed the producer, or the topic let it
+    // go after every receipt above.
+    if let_go.load(Ordering::Relaxed) {
+        out.send(pb::CommandCloseProducer {
+            producer_id,
+            request_id: 0,
+            ..Default::default()
+        });
     }
 }
