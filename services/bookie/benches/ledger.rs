@@ -43,25 +43,52 @@ async fn run(
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let start = Instant::now();
     let cpu_before = magnetar_testkit::bench_report::CpuTicks::now();
-    let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    let mut results = futures::stream::iter(0u64..)
-        .take_while(|_| futures::future::ready(start.elapsed() < RUN))
-        .map(|i| {
-            let (w, payload) = (w.clone(), payload.clone());
-            async move {
-                if let Some(iv) = interval {
-                    tokio::time::sleep_until((start + iv * i as u32).into()).await;
-                }
-                let t = Instant::now();
-                w.append(payload).await.expect("append");
-                t.elapsed()
-            }
-        })
-        .buffered(window);
+    let append = |w: magnetar_ledger::LedgerWriter, payload: Vec<u8>| async move {
+        let t = Instant::now();
+        w.append(payload).await.expect("append");
+        t.elapsed()
+    };
     let mut n = 0u64;
-    while let Some(lat) = results.next().await {
-        hist.record(lat.as_micros() as u64).unwrap();
-        n += 1;
+    match rate {
+        None => {
+            let mut results = futures::stream::iter(0u64..)
+                .take_while(|_| futures::future::ready(start.elapsed() < RUN))
+                .map(|_| append(w.clone(), payload.clone()))
+                .buffered(window);
+            while let Some(lat) = results.next().await {
+                hist.record(lat.as_micros() as u64).unwrap();
+                n += 1;
+            }
+        }
+        Some(rate) => {
+            // One timer for the generator, not one per append: every
+            // millisecond, the appends due by then start (tokio's timers
+            // have that resolution either way). A sleeping future per append
+            // cost the bench process as much CPU as the bookie it measured.
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut in_flight = futures::stream::FuturesUnordered::new();
+            let mut started = 0u64;
+            loop {
+                tokio::select! {
+                    _ = tick.tick(), if start.elapsed() < RUN => {
+                        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+                        while started < due && in_flight.len() < window {
+                            in_flight.push(append(w.clone(), payload.clone()));
+                            started += 1;
+                        }
+                    }
+                    Some(lat) = in_flight.next() => {
+                        hist.record(lat.as_micros() as u64).unwrap();
+                        n += 1;
+                    }
+                    else => break,
+                }
+                if start.elapsed() >= RUN && in_flight.is_empty() {
+                    break;
+                }
+            }
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu_busy = magnetar_testkit::bench_report::CpuTicks::now().busy_percent(&cpu_before);
