@@ -1,7 +1,8 @@
 //! A producer, a consumer and a reader of Magnetar's Rust client keep going
 //! while the topic is unloaded again and again (the broker closes them each
 //! time): every send succeeds, the consumer gets every message (unacked ones
-//! may come twice), the reader gets each exactly once and in order.
+//! may come twice), the reader gets each exactly once and in order. And a
+//! producer that never pauses stores each message once across many unloads.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -124,5 +125,90 @@ async fn producers_consumers_and_readers_survive_unloads() {
             .is_none(),
         "reader got a message twice"
     );
+    client.close().await;
+}
+
+/// A producer that never pauses while its topic is unloaded over and over:
+/// every unload lands while sends are in flight, so a send whose append
+/// starts just as the topic closes is common here. Without deduplication
+/// the topic must still hold each message once: an unload answers what it
+/// stored (the receipt comes before CLOSE_PRODUCER) and stores nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unloads_under_a_steady_stream_store_each_message_once() {
+    const UNLOADS: usize = 15;
+    let mut s = Standalone::start();
+    s.wait_ready(Duration::from_secs(60)).await;
+    let client = Client::from_url(&s.service_url()).expect("client");
+    let topic = "persistent://public/default/steady";
+    let producer = client
+        .create_producer(
+            topic,
+            ProducerOptions {
+                batch_max_messages: 4,
+                max_pending: 200,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("producer");
+    let unloading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sending = unloading.clone();
+    // Sends until the unloads are over; how many it sent.
+    let sender = tokio::spawn(async move {
+        let mut receipts = Vec::new();
+        while sending.load(std::sync::atomic::Ordering::Relaxed) && receipts.len() < 200_000 {
+            let i = receipts.len();
+            let f = producer
+                .send_async(OutgoingMessage::new(i.to_string()))
+                .await
+                .expect("queue a send");
+            receipts.push(f);
+            if i % 100 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let sent = receipts.len();
+        for (i, f) in receipts.into_iter().enumerate() {
+            f.await.unwrap_or_else(|e| panic!("send {i} failed: {e}"));
+        }
+        producer.close().await.expect("close producer");
+        sent
+    });
+    for _ in 0..UNLOADS {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let (code, body) = http::request(
+            &s.http,
+            "PUT",
+            "/admin/v2/persistent/public/default/steady/unload",
+            None,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("unload");
+        assert_eq!(code, 204, "{body}");
+    }
+    unloading.store(false, std::sync::atomic::Ordering::Relaxed);
+    let sent = sender.await.expect("sender");
+    let mut reader = client
+        .create_reader(topic, MessageId::EARLIEST, true)
+        .await
+        .expect("reader");
+    let mut read = Vec::with_capacity(sent);
+    while let Some(m) = reader
+        .next_timeout(Duration::from_secs(5))
+        .await
+        .expect("read")
+    {
+        let i: usize = std::str::from_utf8(&m.payload).unwrap().parse().unwrap();
+        read.push((i, m.id));
+    }
+    if let Some(at) = read.iter().enumerate().position(|(k, (i, _))| *i != k) {
+        let around = &read[at.saturating_sub(6)..(at + 6).min(read.len())];
+        panic!(
+            "message {at} of {sent} is {}; around it: {around:?}",
+            read[at].0
+        );
+    }
+    assert_eq!(read.len(), sent);
     client.close().await;
 }
