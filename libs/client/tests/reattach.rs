@@ -14,6 +14,20 @@ use magnetar_testkit::{http, PulsarService, Standalone};
 
 const N: usize = 600;
 
+/// Unloads `public/default/{topic}` through the admin API.
+async fn unload(web: &str, topic: &str) {
+    let (code, body) = http::request(
+        web,
+        "PUT",
+        &format!("/admin/v2/persistent/public/default/{topic}/unload"),
+        None,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("unload");
+    assert_eq!(code, 204, "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producers_consumers_and_readers_survive_unloads() {
     let mut s = Standalone::start();
@@ -54,16 +68,7 @@ async fn producers_consumers_and_readers_survive_unloads() {
         let mut done = 0;
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let (code, body) = http::request(
-                &web,
-                "PUT",
-                "/admin/v2/persistent/public/default/moving/unload",
-                None,
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("unload");
-            assert_eq!(code, 204, "{body}");
+            unload(&web, "moving").await;
             done += 1;
         }
         done
@@ -176,16 +181,7 @@ async fn unloads_under_a_steady_stream_store_each_message_once() {
     });
     for _ in 0..UNLOADS {
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let (code, body) = http::request(
-            &s.http,
-            "PUT",
-            "/admin/v2/persistent/public/default/steady/unload",
-            None,
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("unload");
-        assert_eq!(code, 204, "{body}");
+        unload(&s.http, "steady").await;
     }
     unloading.store(false, std::sync::atomic::Ordering::Relaxed);
     let sent = sender.await.expect("sender");
