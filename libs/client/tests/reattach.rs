@@ -5,10 +5,12 @@
 //! producer that never pauses stores each message once across many unloads.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use magnetar_client::{
-    Client, ConsumerOptions, InitialPosition, MessageId, OutgoingMessage, ProducerOptions,
+    Client, ConsumerOptions, InitialPosition, Message, MessageId, OutgoingMessage, ProducerOptions,
 };
 use magnetar_testkit::{http, PulsarService, Standalone};
 
@@ -26,6 +28,24 @@ async fn unload(web: &str, topic: &str) {
     .await
     .expect("unload");
     assert_eq!(code, 204, "{body}");
+}
+
+/// The number a test message carries.
+fn number(m: &Message) -> usize {
+    std::str::from_utf8(&m.payload).unwrap().parse().unwrap()
+}
+
+/// Fails unless `read` holds 0, 1, 2, ... in order. The ids around the
+/// first mismatch tell a message stored twice (another entry) from one
+/// delivered twice (the same entry).
+fn assert_in_order(read: &[(usize, MessageId)], what: &str) {
+    if let Some(at) = read.iter().enumerate().position(|(k, (i, _))| *i != k) {
+        let around = &read[at.saturating_sub(12)..(at + 12).min(read.len())];
+        panic!(
+            "{what}: message {at} is {}; around it: {around:?}",
+            read[at].0
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,8 +118,7 @@ async fn producers_consumers_and_readers_survive_unloads() {
             .await
             .expect("consumer stalled")
             .expect("receive");
-        let i: usize = std::str::from_utf8(&m.payload).unwrap().parse().unwrap();
-        seen.insert(i);
+        seen.insert(number(&m));
         consumer.ack(&m.id).ok();
     }
     let mut read = Vec::new();
@@ -108,20 +127,11 @@ async fn producers_consumers_and_readers_survive_unloads() {
             .await
             .expect("reader stalled")
             .expect("read");
-        let i: usize = std::str::from_utf8(&m.payload).unwrap().parse().unwrap();
-        read.push((i, m.id));
+        read.push((number(&m), m.id));
     }
     sender.await.expect("sender");
     assert_eq!(unloads.await.expect("unloads"), 5);
-    // On a mismatch, the ids around it tell a message stored twice (another
-    // entry) from one delivered twice (the same entry).
-    if let Some(at) = read.iter().enumerate().position(|(k, (i, _))| *i != k) {
-        let around = &read[at.saturating_sub(12)..(at + 12).min(read.len())];
-        panic!(
-            "reader order: message {at} is {}; around it: {around:?}",
-            read[at].0
-        );
-    }
+    assert_in_order(&read, "reader order");
     assert!(
         reader
             .next_timeout(Duration::from_millis(500))
@@ -156,12 +166,12 @@ async fn unloads_under_a_steady_stream_store_each_message_once() {
         )
         .await
         .expect("producer");
-    let unloading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let unloading = Arc::new(AtomicBool::new(true));
     let sending = unloading.clone();
     // Sends until the unloads are over; how many it sent.
     let sender = tokio::spawn(async move {
         let mut receipts = Vec::new();
-        while sending.load(std::sync::atomic::Ordering::Relaxed) && receipts.len() < 200_000 {
+        while sending.load(Ordering::Relaxed) && receipts.len() < 200_000 {
             let i = receipts.len();
             let f = producer
                 .send_async(OutgoingMessage::new(i.to_string()))
@@ -183,7 +193,7 @@ async fn unloads_under_a_steady_stream_store_each_message_once() {
         tokio::time::sleep(Duration::from_millis(60)).await;
         unload(&s.http, "steady").await;
     }
-    unloading.store(false, std::sync::atomic::Ordering::Relaxed);
+    unloading.store(false, Ordering::Relaxed);
     let sent = sender.await.expect("sender");
     let mut reader = client
         .create_reader(topic, MessageId::EARLIEST, true)
@@ -195,16 +205,9 @@ async fn unloads_under_a_steady_stream_store_each_message_once() {
         .await
         .expect("read")
     {
-        let i: usize = std::str::from_utf8(&m.payload).unwrap().parse().unwrap();
-        read.push((i, m.id));
+        read.push((number(&m), m.id));
     }
-    if let Some(at) = read.iter().enumerate().position(|(k, (i, _))| *i != k) {
-        let around = &read[at.saturating_sub(6)..(at + 6).min(read.len())];
-        panic!(
-            "message {at} of {sent} is {}; around it: {around:?}",
-            read[at].0
-        );
-    }
+    assert_in_order(&read, &format!("{sent} sent"));
     assert_eq!(read.len(), sent);
     client.close().await;
 }
