@@ -82,6 +82,12 @@ pub struct AddTimings {
     /// From receipt until its journal record was durable (queueing for the
     /// journal writer plus the batches ahead of and including it).
     pub journal: std::time::Duration,
+    /// The part of `journal` before the batch carrying the record started
+    /// (waiting for the writer to finish the batch ahead and pick this up).
+    pub queued: std::time::Duration,
+    /// The part of `journal` after the batch was durable, until this add ran
+    /// again (the completion's hand-off to the add's task and its scheduling).
+    pub resumed: std::time::Duration,
     /// Putting the entry into the entry storage's memtable, after the journal.
     pub store: std::time::Duration,
 }
@@ -319,9 +325,11 @@ impl Bookie {
             &req.payload,
         );
         // Held until the entry is in the store: no checkpoint passes it before.
-        let _held = self.journal.append_held(record).await?;
+        let held = self.journal.append_held(record).await?;
         let journaled = std::time::Instant::now();
         let journal = journaled - received;
+        let queued = held.batch_started.saturating_duration_since(received);
+        let resumed = journaled.saturating_duration_since(held.durable_at);
         let (ledger, entry, lac) = (req.ledger, req.entry as u64, req.lac);
         let mut ledgers = self.lock();
         let l = self.ensure_ledger(&mut ledgers, ledger, &req.master_key)?;
@@ -335,9 +343,13 @@ impl Bookie {
         self.store
             .put_entry_parts(ledger, entry, req.crc32c, lac, &req.payload)?;
         l.lac.send_if_modified(|v| raise(v, lac));
+        let store = journaled.elapsed();
+        drop(held);
         Ok(AddTimings {
             journal,
-            store: journaled.elapsed(),
+            queued,
+            resumed,
+            store,
         })
     }
 

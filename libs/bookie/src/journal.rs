@@ -229,6 +229,11 @@ fn lock_unapplied(u: &UnappliedRef) -> std::sync::MutexGuard<'_, Unapplied> {
 /// to be applied": a refused add is not acknowledged either way).
 pub struct Held {
     pub pos: JournalPos,
+    /// When the writer started the batch carrying the record, and when that
+    /// batch was durable: with the appender's own clock they split an add's
+    /// wait into queueing, the batch itself, and the hand-off back.
+    pub batch_started: std::time::Instant,
+    pub durable_at: std::time::Instant,
     unapplied: UnappliedRef,
 }
 
@@ -963,11 +968,12 @@ impl Writer {
         }
         match result {
             Ok(()) => {
+                let durable_at = std::time::Instant::now();
                 let n = batch.len() as u64;
                 self.counters.records.fetch_add(n, Ordering::Relaxed);
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
                 self.counters.last_batch.store(n, Ordering::Relaxed);
-                let took = started.elapsed();
+                let took = durable_at - started;
                 raise_micros(&self.counters.slowest_batch_us, took);
                 if let Some(observe) = &self.cfg.observer {
                     observe(took, batch.len());
@@ -986,6 +992,8 @@ impl Writer {
                 for (r, pos) in batch.into_iter().zip(positions) {
                     let held = Held {
                         pos,
+                        batch_started: started,
+                        durable_at,
                         unapplied: self.unapplied.clone(),
                     };
                     // An appender that went away drops `held` here: nothing

@@ -14,6 +14,8 @@ pub struct BookieMetrics {
     pub add_latency: Histogram,
     pub add_journal_latency: Histogram,
     pub add_store_latency: Histogram,
+    pub add_queue_latency: Histogram,
+    pub add_resume_latency: Histogram,
     pub reads: IntCounter,
     pub read_bytes: IntCounter,
     pub read_latency: Histogram,
@@ -77,6 +79,14 @@ impl BookieMetrics {
             add_store_latency: histogram(
                 "magnetar_bookie_add_store_latency_seconds",
                 "Add time putting the journaled entry into the entry storage.",
+            )?,
+            add_queue_latency: histogram(
+                "magnetar_bookie_add_queue_latency_seconds",
+                "Add time from receipt until the journal batch carrying it started.",
+            )?,
+            add_resume_latency: histogram(
+                "magnetar_bookie_add_resume_latency_seconds",
+                "Add time from its journal batch being durable until the add ran again.",
             )?,
             reads: counter("magnetar_bookie_reads_total", "Entries read.")?,
             read_bytes: counter("magnetar_bookie_read_bytes_total", "Payload bytes read.")?,
@@ -155,6 +165,9 @@ impl BookieMetrics {
         self.add_journal_latency
             .observe(timings.journal.as_secs_f64());
         self.add_store_latency.observe(timings.store.as_secs_f64());
+        self.add_queue_latency.observe(timings.queued.as_secs_f64());
+        self.add_resume_latency
+            .observe(timings.resumed.as_secs_f64());
     }
 
     pub fn record_read(&self, latency: Duration, bytes: usize) {

@@ -183,6 +183,19 @@ async fn main() {
                 tail_ms("magnetar_bookie_journal_sync_latency_seconds", 0.5),
             );
             eprintln!(
+                "{name} {} KiB half max: add until its batch starts / batch / batch durable until the add runs again, p50 {:.2} / {:.2} / {:.2}, p99 {:.2} / {:.2} / {:.2}, p99.9 {:.2} / {:.2} / {:.2} ms (≤)",
+                size >> 10,
+                tail_ms("magnetar_bookie_add_queue_latency_seconds", 0.5),
+                tail_ms("magnetar_bookie_journal_sync_latency_seconds", 0.5),
+                tail_ms("magnetar_bookie_add_resume_latency_seconds", 0.5),
+                tail_ms("magnetar_bookie_add_queue_latency_seconds", 0.99),
+                tail_ms("magnetar_bookie_journal_sync_latency_seconds", 0.99),
+                tail_ms("magnetar_bookie_add_resume_latency_seconds", 0.99),
+                tail_ms("magnetar_bookie_add_queue_latency_seconds", 0.999),
+                tail_ms("magnetar_bookie_journal_sync_latency_seconds", 0.999),
+                tail_ms("magnetar_bookie_add_resume_latency_seconds", 0.999),
+            );
+            eprintln!(
                 "{name} {} KiB half max: store p99 / p99.9 / p99.99 ≤ {:.2} / {:.2} / {:.2} ms; journaled p99.9 ≤ {:.2}; batch p99.9 ≤ {:.2}",
                 size >> 10,
                 tail_ms("magnetar_bookie_add_store_latency_seconds", 0.99),

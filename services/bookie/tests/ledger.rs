@@ -25,6 +25,16 @@ async fn append_all(w: &magnetar_ledger::LedgerWriter, n: i64, window: usize) {
     }
 }
 
+/// A sample summed over every bookie's /metrics.
+async fn summed(cluster: &BookieCluster, name: &str) -> f64 {
+    let mut total = 0.0;
+    for b in &cluster.bookies {
+        total +=
+            magnetar_testkit::http::metric(&cluster.metrics(&b.id).await, name).unwrap_or(f64::NAN);
+    }
+    total
+}
+
 async fn ledger_client(cluster: &BookieCluster, bookies: usize) -> LedgerClient {
     let meta = MetaClient::new(ClientConfig::from_list(&cluster.meta.endpoints())).unwrap();
     let cfg = LedgerClientConfig {
@@ -284,6 +294,27 @@ async fn cli_simpletest_and_bookies_list() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verified"], true);
     assert!(v["write_entries_per_sec"].as_f64().unwrap() > 0.0);
+    // Every acknowledged add's wait for its journal record is split into the
+    // queue before its batch and the hand-off after it (the batch in between
+    // is the journal's own histogram): one sample each per add, never more
+    // than the whole.
+    let adds = summed(&cluster, "magnetar_bookie_adds_total").await;
+    assert!(adds >= 4000.0, "2000 entries on 2 bookies each, got {adds}");
+    for part in ["queue", "resume", "journal"] {
+        let count = summed(
+            &cluster,
+            &format!("magnetar_bookie_add_{part}_latency_seconds_count"),
+        )
+        .await;
+        assert_eq!(count, adds, "{part}: one sample per add");
+    }
+    let whole = summed(&cluster, "magnetar_bookie_add_journal_latency_seconds_sum").await;
+    let queued = summed(&cluster, "magnetar_bookie_add_queue_latency_seconds_sum").await;
+    let resumed = summed(&cluster, "magnetar_bookie_add_resume_latency_seconds_sum").await;
+    assert!(
+        queued > 0.0 && resumed > 0.0 && queued + resumed <= whole,
+        "queue {queued} s + resume {resumed} s within the wait for the journal {whole} s"
+    );
     let out = std::process::Command::new(bin_path("magnetar"))
         .args(["bookies", "--meta", &ep, "list"])
         .output()
