@@ -343,13 +343,11 @@ impl Bookie {
         self.store
             .put_entry_parts(ledger, entry, req.crc32c, lac, &req.payload)?;
         l.lac.send_if_modified(|v| raise(v, lac));
-        let store = journaled.elapsed();
-        drop(held);
         Ok(AddTimings {
             journal,
             queued,
             resumed,
-            store,
+            store: journaled.elapsed(),
         })
     }
 

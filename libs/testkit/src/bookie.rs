@@ -128,6 +128,15 @@ impl BookieCluster {
             .map(|(_, body)| body)
             .unwrap_or_default()
     }
+
+    /// Every bookie's /metrics, in bookie order.
+    pub async fn metrics_of_all(&self) -> Vec<String> {
+        let mut texts = Vec::with_capacity(self.bookies.len());
+        for b in &self.bookies {
+            texts.push(self.metrics(&b.id).await);
+        }
+        texts
+    }
 }
 
 /// Appends `extra` (`--flag value` pairs) to `args`, dropping any earlier value

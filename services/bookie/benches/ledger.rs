@@ -10,15 +10,6 @@ use magnetar_ledger::{LedgerClient, LedgerClientConfig};
 use magnetar_meta_client::{ClientConfig, MetaClient};
 use magnetar_testkit::{http, BookieCluster};
 
-/// Every bookie's /metrics.
-async fn scrape(cluster: &BookieCluster) -> Vec<String> {
-    let mut texts = Vec::new();
-    for b in &cluster.bookies {
-        texts.push(cluster.metrics(&b.id).await);
-    }
-    texts
-}
-
 const RUN: Duration = Duration::from_secs(10);
 
 struct Outcome {
@@ -130,9 +121,9 @@ async fn main() {
             // network, bookie, journal fsync) with nothing queued anywhere.
             let alone = run(&c, q, size, 1, None).await;
             let max = run(&c, q, size, window, None).await;
-            let before = scrape(&cluster).await;
+            let before = cluster.metrics_of_all().await;
             let half = run(&c, q, size, window, Some(max.entries_per_sec / 2.0)).await;
-            let after = scrape(&cluster).await;
+            let after = cluster.metrics_of_all().await;
             // The same span of time again with the disk alone: the floor the
             // device sets under any journal's half-rate p99 right now.
             let dir = cluster.meta.dir.path().to_path_buf();
@@ -182,18 +173,23 @@ async fn main() {
                 tail_ms("magnetar_bookie_add_journal_latency_seconds", 0.5),
                 tail_ms("magnetar_bookie_journal_sync_latency_seconds", 0.5),
             );
+            // An add's wait for the journal in three parts, at one quantile.
+            let split = |q: f64| {
+                ["add_queue", "journal_sync", "add_resume"]
+                    .map(|m| {
+                        format!(
+                            "{:.2}",
+                            tail_ms(&format!("magnetar_bookie_{m}_latency_seconds"), q)
+                        )
+                    })
+                    .join(" / ")
+            };
             eprintln!(
-                "{name} {} KiB half max: add until its batch starts / batch / batch durable until the add runs again, p50 {:.2} / {:.2} / {:.2}, p99 {:.2} / {:.2} / {:.2}, p99.9 {:.2} / {:.2} / {:.2} ms (≤)",
+                "{name} {} KiB half max: add until its batch starts / batch / batch durable until the add runs again, p50 {}, p99 {}, p99.9 {} ms (≤)",
                 size >> 10,
-                tail_ms("magnetar_bookie_add_queue_latency_seconds", 0.5),
-                tail_ms("magnetar_bookie_journal_sync_latency_seconds", 0.5),
-                tail_ms("magnetar_bookie_add_resume_latency_seconds", 0.5),
-                tail_ms("magnetar_bookie_add_queue_latency_seconds", 0.99),
-                tail_ms("magnetar_bookie_journal_sync_latency_seconds", 0.99),
-                tail_ms("magnetar_bookie_add_resume_latency_seconds", 0.99),
-                tail_ms("magnetar_bookie_add_queue_latency_seconds", 0.999),
-                tail_ms("magnetar_bookie_journal_sync_latency_seconds", 0.999),
-                tail_ms("magnetar_bookie_add_resume_latency_seconds", 0.999),
+                split(0.5),
+                split(0.99),
+                split(0.999),
             );
             eprintln!(
                 "{name} {} KiB half max: store p99 / p99.9 / p99.99 ≤ {:.2} / {:.2} / {:.2} ms; journaled p99.9 ≤ {:.2}; batch p99.9 ≤ {:.2}",

@@ -25,14 +25,12 @@ async fn append_all(w: &magnetar_ledger::LedgerWriter, n: i64, window: usize) {
     }
 }
 
-/// A sample summed over every bookie's /metrics.
-async fn summed(cluster: &BookieCluster, name: &str) -> f64 {
-    let mut total = 0.0;
-    for b in &cluster.bookies {
-        total +=
-            magnetar_testkit::http::metric(&cluster.metrics(&b.id).await, name).unwrap_or(f64::NAN);
-    }
-    total
+/// A sample summed over scrapes of several bookies.
+fn summed(texts: &[String], name: &str) -> f64 {
+    texts
+        .iter()
+        .map(|t| magnetar_testkit::http::metric(t, name).unwrap_or(f64::NAN))
+        .sum()
 }
 
 async fn ledger_client(cluster: &BookieCluster, bookies: usize) -> LedgerClient {
@@ -298,19 +296,19 @@ async fn cli_simpletest_and_bookies_list() {
     // queue before its batch and the hand-off after it (the batch in between
     // is the journal's own histogram): one sample each per add, never more
     // than the whole.
-    let adds = summed(&cluster, "magnetar_bookie_adds_total").await;
+    let texts = cluster.metrics_of_all().await;
+    let adds = summed(&texts, "magnetar_bookie_adds_total");
     assert!(adds >= 4000.0, "2000 entries on 2 bookies each, got {adds}");
     for part in ["queue", "resume", "journal"] {
         let count = summed(
-            &cluster,
+            &texts,
             &format!("magnetar_bookie_add_{part}_latency_seconds_count"),
-        )
-        .await;
+        );
         assert_eq!(count, adds, "{part}: one sample per add");
     }
-    let whole = summed(&cluster, "magnetar_bookie_add_journal_latency_seconds_sum").await;
-    let queued = summed(&cluster, "magnetar_bookie_add_queue_latency_seconds_sum").await;
-    let resumed = summed(&cluster, "magnetar_bookie_add_resume_latency_seconds_sum").await;
+    let whole = summed(&texts, "magnetar_bookie_add_journal_latency_seconds_sum");
+    let queued = summed(&texts, "magnetar_bookie_add_queue_latency_seconds_sum");
+    let resumed = summed(&texts, "magnetar_bookie_add_resume_latency_seconds_sum");
     assert!(
         queued > 0.0 && resumed > 0.0 && queued + resumed <= whole,
         "queue {queued} s + resume {resumed} s within the wait for the journal {whole} s"
