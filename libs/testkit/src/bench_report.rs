@@ -81,6 +81,47 @@ impl CpuTicks {
     }
 }
 
+/// The kernel's CPU pressure counter (PSI, /proc/pressure/cpu): microseconds
+/// during which at least one runnable thread waited for a core. Unlike busy
+/// time it says how long work queued, which is what an add's latency feels
+/// on a shared machine: at 60% busy, two vCPUs can still leave a woken
+/// thread waiting. `None` where the kernel has no PSI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuPressure {
+    some_us: u64,
+    at: std::time::Instant,
+}
+
+impl CpuPressure {
+    pub fn now() -> Option<Self> {
+        let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+        Some(Self {
+            some_us: Self::parse_some_total(&text)?,
+            at: std::time::Instant::now(),
+        })
+    }
+
+    /// `some avg10=… avg60=… avg300=… total=N` → N.
+    fn parse_some_total(text: &str) -> Option<u64> {
+        text.lines()
+            .find(|l| l.starts_with("some "))?
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("total="))?
+            .parse()
+            .ok()
+    }
+
+    /// Share of the wall time since `earlier` during which some thread
+    /// waited for a core, in percent.
+    pub fn stalled_percent(&self, earlier: &CpuPressure) -> f64 {
+        let wall = self.at.duration_since(earlier.at).as_micros() as f64;
+        if wall == 0.0 {
+            return 0.0;
+        }
+        100.0 * self.some_us.saturating_sub(earlier.some_us) as f64 / wall
+    }
+}
+
 /// Writes back every dirty page on the machine and waits for it. A benchmark
 /// started right after `cargo build` otherwise measures the build: the
 /// kernel holds the build's output (hundreds of MB) dirty for 30 s
@@ -252,7 +293,7 @@ pub fn run_summary(cmd: &mut std::process::Command) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::CpuTicks;
+    use super::{CpuPressure, CpuTicks};
 
     #[test]
     fn cpu_busy_share_counts_iowait_as_idle() {
@@ -261,6 +302,27 @@ mod tests {
         // 200 busy ticks (100 user, 50 system, 50 softirq) out of 400.
         assert_eq!(b.busy_percent(&a), 50.0);
         assert_eq!(a.busy_percent(&a), 0.0);
+    }
+
+    #[test]
+    fn cpu_pressure_is_the_some_line_total_over_wall_time() {
+        let text = "some avg10=1.50 avg60=3.73 avg300=14.08 total=203163753\n\
+                    full avg10=0.00 avg60=0.00 avg300=0.00 total=7\n";
+        assert_eq!(CpuPressure::parse_some_total(text), Some(203_163_753));
+        assert_eq!(CpuPressure::parse_some_total("full total=7\n"), None);
+        assert_eq!(
+            CpuPressure::parse_some_total("some avg10=1 total=x\n"),
+            None
+        );
+        let at = std::time::Instant::now();
+        let a = CpuPressure { some_us: 1_000, at };
+        // 250 ms of waiting in 1 s of wall time.
+        let b = CpuPressure {
+            some_us: 251_000,
+            at: at + std::time::Duration::from_secs(1),
+        };
+        assert_eq!(b.stalled_percent(&a), 25.0);
+        assert_eq!(a.stalled_percent(&a), 0.0);
     }
 
     #[test]

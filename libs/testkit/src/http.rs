@@ -142,6 +142,22 @@ pub fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -
         .map(|(le, _)| *le)
 }
 
+/// How many observations made between two scrapes of the same histogram
+/// were above `bound` (seconds), as far as the buckets tell: everything past
+/// the first bucket whose upper bound reaches `bound`.
+pub fn histogram_count_above(before: &[(f64, f64)], after: &[(f64, f64)], bound: f64) -> f64 {
+    let above = |buckets: &[(f64, f64)]| {
+        let total = buckets.last().map_or(0.0, |(_, n)| *n);
+        // Bucket bounds are products of floats: 0.0128 may be 0.012800000000000004.
+        let within = buckets
+            .iter()
+            .find(|(le, _)| *le >= bound * (1.0 - 1e-9))
+            .map_or(total, |(_, n)| *n);
+        total - within
+    };
+    (above(after) - above(before)).max(0.0)
+}
+
 #[cfg(test)]
 mod histogram_tests {
     use super::*;
@@ -158,6 +174,9 @@ mod histogram_tests {
         let after = histogram_buckets(&[scrape(50, 54, 55), scrape(45, 50, 50)], "h");
         assert_eq!(histogram_quantile(&before, &after, 0.5), Some(0.001));
         assert_eq!(histogram_quantile(&before, &after, 0.99), Some(0.002));
+        assert_eq!(histogram_count_above(&before, &after, 0.001), 10.0);
+        assert_eq!(histogram_count_above(&before, &after, 0.002), 1.0);
+        assert_eq!(histogram_count_above(&before, &after, 0.0015), 1.0);
         assert_eq!(
             histogram_quantile(&before, &after, 1.0),
             Some(f64::INFINITY)

@@ -8,13 +8,21 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use magnetar_ledger::{LedgerClient, LedgerClientConfig};
 use magnetar_meta_client::{ClientConfig, MetaClient};
+use magnetar_testkit::bench_report::{CpuPressure, CpuTicks};
 use magnetar_testkit::{http, BookieCluster};
 
 const RUN: Duration = Duration::from_secs(10);
+/// The journal's batch time (write + fdatasync), a bookie histogram.
+const SYNC_LATENCY: &str = "magnetar_bookie_journal_sync_latency_seconds";
+/// A batch slower than this is a device stall, not queueing: ~100 times the
+/// disk's usual 4 KiB flush here, and a histogram bucket bound (50 µs × 2⁸).
+const SLOW_BATCH: Duration = Duration::from_micros(12_800);
 
 struct Outcome {
     /// All cores' busy share over the run, in percent.
     cpu_busy: f64,
+    /// Share of the run during which some runnable thread waited for a core.
+    cpu_waiting: Option<f64>,
     entries_per_sec: f64,
     mb_per_sec: f64,
     p50_ms: f64,
@@ -33,7 +41,8 @@ async fn run(
     let payload = vec![7u8; size];
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let start = Instant::now();
-    let cpu_before = magnetar_testkit::bench_report::CpuTicks::now();
+    let cpu_before = CpuTicks::now();
+    let pressure_before = CpuPressure::now();
     let append = |w: magnetar_ledger::LedgerWriter, payload: Vec<u8>| async move {
         let t = Instant::now();
         w.append(payload).await.expect("append");
@@ -82,10 +91,14 @@ async fn run(
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    let cpu_busy = magnetar_testkit::bench_report::CpuTicks::now().busy_percent(&cpu_before);
+    let cpu_busy = CpuTicks::now().busy_percent(&cpu_before);
+    let cpu_waiting = pressure_before
+        .zip(CpuPressure::now())
+        .map(|(before, now)| now.stalled_percent(&before));
     w.close().await.expect("close");
     Outcome {
         cpu_busy,
+        cpu_waiting,
         entries_per_sec: n as f64 / secs,
         mb_per_sec: n as f64 * size as f64 / secs / (1 << 20) as f64,
         p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
@@ -171,7 +184,7 @@ async fn main() {
                 size >> 10,
                 tail_ms("magnetar_bookie_add_latency_seconds", 0.5),
                 tail_ms("magnetar_bookie_add_journal_latency_seconds", 0.5),
-                tail_ms("magnetar_bookie_journal_sync_latency_seconds", 0.5),
+                tail_ms(SYNC_LATENCY, 0.5),
             );
             // An add's wait for the journal in three parts, at one quantile.
             let split = |q: f64| {
@@ -198,15 +211,23 @@ async fn main() {
                 tail_ms("magnetar_bookie_add_store_latency_seconds", 0.999),
                 tail_ms("magnetar_bookie_add_store_latency_seconds", 0.9999),
                 tail_ms("magnetar_bookie_add_journal_latency_seconds", 0.999),
-                tail_ms("magnetar_bookie_journal_sync_latency_seconds", 0.999),
+                tail_ms(SYNC_LATENCY, 0.999),
             );
             let (add_p99, journal_p99, sync_p99) = (
                 bookie_p99("magnetar_bookie_add_latency_seconds"),
                 bookie_p99("magnetar_bookie_add_journal_latency_seconds"),
-                bookie_p99("magnetar_bookie_journal_sync_latency_seconds"),
+                bookie_p99(SYNC_LATENCY),
             );
+            // Device stalls: journal batches (write + fdatasync) far slower
+            // than the disk's usual flush, in the half-rate run.
+            let slow_batches = http::histogram_count_above(
+                &http::histogram_buckets(&before, SYNC_LATENCY),
+                &http::histogram_buckets(&after, SYNC_LATENCY),
+                SLOW_BATCH.as_secs_f64(),
+            );
+            let waiting = half.cpu_waiting.map_or("-".into(), |p| format!("{p:.0}%"));
             let line = format!(
-                "| {name} | {} KiB | {:.0} | {:.1} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | ≤ {add_p99} / ≤ {journal_p99} / ≤ {sync_p99} | {:.2} / {:.2} | {:.0}% / {:.0}% |\n",
+                "| {name} | {} KiB | {:.0} | {:.1} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | ≤ {add_p99} / ≤ {journal_p99} / ≤ {sync_p99} | {:.2} / {:.2} | {:.0}% / {:.0}% | {waiting} / {slow_batches:.0} |\n",
                 size >> 10,
                 max.entries_per_sec,
                 max.mb_per_sec,
@@ -229,7 +250,7 @@ async fn main() {
     let date = magnetar_testkit::bench_report::now_utc();
     let section = format!(
         "## Ledger service: appends (`make bench-ledger`)\n\n- date: {date}\n- machine: {}\n- command: `make bench-ledger` (release build; 1 `magnetar-meta`, 3 `magnetar-bookie` on loopback sharing one disk, journal fsync on; the ledger client in the bench process; {}s per run)\n- disk: sequential 1 MiB write + fdatasync = {fsync_mb:.0} MB/s (same run, same filesystem)\n\n\
-         | quorum | entry | entries/s (max) | MB/s | MB/s ÷ disk fsync MB/s | add p50 / p99 one at a time (ms) | add p50 / p99 at max (ms) | add p50 / p99 at half max (ms) | bookie: add / until journaled / journal batch p99 at half max (ms) | disk alone, next 10 s: wait for durability p50 / p99 (ms) | CPU busy at max / half max |\n|---|---|---|---|---|---|---|---|---|---|---|\n{rows}\n\
+         | quorum | entry | entries/s (max) | MB/s | MB/s ÷ disk fsync MB/s | add p50 / p99 one at a time (ms) | add p50 / p99 at max (ms) | add p50 / p99 at half max (ms) | bookie: add / until journaled / journal batch p99 at half max (ms) | disk alone, next 10 s: wait for durability p50 / p99 (ms) | CPU busy at max / half max | at half max: some thread waiting for a core / journal batches over 12.8 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n{rows}\n\
          Targets (issue): at Qw=1, 64 KiB entries ≥ 50% of the raw fsync bandwidth; add p99 ≤ 2 ms at half the maximum rate. \
          With E=3 all three bookies journal on the same disk, so each entry is fsynced Qw times on one device. \
          \"One at a time\" is 10 s of appends with a single one in flight, just before the row's runs: the path's latency with nothing queued anywhere. \
@@ -239,7 +260,10 @@ async fn main() {
          for arrival instants spread evenly over it, the wait until the end of the first flush that starts after the instant \
          (a journal that group-commits waits for the flush in flight, then its own). No journal that keeps one flush in flight could acknowledge faster on this disk then; \
          its p99 beside the half-rate p99 says how much of that p99 is the device's. \
-         CPU busy is all cores' busy share (user + system + irq, not iowait) over each run.\n\n",
+         CPU busy is all cores' busy share (user + system + irq, not iowait) over each run. \
+         The last column is about the machine during the half-rate run: the share of its time during which at least one runnable thread of any process waited for a core \
+         (the kernel's CPU pressure, `/proc/pressure/cpu`, \"some\"), and how many journal batches (write + fdatasync, all bookies) took over 12.8 ms, \
+         which on this disk (usual flush 0.1–0.3 ms) is a device stall: every add queued behind one waits for it.\n\n",
         magnetar_testkit::bench_report::machine(),
         RUN.as_secs()
     );
