@@ -118,11 +118,10 @@ pub fn histogram_buckets(texts: &[String], name: &str) -> Vec<(f64, f64)> {
     buckets
 }
 
-/// The upper bound of the bucket holding quantile `q` of the observations
-/// made between two scrapes of the same histogram (`before` and `after` from
-/// `histogram_buckets`): a coarse quantile, at the buckets' resolution.
-pub fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
-    let delta: Vec<(f64, f64)> = after
+/// Cumulative bucket counts of the observations made between two scrapes of
+/// the same histogram (`before` and `after` from `histogram_buckets`).
+fn histogram_delta(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    after
         .iter()
         .map(|(le, n)| {
             let old = before
@@ -131,7 +130,14 @@ pub fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -
                 .map_or(0.0, |(_, c)| *c);
             (*le, n - old)
         })
-        .collect();
+        .collect()
+}
+
+/// The upper bound of the bucket holding quantile `q` of the observations
+/// made between two scrapes of the same histogram (`before` and `after` from
+/// `histogram_buckets`): a coarse quantile, at the buckets' resolution.
+pub fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let delta = histogram_delta(before, after);
     let total = delta.last()?.1;
     if total <= 0.0 {
         return None;
@@ -146,16 +152,14 @@ pub fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -
 /// were above `bound` (seconds), as far as the buckets tell: everything past
 /// the first bucket whose upper bound reaches `bound`.
 pub fn histogram_count_above(before: &[(f64, f64)], after: &[(f64, f64)], bound: f64) -> f64 {
-    let above = |buckets: &[(f64, f64)]| {
-        let total = buckets.last().map_or(0.0, |(_, n)| *n);
-        // Bucket bounds are products of floats: 0.0128 may be 0.012800000000000004.
-        let within = buckets
-            .iter()
-            .find(|(le, _)| *le >= bound * (1.0 - 1e-9))
-            .map_or(total, |(_, n)| *n);
-        total - within
-    };
-    (above(after) - above(before)).max(0.0)
+    let delta = histogram_delta(before, after);
+    let total = delta.last().map_or(0.0, |(_, n)| *n);
+    // Bucket bounds are products of floats: 0.0128 may be 0.012800000000000004.
+    let within = delta
+        .iter()
+        .find(|(le, _)| *le >= bound * (1.0 - 1e-9))
+        .map_or(total, |(_, n)| *n);
+    (total - within).max(0.0)
 }
 
 #[cfg(test)]

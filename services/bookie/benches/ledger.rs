@@ -153,14 +153,18 @@ async fn main() {
                 floor.flush_p99_ms,
                 floor.flush_max_ms
             );
+            // A bookie histogram's buckets (all bookies) before and after the
+            // half-rate run.
+            let buckets = |name: &str| {
+                (
+                    http::histogram_buckets(&before, name),
+                    http::histogram_buckets(&after, name),
+                )
+            };
             // A bookie histogram's quantile over the half-rate run, in ms.
             let quantile_ms = |name: &str, q: f64| {
-                http::histogram_quantile(
-                    &http::histogram_buckets(&before, name),
-                    &http::histogram_buckets(&after, name),
-                    q,
-                )
-                .map(|s| s * 1e3)
+                let (b, a) = buckets(name);
+                http::histogram_quantile(&b, &a, q).map(|s| s * 1e3)
             };
             let bookie_p99 =
                 |name: &str| quantile_ms(name, 0.99).map_or("-".into(), |ms| format!("{ms:.2}"));
@@ -220,11 +224,8 @@ async fn main() {
             );
             // Device stalls: journal batches (write + fdatasync) far slower
             // than the disk's usual flush, in the half-rate run.
-            let slow_batches = http::histogram_count_above(
-                &http::histogram_buckets(&before, SYNC_LATENCY),
-                &http::histogram_buckets(&after, SYNC_LATENCY),
-                SLOW_BATCH.as_secs_f64(),
-            );
+            let (b, a) = buckets(SYNC_LATENCY);
+            let slow_batches = http::histogram_count_above(&b, &a, SLOW_BATCH.as_secs_f64());
             let waiting = half.cpu_waiting.map_or("-".into(), |p| format!("{p:.0}%"));
             let line = format!(
                 "| {name} | {} KiB | {:.0} | {:.1} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | ≤ {add_p99} / ≤ {journal_p99} / ≤ {sync_p99} | {:.2} / {:.2} | {:.0}% / {:.0}% | {waiting} / {slow_batches:.0} |\n",
