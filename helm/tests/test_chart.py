@@ -507,3 +507,26 @@ def test_dashboard_queries_only_metrics_the_code_exports(rendered):
 def test_dashboard_can_be_turned_off():
     docs, _ = render({"metrics": {"dashboard": {"enabled": False}}})
     assert by_kind(docs, "ConfigMap") == []
+
+
+def test_network_policies_keep_metadata_and_bookie_ports_inside_the_release(rendered):
+    docs, _ = rendered["default"]
+    pols = {d["metadata"]["name"]: d for d in by_kind(docs, "NetworkPolicy")}
+    pods = {d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in docs if d["kind"] in WORKLOAD_KINDS}
+    for component, port_name in [("meta", "grpc"), ("bookie", "bookie")]:
+        pol = pols[f"{RELEASE}-magnetar-{component}"]
+        target = pods[component]
+        assert match(pol["spec"]["podSelector"]["matchLabels"], target["spec"]["template"]["metadata"]["labels"])
+        port = next(p["containerPort"] for p in pod_spec(target)["containers"][0]["ports"] if p["name"] == port_name)
+        (rule,) = [r for r in pol["spec"]["ingress"] if any(p["port"] == port for p in r["ports"])]
+        (peer,) = rule["from"]
+        # Every pod of the release may connect, and nothing else.
+        for other in pods.values():
+            assert match(peer["podSelector"]["matchLabels"], other["spec"]["template"]["metadata"]["labels"])
+        assert set(peer["podSelector"]["matchLabels"]) == {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
+        assert "namespaceSelector" not in peer
+    broker = pols[f"{RELEASE}-magnetar-broker"]
+    (rule,) = broker["spec"]["ingress"]
+    assert "from" not in rule and sorted(p["port"] for p in rule["ports"]) == [6650, 8080]
+    docs, _ = render({"networkPolicy": {"enabled": False}})
+    assert by_kind(docs, "NetworkPolicy") == []

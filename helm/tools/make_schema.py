@@ -261,6 +261,7 @@ SCHEMA = {
             },
             ["enabled"],
         ),
+        "networkPolicy": obj({"enabled": BOOL, "extraFrom": LIST}, ["enabled"]),
         "metrics": obj(
             {
                 "podAnnotations": BOOL,
