@@ -128,6 +128,15 @@ def fake(tmp_path):
     return type("Fake", (), {"setup": staticmethod(setup), "run": staticmethod(run), "calls": staticmethod(calls), "state": staticmethod(current)})
 
 
+def test_no_job_without_tenants_to_create():
+    """The brokers bootstrap public/default themselves; the Job only exists for more."""
+    docs, notes = render({})
+    assert not [d for d in docs if d["kind"] == "Job" or d["metadata"]["name"].endswith("-init")]
+    assert "job/" not in notes
+    docs, _ = render({**TENANTS, "initialize": {**TENANTS["initialize"], "enabled": False}})
+    assert not [d for d in docs if d["kind"] == "Job"]
+
+
 def test_job_is_a_post_install_hook_without_hidden_failures():
     job, c = job_container(TENANTS)
     ann = job["metadata"]["annotations"]
@@ -190,7 +199,7 @@ def test_a_refused_create_fails_the_job(fake):
 def test_a_missing_public_default_fails_the_job(fake):
     # The brokers bootstrap public/default; the Job checks it is there.
     fake.setup(namespaces={})
-    r = fake.run({"initialize": {"tenants": []}})
+    r = fake.run({"initialize": {"tenants": [{"name": "acme"}]}})
     assert r.returncode != 0 and "namespace public/default is missing" in r.stderr
 
 

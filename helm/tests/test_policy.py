@@ -50,7 +50,7 @@ def test_checkov_finds_nothing_unwaived(tmp_path, name):
     docs, _ = render(VALUE_SETS[name])
     failed, passed = checkov(tmp_path, docs)
     # checkov really ran its policies (securityContext, probes, limits, ...).
-    assert passed > 300, passed
+    assert passed > 250, passed
     unwaived = sorted({(f["check_id"], f["resource"], f["check_name"]) for f in failed if f["check_id"] not in WAIVED})
     assert unwaived == [], "\n".join(f"{c} {r}: {n}" for c, r, n in unwaived)
     # Every waiver still matches a finding; drop the ones that no longer do.
