@@ -98,7 +98,7 @@ def test_schema_refuses(values, where):
         ({"broker": {"terminationGracePeriodSeconds": 30, "preStopSleepSeconds": 10}}, "broker.terminationGracePeriodSeconds (30) must be at least"),
         ({"auth": {"enabled": True, "secretName": "s", "keyType": "public"}}, "auth.keyType public needs auth.brokerClientTokenKey"),
         ({"offload": {"enabled": True, "driver": "aws-s3", "bucket": "b"}}, "offload.driver aws-s3 needs offload.region"),
-        ({"offload": {"enabled": True, "driver": "s3", "bucket": "b"}}, "needs offload.endpoint"),
+        ({"offload": {"enabled": True, "driver": "S3", "bucket": "b"}}, "offload.driver S3 (an S3-protocol server) needs offload.endpoint"),
         ({"offload": {"enabled": True, "driver": "aws-s3", "region": "eu-west-1"}}, "needs offload.bucket"),
         ({"broker": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}}, "minReplicas must not exceed maxReplicas"),
     ],
@@ -426,13 +426,13 @@ def source_env_names():
 
 # Offload flags are being added to the broker while this chart is written; the
 # chart sets them under the broker's naming rule (MAGNETAR_BROKER_<FLAG>). Until
-# the broker has them, setting them is harmless (unknown variables are ignored).
+# the broker has them, setting them is harmless (clap ignores variables it does
+# not know). Once it has them, this list only excuses nothing.
 PENDING_ENV = {
     "MAGNETAR_BROKER_OFFLOAD_DRIVER",
     "MAGNETAR_BROKER_OFFLOAD_BUCKET",
     "MAGNETAR_BROKER_OFFLOAD_REGION",
     "MAGNETAR_BROKER_OFFLOAD_ENDPOINT",
-    "MAGNETAR_BROKER_OFFLOAD_PREFIX",
 }
 
 
@@ -535,3 +535,14 @@ def test_network_policies_keep_metadata_and_bookie_ports_inside_the_release(rend
     assert "from" not in rule and sorted(p["port"] for p in rule["ports"]) == [6650, 8080]
     docs, _ = render({"networkPolicy": {"enabled": False}})
     assert by_kind(docs, "NetworkPolicy") == []
+
+
+def test_offload_to_an_s3_protocol_server_with_static_credentials():
+    docs, _ = render({"offload": {"enabled": True, "driver": "S3", "bucket": "ledgers", "endpoint": "http://minio.storage:9000", "credentialsSecret": "minio-keys"}})
+    c = pod_spec(one(docs, "Deployment", "-broker"))["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["MAGNETAR_BROKER_OFFLOAD_DRIVER"]["value"] == "S3"
+    assert env["MAGNETAR_BROKER_OFFLOAD_ENDPOINT"]["value"] == "http://minio.storage:9000"
+    assert "MAGNETAR_BROKER_OFFLOAD_REGION" not in env and "AWS_REGION" not in env
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "minio-keys", "key": key}

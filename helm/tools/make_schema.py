@@ -198,11 +198,12 @@ SCHEMA = {
         "offload": obj(
             {
                 "enabled": BOOL,
-                "driver": {"enum": ["aws-s3", "s3", "google-cloud-storage", "azureblob", "filesystem"]},
+                # Pulsar's driver names, as libs/offload parses them. (Its "filesystem"
+                # driver needs a directory every broker shares; not offered here.)
+                "driver": {"enum": ["aws-s3", "S3", "s3", "google-cloud-storage", "gcs", "azureblob"]},
                 "bucket": STR,
                 "region": STR,
                 "endpoint": {"type": "string", "pattern": r"^(https?://.+)?$"},
-                "prefix": STR,
                 "credentialsSecret": STR,
             },
             ["enabled", "driver"],

@@ -160,7 +160,6 @@ def test_example_wires_the_modules_together():
     # The role trusts exactly the namespace and service account the chart gets.
     assert irsa["service_account"] == release["broker_service_account"]
     assert irsa["namespace"] == release["namespace"]
-    assert irsa["prefix"] == release["offload"]["prefix"]
     assert eks["subnet_ids"] == "${module.vpc.private_subnet_ids}"
     for module in modules.values():
         assert (TF / "examples" / "eks" / module["source"]).resolve().is_dir(), module["source"]
@@ -179,6 +178,8 @@ def test_irsa_role_is_least_privilege():
     assert actions == sorted(["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"])
     for s in policy["statement"]:
         assert "*" not in s["resources"], s
+    objects = next(s for s in policy["statement"] if "s3:GetObject" in s["actions"])
+    assert objects["resources"] == ["${var.bucket_arn}/*"]
     kms = policy["dynamic"][0]["statement"]["content"][0]
     assert sorted(kms["actions"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
 
@@ -263,7 +264,7 @@ def release_values(inputs):
 EXAMPLE_INPUTS = {
     "image_registry": "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
     "broker_role_arn": "arn:aws:iam::123456789012:role/magnetar-broker",
-    "offload": {"bucket": "magnetar-offload-123456789012", "region": "eu-west-1", "prefix": "ledgers"},
+    "offload": {"bucket": "magnetar-offload-123456789012", "region": "eu-west-1"},
     "client_cidrs": ["10.40.0.0/16"],
     "broker_node_selector": {"magnetar.io/pool": "broker"},
     "bookie_node_selector": {"magnetar.io/pool": "bookie"},
@@ -286,7 +287,7 @@ def test_release_module_values_pass_the_chart(auth):
     assert spec["serviceAccountName"] == "magnetar-broker"
     env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
     assert env["MAGNETAR_BROKER_OFFLOAD_BUCKET"] == EXAMPLE_INPUTS["offload"]["bucket"]
-    assert env["MAGNETAR_BROKER_OFFLOAD_PREFIX"] == "ledgers"
+    assert env["MAGNETAR_BROKER_OFFLOAD_REGION"] == "eu-west-1"
     assert ("MAGNETAR_BROKER_AUTH_SECRET_KEY" in env) == (auth is not None)
     # The module's output names the broker Service the chart creates.
     svc = next(d for d in docs if d["kind"] == "Service" and d["spec"].get("type") == "LoadBalancer")

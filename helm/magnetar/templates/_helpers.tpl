@@ -167,10 +167,6 @@ imagePullSecrets:
 - name: MAGNETAR_BROKER_OFFLOAD_ENDPOINT
   value: {{ . | quote }}
 {{- end }}
-{{- with $o.prefix }}
-- name: MAGNETAR_BROKER_OFFLOAD_PREFIX
-  value: {{ . | quote }}
-{{- end }}
 {{- with $o.region }}
 # The AWS SDK's own variable, for credentials from IRSA's web identity.
 - name: AWS_REGION

@@ -42,7 +42,6 @@ module "broker_irsa" {
   namespace         = local.namespace
   service_account   = local.broker_account
   bucket_arn        = module.offload_bucket.bucket_arn
-  prefix            = var.offload_prefix
   kms_key_arn       = module.offload_bucket.kms_key_arn
 }
 
@@ -81,7 +80,6 @@ module "magnetar" {
   offload = {
     bucket = module.offload_bucket.bucket_name
     region = var.region
-    prefix = var.offload_prefix
   }
   broker_node_selector = module.eks.broker_pool
   bookie_node_selector = module.eks.bookie_pool.node_selector

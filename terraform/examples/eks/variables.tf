@@ -38,12 +38,6 @@ variable "offload_bucket" {
   default     = null
 }
 
-variable "offload_prefix" {
-  description = "Key prefix of offloaded ledgers in the bucket (the brokers' role is limited to it)."
-  type        = string
-  default     = "ledgers"
-}
-
 variable "auth_secret_name" {
   description = "A Secret in the magnetar namespace with a token secret key under secret.key (make it with `magnetar tokens create-secret-key`); null leaves authentication off."
   type        = string

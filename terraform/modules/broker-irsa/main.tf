@@ -1,10 +1,8 @@
 # The IAM role the brokers assume through IRSA: only the brokers' service
-# account of one namespace may assume it, and it may only read, write and
-# delete offload objects under one prefix of one bucket.
-
-locals {
-  objects = var.prefix == "" ? "${var.bucket_arn}/*" : "${var.bucket_arn}/${trim(var.prefix, "/")}/*"
-}
+# account of one namespace may assume it, and it may only list the offload
+# bucket and read, write and delete its objects. (The brokers name objects
+# <uuid>-ledger-<id> at the bucket's root, so the bucket is the unit of
+# isolation: one per Magnetar cluster.)
 
 data "aws_iam_policy_document" "trust" {
   statement {
@@ -36,17 +34,9 @@ resource "aws_iam_role" "broker" {
 
 data "aws_iam_policy_document" "offload" {
   statement {
-    sid       = "ListOffloadPrefix"
+    sid       = "ListOffloadBucket"
     actions   = ["s3:ListBucket"]
     resources = [var.bucket_arn]
-    dynamic "condition" {
-      for_each = var.prefix == "" ? [] : [1]
-      content {
-        test     = "StringLike"
-        variable = "s3:prefix"
-        values   = ["${trim(var.prefix, "/")}/*"]
-      }
-    }
   }
   statement {
     sid = "ReadWriteOffloadedLedgers"
@@ -57,7 +47,7 @@ data "aws_iam_policy_document" "offload" {
       "s3:AbortMultipartUpload",
       "s3:ListMultipartUploadParts",
     ]
-    resources = [local.objects]
+    resources = ["${var.bucket_arn}/*"]
   }
   dynamic "statement" {
     for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]

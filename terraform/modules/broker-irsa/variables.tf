@@ -28,12 +28,6 @@ variable "bucket_arn" {
   type        = string
 }
 
-variable "prefix" {
-  description = "Key prefix the brokers write under (the chart's offload.prefix); empty for the whole bucket."
-  type        = string
-  default     = ""
-}
-
 variable "kms_key_arn" {
   description = "KMS key of the bucket's encryption; null if the bucket uses S3-managed keys."
   type        = string

@@ -77,7 +77,6 @@ locals {
       driver  = "aws-s3"
       bucket  = var.offload.bucket
       region  = var.offload.region
-      prefix  = var.offload.prefix
     }
     auth = {
       enabled        = var.auth_secret_name != null

@@ -45,11 +45,10 @@ variable "broker_role_arn" {
 }
 
 variable "offload" {
-  description = "Where brokers offload closed ledgers: bucket, region and key prefix."
+  description = "Where brokers offload closed ledgers: the bucket (one per Magnetar cluster) and its region."
   type = object({
     bucket = string
     region = string
-    prefix = string
   })
 }
 
