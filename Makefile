@@ -14,7 +14,7 @@ DATA_DIR ?= ./data
 # protoc for the gRPC code, a C++ toolchain for RocksDB itself.
 APT_PACKAGES := clang libclang-dev protobuf-compiler build-essential python3-venv
 
-.PHONY: cluster cluster-stop all setup python-env build run test test-unit lint fmt bench bench-meta bench-ledger bench-managed-ledger bench-broker bench-cluster clean
+.PHONY: cluster cluster-stop all setup python-env s3-env build run test test-unit lint fmt bench bench-meta bench-ledger bench-managed-ledger bench-broker bench-cluster clean
 
 all: build
 
@@ -48,6 +48,16 @@ python-env: setup
 	  echo "make: installing $(PULSAR_CLIENT) $(WEBSOCKET_CLIENT) $(SCHEMATHESIS) into $(PY_VENV)"; \
 	  python3 -m venv $(PY_VENV) && $(PY_VENV)/bin/pip install -q '$(PULSAR_CLIENT)' '$(WEBSOCKET_CLIENT)' '$(SCHEMATHESIS)'; }
 
+# An S3-protocol server that checks SigV4 signatures (moto's server mode) for
+# the tiered-storage tests; libs/testkit/src/s3.rs starts it from this venv.
+S3_VENV := $(HOME)/.cache/magnetar/moto-venv
+MOTO := moto[server]==5.2.6
+
+s3-env: setup
+	@$(S3_VENV)/bin/python -c 'import moto.server, boto3' 2>/dev/null || { \
+	  echo "make: installing $(MOTO) into $(S3_VENV)"; \
+	  python3 -m venv $(S3_VENV) && $(S3_VENV)/bin/pip install -q '$(MOTO)'; }
+
 build: setup
 	$(CARGO) build --workspace --bins
 
@@ -74,7 +84,7 @@ fmt:
 
 # Unit, property and multi-process tests. Cluster tests start their own
 # processes on loopback through libs/testkit.
-test-unit: setup python-env
+test-unit: setup python-env s3-env
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
 

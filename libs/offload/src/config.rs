@@ -50,6 +50,19 @@ impl Driver {
     }
 }
 
+/// An access key pair (its secret never printed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StaticCredentials({}, <secret>)", self.access_key_id)
+    }
+}
+
 /// Where and how to offload. Credentials are not here: they come from the
 /// environment (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, or
 /// `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN` for IRSA; `SERVICE_ACCOUNT`
@@ -67,6 +80,8 @@ pub struct DriverConfig {
     pub path_style: bool,
     /// The directory of the `filesystem` driver.
     pub path: Option<String>,
+    /// S3 keys given explicitly; `None` takes them from the environment.
+    pub credentials: Option<StaticCredentials>,
     /// Largest block of the data object (an entry larger than this gets a
     /// block of its own).
     pub max_block_size: usize,
@@ -90,6 +105,7 @@ impl DriverConfig {
             endpoint: None,
             path_style: true,
             path: None,
+            credentials: None,
             max_block_size: 64 << 20,
             part_size: 8 << 20,
             upload_concurrency: 2,
@@ -200,6 +216,11 @@ impl DriverConfig {
         }
         if let Some(endpoint) = &self.endpoint {
             b = b.with_endpoint(endpoint);
+        }
+        if let Some(c) = &self.credentials {
+            b = b
+                .with_access_key_id(&c.access_key_id)
+                .with_secret_access_key(&c.secret_access_key);
         }
         b.build().map_err(|e| config_error(self.driver, e))
     }

@@ -15,7 +15,7 @@ mod offloader;
 mod reader;
 mod writer;
 
-pub use config::{Driver, DriverConfig};
+pub use config::{Driver, DriverConfig, StaticCredentials};
 pub use error::{OffloadError, Result};
 pub use offloader::{data_object_name, index_object_name, new_uuid, Offloader};
 pub use reader::OffloadedLedger;

@@ -10,8 +10,10 @@ pub mod http;
 pub mod linearizability;
 mod meta;
 mod process;
+mod s3;
 
 pub use bookie::{BookieCluster, BookieProc};
 pub use broker::{python, run_python, BrokerCluster, BrokerProc, PulsarService, Standalone, Urls};
 pub use meta::{MetaCluster, MetaNodeProc};
 pub use process::{bin_path, free_port, Process};
+pub use s3::{s3_python, S3Server};
