@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness.cluster import SERVICES, Cluster  # noqa: E402
-from harness.faults import FAULTS, run_scenario, summary_line  # noqa: E402
+from harness.faults import FAULTS, RANDOM_FAULTS, run_scenario, summary_line  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -55,7 +55,7 @@ def main() -> int:
             print(f"unknown faults {unknown}; known: {', '.join(FAULTS)}", file=sys.stderr)
             return 2
     else:
-        names = sorted(FAULTS)
+        names = RANDOM_FAULTS
         plan = [rng.sample(names, rng.randint(1, args.max_faults)) for _ in range(args.runs)]
     emit(f"# campaign seed={seed} runs={len(plan)} images={cluster.tag} started={stamp}")
     up = cluster.up(fresh=True)

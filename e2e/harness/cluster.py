@@ -202,7 +202,7 @@ class Cluster:
             lid = ledgers[-1].get("ledgerId")
             out = run(
                 "docker", "run", "--rm", "--network", NETWORK, f"magnetar:{self.tag}",
-                "ledger", "show", str(lid), "--meta", ",".join(f"{m}:7001" for m in METAS),
+                "ledger", "read", str(lid), "--meta", ",".join(f"{m}:7001" for m in METAS),
                 check=False, timeout=30,
             )
             return sorted(set(re.findall(r"bookie-\d", out)))

@@ -9,7 +9,7 @@ import random
 import time
 from pathlib import Path
 
-from .cluster import BOOKIES, BROKERS, GATEWAY, METAS, Cluster
+from .cluster import BOOKIES, BROKERS, GATEWAY, METAS, Cluster, admin_url, http_json
 from .workload import Workload, setup_namespaces
 
 LEASE_TTL = 10  # the brokers' --lease-ttl in e2e/docker-compose.yml
@@ -25,7 +25,11 @@ class Fault:
 
     def topic_owner(self, c: Cluster, w: Workload) -> str:
         topic = self.rng.choice(sorted(w.topics.values()))
-        return c.owner(topic) or self.rng.choice(BROKERS)
+        owner = c.owner(topic)
+        if owner is None:
+            owner = self.rng.choice(BROKERS)
+            print(f"  (owner of {topic} unknown; {owner} picked at random)")
+        return owner
 
     def apply(self, c: Cluster, w: Workload) -> str:
         raise NotImplementedError
@@ -180,13 +184,40 @@ class FullRestart(Fault):
         c.compose("up", "-d", "--no-recreate", timeout=300)
 
 
+class ControlTopicDelete(Fault):
+    """Not a fault but a control: force-deletes one workload topic with
+    everything on it, so the checker must report acknowledged messages lost.
+    It shows that a passing run means something; never drawn at random."""
+    name = "control-topic-delete"
+    duration = 2.0
+
+    def apply(self, c, w):
+        topic = w.topics[False]
+        path = topic.replace("persistent://", "")
+        last = None
+        for b in BROKERS:
+            try:
+                http_json(f"{admin_url(b)}/admin/v2/persistent/{path}?force=true",
+                          method="DELETE", timeout=30)
+                return topic
+            except Exception as e:
+                last = e
+        raise RuntimeError(f"could not delete {topic}: {last}")
+
+    def heal(self, c):
+        pass
+
+
 FAULTS = {
     f.name: f
     for f in (
         BrokerKill, BrokerPause, BookieKill, BookiePartition, BookieBrokerPartition,
         MetaLeaderKill, MetaLeaderIsolate, BrokerMetaPartition, ClientPartition, FullRestart,
+        ControlTopicDelete,
     )
 }
+# What the campaign draws from.
+RANDOM_FAULTS = sorted(n for n in FAULTS if not n.startswith("control-"))
 
 
 def run_scenario(

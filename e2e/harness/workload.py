@@ -214,9 +214,14 @@ class Workload:
         return n
 
     def max_ack_gap(self) -> float:
-        times = sorted(at for p in self.producers for at in p.acked.values())
-        points = [self.started] + times + [self.stopped]
-        return max(b - a for a, b in zip(points, points[1:])) if len(points) > 1 else 0.0
+        """The longest time any one producer went without an acknowledgement."""
+        gap = 0.0
+        for p in self.producers:
+            with p.lock:
+                times = sorted(p.acked.values())
+            points = [self.started] + times + [self.stopped]
+            gap = max([gap] + [b - a for a, b in zip(points, points[1:])])
+        return gap
 
     # ---- checking ------------------------------------------------------
 

@@ -40,3 +40,14 @@ def test_fault(cluster, results_log, fault):
     print("\n" + line)
     assert r["ok"], line
     assert r["acked"] > 0 and r["lost"] == 0 and r["order"] == 0 and r["dup_dedup"] == 0
+
+
+def test_checker_catches_loss(cluster, results_log):
+    """The control: a topic force-deleted under the workload must be reported
+    as acknowledged messages lost, or a passing run would mean nothing."""
+    r = run_scenario(cluster, ["control-topic-delete"], f"t{int(time.time()) % 100000}-control",
+                     random.Random(0), rate=100.0, warmup=5.0, settle=3.0)
+    line = summary_line(r)
+    results_log.write(line + "  (control: must fail)\n")
+    print("\n" + line)
+    assert not r["ok"] and r.get("lost", 0) > 0, line
