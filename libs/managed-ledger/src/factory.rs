@@ -133,6 +133,7 @@ impl ManagedLedgerFactory {
     /// metadata. Closes it first if open here.
     pub async fn delete(&self, name: &str) -> Result<()> {
         let open = lock(&self.inner.open).remove(name);
+        let offloader = open.as_ref().and_then(|ml| ml.offload_policy().offloader);
         if let Some(ml) = open {
             ml.close().await?;
         }
@@ -154,6 +155,8 @@ impl ManagedLedgerFactory {
         }
         self.inner.meta.delete_prefix(&prefix).await?;
         self.inner.meta.delete(&key, None).await?;
+        crate::managed_ledger::offload::delete_all_offloaded(name, &stored.ledgers, offloader)
+            .await;
         for l in stored.ledgers {
             let _ = self.inner.ledgers.delete(l.ledger_id).await;
         }

@@ -30,6 +30,27 @@ pub struct LedgerInfo {
     pub first_publish_ms: u64,
     pub last_publish_ms: u64,
     pub closed: bool,
+    /// Set once an offload of this (closed) ledger started; see `OffloadContext`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<OffloadContext>,
+}
+
+/// Where a ledger's copy in tiered storage is. Changed only by
+/// compare-and-set of the ledger list. Invariants: `complete` only once both
+/// objects of attempt `uuid` exist; `bookie_deleted` only once `complete`
+/// (the bookie copy is deleted after this is stored, never before).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffloadContext {
+    /// Names the objects of the attempt (`{uuid}-ledger-{id}`, `…-index`).
+    pub uuid: String,
+    pub complete: bool,
+    #[serde(default)]
+    pub bookie_deleted: bool,
+    /// When the attempt started, then when it completed (ms since the epoch).
+    pub timestamp_ms: u64,
+    /// The driver and location the objects were written to.
+    #[serde(default)]
+    pub driver: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

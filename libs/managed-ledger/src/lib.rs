@@ -10,6 +10,7 @@
 //! - `managed_ledger`: appends, rollover, takeover, reads, retention
 //! - `cursor`: subscriptions' positions, acks and their persistence
 //! - `factory`: opening managed ledgers for one owner, housekeeping
+//! - `managed_ledger::offload`: tiered storage (docs/OFFLOAD.md)
 
 pub mod ack_set;
 mod cache;
@@ -29,6 +30,7 @@ pub use cursor::{InitialPosition, ManagedCursor};
 pub use entry::Entry;
 pub use error::{MlError, Result};
 pub use factory::ManagedLedgerFactory;
+pub use managed_ledger::offload::{OffloadPolicy, OffloadStatus, ReadPriority, OFFLOAD_RUNNING};
 pub use managed_ledger::ManagedLedger;
 pub use position::{LedgerList, Position};
 pub use stats::{CursorStats, LedgerStats, ManagedLedgerStats};

@@ -30,6 +30,8 @@ use crate::info::{self, LedgerInfo, ManagedLedgerInfo, Stored};
 use crate::position::{LedgerList, Position, Segment};
 use crate::stats::{LedgerStats, ManagedLedgerStats};
 
+pub(crate) mod offload;
+
 /// Entries read from bookies at once by one read call.
 const READ_CONCURRENCY: usize = 64;
 
@@ -113,6 +115,8 @@ pub(crate) struct Inner {
     pub(crate) cursors: Mutex<BTreeMap<String, ManagedCursor>>,
     entries_added: AtomicU64,
     self_ref: Weak<Inner>,
+    /// Tiered storage: policy, open offloaded ledgers, status.
+    offload: offload::OffloadState,
 }
 
 /// Handle to an open managed ledger; cheap to clone.
@@ -160,6 +164,7 @@ impl ManagedLedger {
             cursors: Mutex::new(BTreeMap::new()),
             entries_added: AtomicU64::new(0),
             self_ref: self_ref.clone(),
+            offload: Default::default(),
         });
         let _update = inner.info_update.lock().await;
         // Take over: recover the last ledger if it is open, then add ours. A
@@ -419,7 +424,12 @@ impl ManagedLedger {
     pub async fn housekeeping(&self) -> Result<()> {
         self.inner.roll_if_old();
         self.expire_by_ttl().await?;
-        self.trim().await
+        self.trim().await?;
+        // Tiered storage never holds back the rest (the store may be down).
+        if let Err(e) = self.offload_housekeeping().await {
+            tracing::warn!(ledger = %self.inner.name, error = %e, "offload housekeeping");
+        }
+        Ok(())
     }
 
     /// Closes the current ledger and every cursor (their state flushed), so a
@@ -560,6 +570,7 @@ impl ManagedLedger {
                     closed: Some(li.ledger_id) != current,
                     first_publish_ms: li.first_publish_ms,
                     last_publish_ms: li.last_publish_ms,
+                    offloaded: li.offload.as_ref().is_some_and(|o| o.complete),
                 })
                 .collect(),
             cursors,
@@ -576,6 +587,7 @@ fn open_ledger_info(id: u64) -> LedgerInfo {
         first_publish_ms: 0,
         last_publish_ms: 0,
         closed: false,
+        offload: None,
     }
 }
 
@@ -939,6 +951,7 @@ impl Inner {
                             first_publish_ms: cur.first_publish_ms,
                             last_publish_ms: cur.last_publish_ms,
                             closed: true,
+                            offload: None,
                         });
                     }
                     // Some appends failed: read the true end below.
@@ -1103,6 +1116,8 @@ impl Inner {
             .filter(|(_, e)| e.is_none())
             .map(|(i, _)| (i, positions[i]))
             .collect();
+        // Offloaded ledgers are read from tiered storage, a run at a time.
+        let misses = self.read_offloaded(&mut out, misses).await?;
         let mut reads = futures::stream::iter(misses)
             .map(|(i, p)| async move { (i, self.read_from_bookies(p).await) })
             .buffer_unordered(READ_CONCURRENCY);
@@ -1194,6 +1209,7 @@ impl Inner {
             }
             doomed
         };
+        let offloaded = self.offload_contexts(&doomed);
         let stored = self
             .update_info_and(
                 |info| info.ledgers.retain(|l| !doomed.contains(&l.ledger_id)),
@@ -1213,6 +1229,7 @@ impl Inner {
                     tracing::debug!(ledger = %self.name, ledger_id = id, "trimming ledger");
                     self.delete_ledger(id).await;
                 }
+                self.delete_offloaded(offloaded).await;
                 Ok(())
             }
             Err(MlError::Fenced(name)) => {

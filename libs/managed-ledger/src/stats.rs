@@ -29,6 +29,8 @@ pub struct LedgerStats {
     pub closed: bool,
     pub first_publish_ms: u64,
     pub last_publish_ms: u64,
+    /// Its copy in tiered storage is complete.
+    pub offloaded: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]

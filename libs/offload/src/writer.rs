@@ -203,7 +203,8 @@ impl LedgerWriter {
         }
     }
 
-    async fn delete_data(&self) {
+    // `&mut`: the writer is Send but not Sync, and its futures must be Send.
+    async fn delete_data(&mut self) {
         let path = Path::from(self.data_name.as_str());
         let delete = self.offloader.store.delete(&path);
         if let Err(e) = self
@@ -227,5 +228,19 @@ impl Drop for LedgerWriter {
                 let _ = tokio::time::timeout(after, upload.abort()).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Offloads run in spawned tasks: every future of the writer is Send.
+    #[allow(dead_code)]
+    fn futures_are_send(mut w: LedgerWriter) {
+        assert_send(&w.append(0, b""));
+        assert_send(&w.finish(BTreeMap::new()));
     }
 }
