@@ -33,6 +33,8 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=100.0, help="messages/s per producer")
     ap.add_argument("--max-faults", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="start no run after this many minutes (the summary counts the runs done)")
     args = ap.parse_args()
 
     seed = args.seed if args.seed is not None else int(time.time()) % 100000
@@ -61,8 +63,12 @@ def main() -> int:
     up = cluster.up(fresh=True)
     emit(f"# cluster up in {up:.1f}s")
     results = []
+    t_start = time.monotonic()
     try:
         for i, faults in enumerate(plan, 1):
+            if args.minutes is not None and time.monotonic() - t_start > args.minutes * 60:
+                emit(f"# time limit ({args.minutes:g} min) reached after {i - 1} runs")
+                break
             r = run_scenario(cluster, faults, f"{stamp[9:15]}-{i}", rng, rate=args.rate,
                              log_dir=RESULTS / "client-logs", log=print)
             r["run"] = i

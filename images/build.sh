@@ -51,10 +51,16 @@ names=()
 for s in "${SERVICES[@]}"; do
   name=${BIN[$s]}
   echo "images/build: $name:$VERSION$SUFFIX ($PROFILE) from $BASE" >&2
-  docker build -q -f "$HERE/$s.Dockerfile" \
+  # (The legacy builder: this engine has no buildx. Its deprecation notice is
+  # shown only when the build fails, with the rest of its output.)
+  out=$(docker build -q -f "$HERE/$s.Dockerfile" \
     --build-arg BASE="$BASE" --build-arg VERSION="$VERSION" --build-arg REVISION="$REVISION" \
     --build-arg CREATED="$CREATED" --build-arg PROFILE="$PROFILE" \
-    -t "$name:$VERSION$SUFFIX" -t "$name:dev$SUFFIX" "$CTX" >/dev/null
+    -t "$name:$VERSION$SUFFIX" -t "$name:dev$SUFFIX" "$CTX" 2>&1) || {
+    echo "images/build: docker build of $name failed:" >&2
+    echo "$out" >&2
+    exit 1
+  }
   # The binary loads its libraries in the image and runs as the non-root user.
   out=$(docker run --rm --entrypoint /usr/local/bin/"$name" "$name:dev$SUFFIX" --version 2>&1) || {
     echo "images/build: $name does not run in its image: $out" >&2

@@ -202,10 +202,14 @@ class Cluster:
             lid = ledgers[-1].get("ledgerId")
             out = run(
                 "docker", "run", "--rm", "--network", NETWORK, f"magnetar:{self.tag}",
-                "ledger", "read", str(lid), "--meta", ",".join(f"{m}:7001" for m in METAS),
-                check=False, timeout=30,
+                "ledger", "read", str(lid), "--password", "magnetar",  # the brokers' ledger password
+                "--meta", ",".join(f"{m}:7001" for m in METAS), check=False, timeout=30,
             )
-            return sorted(set(re.findall(r"bookie-\d", out)))
+            try:
+                ensembles = json.loads(out)["ensembles"]
+            except (ValueError, KeyError):
+                return []
+            return sorted(re.sub(r":\d+$", "", b) for b in ensembles[-1]["bookies"])
         return []
 
     # ---- faults --------------------------------------------------------

@@ -33,7 +33,7 @@ struct Args {
     advertise: Option<String>,
     /// Metadata service addresses, comma-separated (registration, ledger metadata).
     #[arg(long, env = "MAGNETAR_BOOKIE_META")]
-    meta: Option<String>,
+    meta: String,
     #[arg(long, env = "MAGNETAR_BOOKIE_JOURNAL_DIR")]
     journal_dir: PathBuf,
     #[arg(long, env = "MAGNETAR_BOOKIE_LEDGER_DIR")]
@@ -77,7 +77,19 @@ struct Args {
     otlp_endpoint: Option<String>,
 }
 
-fn main() -> anyhow::Result<()> {
+/// A failure to start (bad configuration, an unwritable volume) is one line
+/// on stderr and exit status 1: in a container that line is the whole story.
+fn main() -> std::process::ExitCode {
+    match start() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("magnetar-bookie: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn start() -> anyhow::Result<()> {
     magnetar_common::config::load_config_file(ENV_PREFIX)?;
     let args = Args::parse();
     let _telemetry = magnetar_telemetry::init(
@@ -95,7 +107,11 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut cfg = BookieConfig::new(&args.id, args.listen, PathBuf::new());
     cfg.advertise = args.advertise;
-    cfg.meta = args.meta;
+    cfg.meta = Some(args.meta);
+    for (what, dir) in [("journal", &args.journal_dir), ("ledger", &args.ledger_dir)] {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the {what} dir {}", dir.display()))?;
+    }
     cfg.journal_dir = args.journal_dir;
     cfg.ledger_dir = args.ledger_dir;
     cfg.rack = args.rack;
