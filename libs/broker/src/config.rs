@@ -51,6 +51,10 @@ pub struct BrokerConfig {
     pub keepalive: Duration,
     /// How often deduplication state is written (in messages).
     pub dedup_snapshot_interval: u64,
+    /// How long loading a topic (taking over its managed ledger: recovery of
+    /// the previous owner's ledger, cursors) may take before the client is
+    /// told to retry (Pulsar's `topicLoadTimeoutSeconds`).
+    pub topic_load_timeout: Duration,
     /// TTL of the session lease that holds this broker's bundles: how long
     /// a dead broker's topics wait before another broker takes them.
     pub lease_ttl_seconds: i64,
@@ -113,6 +117,7 @@ impl BrokerConfig {
             max_topic_metrics: 1000,
             keepalive: Duration::from_secs(30),
             dedup_snapshot_interval: 1000,
+            topic_load_timeout: Duration::from_secs(30),
             lease_ttl_seconds: 10,
             default_bundles: 4,
             load_report_interval: Duration::from_secs(5),

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use magnetar_common::names::{NamespaceName, TopicName};
-use magnetar_managed_ledger::{info, ManagedLedgerConfig, ManagedLedgerFactory, RetentionPolicy};
+use magnetar_managed_ledger::{
+    info, ManagedLedgerConfig, ManagedLedgerFactory, MlError, RetentionPolicy,
+};
 use magnetar_meta_client::MetaClient;
 
 use crate::backlog_quota::TopicQuotas;
@@ -50,6 +52,10 @@ enum Create {
 pub struct BrokerService {
     pub inner: Arc<ServiceInner>,
 }
+
+/// Topics closed at once at shutdown: enough to overlap storage round trips,
+/// few enough not to flood the metadata service.
+const CLOSE_CONCURRENCY: usize = 256;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -207,7 +213,16 @@ impl BrokerService {
         }
         let gate = self.loading_gate(name);
         let _guard = gate.lock().await;
-        let result = self.load(name, create).await;
+        let limit = self.cfg().topic_load_timeout;
+        let result = match tokio::time::timeout(limit, self.load(name, create)).await {
+            Ok(r) => r.map_err(|e| load_failed(name, e)),
+            Err(_) => {
+                tracing::warn!(topic = %name, timeout = ?limit, "topic load timed out; the client will retry");
+                Err(BrokerError::ServiceNotReady(format!(
+                    "topic {name} did not load within {limit:?}; retry"
+                )))
+            }
+        };
         lock(&self.inner.loading).remove(name);
         result
     }
@@ -251,6 +266,7 @@ impl BrokerService {
             .factory
             .open(&name.managed_ledger_name(), ml_cfg)
             .await?;
+        self.apply_offload_policy(&ml, &policies);
         let topic = Topic::load(TopicParams {
             name: name.clone(),
             ml,
@@ -324,6 +340,7 @@ impl BrokerService {
             .collect();
         for t in topics {
             t.ml.set_retention_policy(policy);
+            self.apply_offload_policy(&t.ml, p);
             t.set_limits(p.max_producers_per_topic, p.max_consumers_per_topic);
             t.set_backlog_quotas(TopicQuotas::from_map(&p.backlog_quota_map));
             if let Err(e) = t.set_dedup(dedup).await {
@@ -611,12 +628,33 @@ impl BrokerService {
 
     /// Closes every topic (shutdown).
     pub async fn shutdown(&self) {
+        use futures::StreamExt;
         let topics: Vec<Arc<Topic>> = lock(&self.inner.topics).drain().map(|(_, t)| t).collect();
-        for t in topics {
-            if let Err(e) = t.close().await {
-                tracing::warn!(topic = %t.name, error = %e, "closing topic");
-            }
-        }
+        // Each close waits on storage round trips (cursor flush, ledger
+        // close); one after another, shutdown time grew with the topic count.
+        futures::stream::iter(topics)
+            .for_each_concurrent(CLOSE_CONCURRENCY, |t| async move {
+                if let Err(e) = t.close().await {
+                    tracing::warn!(topic = %t.name, error = %e, "closing topic");
+                }
+            })
+            .await;
         self.inner.factory.shutdown().await;
+    }
+}
+
+/// A load that failed on storage or metadata is worth a retry (another
+/// attempt recovers from whatever the previous owner left); the client gets
+/// `ServiceNotReady`, which it retries, and the log names the topic and the
+/// cause. Answers about the request itself (not found, bad name) stay as they
+/// are.
+fn load_failed(name: &TopicName, e: BrokerError) -> BrokerError {
+    match e {
+        BrokerError::Storage(MlError::Terminated(_)) => e,
+        BrokerError::Storage(_) | BrokerError::Meta(_) => {
+            tracing::warn!(topic = %name, error = %e, "topic load failed; the client will retry");
+            BrokerError::ServiceNotReady(format!("topic {name} could not be loaded: {e}"))
+        }
+        other => other,
     }
 }

@@ -144,18 +144,7 @@ async fn producers_survive(fault: Fault, dedup: bool) {
     }
     let out = producing.join().expect("producer thread");
     assert!(out.contains("\"errors\": 0"), "{out}");
-    let survivors: Vec<&str> = c
-        .brokers
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != victim)
-        .map(|(_, b)| b.addr.as_str())
-        .collect();
-    let web = c.brokers[(victim + 1) % c.brokers.len()].http.clone();
-    let urls = Urls {
-        service: format!("pulsar://{}", survivors.join(",")),
-        web: format!("http://{web}"),
-    };
+    let urls = c.all_brokers_but(victim);
     let a = acked.display().to_string();
     let mut verify = vec!["verify", "--acked", &a];
     if dedup {
@@ -172,6 +161,77 @@ async fn sigkill_of_the_busiest_broker_loses_no_acknowledged_message() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_with_deduplication_gives_no_duplicates() {
     producers_survive(Fault::Kill, true).await;
+}
+
+/// Issue 27: the broker owning a topic and a bookie die one after the other
+/// (both orders, a different broker and bookie each round). With E=Qw=Qa=2 on
+/// three bookies one bookie down must not make any topic unavailable: the new
+/// owner fences with one bookie, reads each entry from one, and rewrites the
+/// tail to the spare. Every topic must take writes again within the lease TTL
+/// + 15 s (the producers' longest gap between acknowledgements), no send may
+/// fail, and every acknowledged message must read back in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_and_bookie_kills_leave_every_topic_available() {
+    const ROUNDS: [(&str, bool); 4] = [
+        ("public/faults-0", true),
+        ("public/faults-1", false),
+        ("public/faults-2", true),
+        ("public/faults-3", false),
+    ];
+    let mut c = cluster(3, &["--balancer-interval-ms", "0"]).await;
+    let limit = TTL.parse::<f64>().expect("ttl") + 15.0;
+    for (round, (ns, broker_first)) in ROUNDS.into_iter().enumerate() {
+        let setup = ["namespace", "--ns", ns, "--bundles", "8"];
+        python(&c.all_brokers(), &setup, Duration::from_secs(60));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let acked = dir.path().join("acked.json");
+        let producing = start_producers(c.all_brokers(), ns, 6, 16, 100, &acked);
+        // A different broker each round, as long as it serves one of the topics.
+        let mut owners = Vec::new();
+        for t in 0..6 {
+            let http = owner_of(&c, 0, &format!("persistent://{ns}/t-{t}")).await;
+            owners.extend(c.brokers.iter().position(|b| b.http == http));
+        }
+        let victim = if owners.contains(&(round % c.brokers.len())) {
+            round % c.brokers.len()
+        } else {
+            owners[0]
+        };
+        let bookie = round % c.storage.bookies.len();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        println!(
+            "round {round}: broker {victim} and bookie {bookie}, broker first: {broker_first}"
+        );
+        for step in 0..2 {
+            if (step == 0) == broker_first {
+                c.brokers[victim].process.kill();
+            } else {
+                c.storage.bookies[bookie].process.kill();
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let out = producing.join().expect("producer thread");
+        assert!(out.contains("\"errors\": 0"), "round {round}: {out}");
+        let gap = out
+            .rsplit("\"max_gap_s\": ")
+            .next()
+            .and_then(|t| t.split(['}', ',']).next())
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .expect("max_gap_s in the producer's summary");
+        assert!(
+            gap < limit,
+            "round {round}: a topic took no writes for {gap} s (limit {limit} s)"
+        );
+        let a = acked.display().to_string();
+        python(
+            &c.all_brokers_but(victim),
+            &["verify", "--acked", &a],
+            Duration::from_secs(180),
+        );
+        c.brokers[victim].process.start();
+        c.storage.bookies[bookie].process.start();
+        c.wait_ready(Duration::from_secs(90)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,8 +1,11 @@
 //! Opening a ledger with recovery, as BookKeeper does: mark it in recovery,
 //! fence enough bookies of the last ensemble that the old writer can no longer
 //! reach `Qa` for any entry, read forward from the highest LAC the fenced
-//! bookies report, rewrite each entry found to its full write set, stop at the
-//! first entry that enough bookies confirm missing, and close the ledger there.
+//! bookies report, rewrite each entry found to its full write set (replacing a
+//! member that is down, as the writer would), stop at the first entry that
+//! enough bookies confirm missing, and close the ledger there. Fencing needs
+//! `E - Qa + 1` bookies and the read forward `Qw - Qa + 1` answers per entry,
+//! so with one bookie of the ensemble down recovery still completes.
 //! Two recoveries racing are safe: both fence and rewrite the same entries and
 //! only one close wins the metadata CAS; the other adopts it.
 
@@ -11,7 +14,8 @@ use magnetar_proto::bookie as pb;
 
 use crate::client::LedgerClient;
 use crate::error::LedgerError;
-use crate::metadata::{self, LedgerMetadata, LedgerState, Versioned};
+use crate::metadata::{self, Fragment, LedgerMetadata, LedgerState, Versioned};
+use crate::placement;
 use crate::quorum::{fence_quorum, missing_quorum, write_set};
 use crate::reader::{read_from, EntryAnswer};
 
@@ -66,7 +70,10 @@ pub(crate) async fn recover(
         )));
     }
 
-    // 3. Read forward and rewrite what is found.
+    // 3. Read forward and rewrite what is found. Entries past the LAC are
+    // read from the ensemble that was last when recovery began (the old
+    // writer put them there); they are rewritten under the ledger's current
+    // last ensemble, which `rewrite` may change when a member is down.
     let mut entry = (lacs.iter().copied().max().unwrap_or(-1) + 1).max(last.first_entry);
     loop {
         let addrs: Vec<String> = write_set(entry, meta.ensemble_size, meta.write_quorum)
@@ -80,9 +87,7 @@ pub(crate) async fn recover(
         });
         match found {
             Some(data) => {
-                rewrite(client, &addrs, id, entry, data, master_key, meta.ack_quorum)
-                    .await
-                    .map_err(fail)?;
+                rewrite(client, &mut v, entry, data, master_key).await?;
                 entry += 1;
             }
             None => {
@@ -104,48 +109,134 @@ pub(crate) async fn recover(
     close(client, v, entry - 1).await
 }
 
+/// Writes a recovered entry to its whole write set under the ledger's current
+/// last ensemble until `Qa` bookies hold it. A member that fails is replaced
+/// by a live bookie outside the ensemble (an ensemble change from `entry` on,
+/// stored by CAS while the ledger is in recovery, as the writer does), so one
+/// dead bookie of the ensemble never stops a recovery while a spare lives.
+///
+/// Invariant: the ledger is closed only at entries that `Qa` bookies of the
+/// fragment readers will use hold, so the close adds no under-replicated
+/// entry of its own.
 async fn rewrite(
     client: &LedgerClient,
-    addrs: &[String],
-    ledger: u64,
+    v: &mut Versioned,
     entry: i64,
     data: Vec<u8>,
     master_key: &[u8],
-    ack_quorum: usize,
-) -> Result<(), String> {
-    let crc = crc32c::crc32c(&data);
-    let results = join_all(addrs.iter().map(|addr| {
-        let data = data.clone();
-        async move {
-            let bookie = client.pool().get(addr)?;
-            let req = pb::AddRequest {
-                ledger_id: ledger,
-                entry_id: entry,
-                payload: data.into(),
-                crc32c: crc,
-                lac: entry - 1,
-                master_key: master_key.to_vec().into(),
-                recovery: true,
-                // Set by the bookie client.
-                request_id: 0,
-            };
-            bookie
-                .add_and_wait(req)
-                .await
-                .map_err(|e| format!("{addr}: {e:?}"))
+) -> Result<(), LedgerError> {
+    let id = v.meta.id;
+    let fail = |reason: String| LedgerError::RecoveryFailed { ledger: id, reason };
+    let mut stored: Vec<String> = Vec::new();
+    // Each round replaces at least one member, so E + 1 rounds bound it.
+    for _ in 0..=v.meta.ensemble_size {
+        let Some(frag) = v.meta.last_fragment().cloned() else {
+            return Err(LedgerError::BadMetadata(id, "no ensemble".into()));
+        };
+        let addrs: Vec<String> = write_set(entry, v.meta.ensemble_size, v.meta.write_quorum)
+            .into_iter()
+            .filter_map(|p| frag.bookies.get(p).cloned())
+            .collect();
+        stored.retain(|a| addrs.contains(a));
+        let to_send: Vec<&String> = addrs.iter().filter(|a| !stored.contains(a)).collect();
+        let results = join_all(
+            to_send
+                .iter()
+                .map(|addr| add_one(client, addr, id, entry, &data, master_key)),
+        )
+        .await;
+        let mut failed = Vec::new();
+        for (addr, r) in to_send.into_iter().zip(results) {
+            match r {
+                Ok(()) => stored.push(addr.clone()),
+                Err(e) => failed.push((addr.clone(), e)),
+            }
         }
-    }))
-    .await;
-    let ok = results.iter().filter(|r| r.is_ok()).count();
-    if ok >= ack_quorum {
-        Ok(())
-    } else {
-        let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-        Err(format!(
-            "entry {entry} rewritten to {ok} bookies, need {ack_quorum}: {}",
-            errors.join("; ")
-        ))
+        if stored.len() >= v.meta.ack_quorum {
+            return Ok(());
+        }
+        for (addr, why) in &failed {
+            tracing::warn!(ledger = id, entry, bookie = %addr, error = %why, "recovery write failed; replacing the bookie");
+            replace(client, v, entry, addr).await.map_err(|e| {
+                fail(format!(
+                    "entry {entry} is on {} bookies, need {}; {addr} failed ({why}) and could not be replaced: {e}",
+                    stored.len(),
+                    v.meta.ack_quorum
+                ))
+            })?;
+        }
     }
+    Err(fail(format!(
+        "entry {entry} could not reach {} bookies",
+        v.meta.ack_quorum
+    )))
+}
+
+async fn add_one(
+    client: &LedgerClient,
+    addr: &str,
+    ledger: u64,
+    entry: i64,
+    data: &[u8],
+    master_key: &[u8],
+) -> Result<(), String> {
+    let bookie = client.pool().get(addr)?;
+    let req = pb::AddRequest {
+        ledger_id: ledger,
+        entry_id: entry,
+        payload: data.to_vec().into(),
+        crc32c: crc32c::crc32c(data),
+        lac: entry - 1,
+        master_key: master_key.to_vec().into(),
+        recovery: true,
+        // Set by the bookie client.
+        request_id: 0,
+    };
+    bookie
+        .add_and_wait(req)
+        .await
+        .map_err(|e| format!("{addr}: {e:?}"))
+}
+
+/// Ensemble change during recovery: `failed` is replaced from `entry` on in
+/// the ledger's last ensemble. A concurrent change of the metadata (another
+/// recovery) fails this one; its opener retries from the new metadata.
+async fn replace(
+    client: &LedgerClient,
+    v: &mut Versioned,
+    entry: i64,
+    failed: &str,
+) -> Result<(), LedgerError> {
+    let mut meta = v.meta.clone();
+    let Some(last) = meta.last_fragment().cloned() else {
+        return Err(LedgerError::BadMetadata(meta.id, "no ensemble".into()));
+    };
+    let Some(pos) = last.bookies.iter().position(|b| b == failed) else {
+        return Ok(());
+    };
+    let available = client.available_bookies().await?;
+    let replacement = placement::choose(&available, 1, &last.bookies)?
+        .pop()
+        .ok_or(LedgerError::NotEnoughBookies {
+            needed: 1,
+            available: 0,
+        })?;
+    let mut bookies = last.bookies.clone();
+    bookies[pos] = replacement.clone();
+    if last.first_entry >= entry {
+        if let Some(f) = meta.ensembles.last_mut() {
+            f.bookies = bookies;
+        }
+    } else {
+        meta.ensembles.push(Fragment {
+            first_entry: entry,
+            bookies,
+        });
+    }
+    let version = metadata::store(&client.meta(), &meta, v.version).await?;
+    tracing::info!(ledger = meta.id, from_entry = entry, %failed, %replacement, "ensemble changed during recovery");
+    *v = Versioned { meta, version };
+    Ok(())
 }
 
 async fn close(

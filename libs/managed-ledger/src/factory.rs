@@ -19,8 +19,10 @@ struct Inner {
     cfg: FactoryConfig,
     budget: Arc<CacheBudget>,
     open: Mutex<HashMap<String, ManagedLedger>>,
-    /// Serializes opens so one name is opened once.
-    opening: tokio::sync::Mutex<()>,
+    /// One gate per name being opened, so a name is opened once while opens
+    /// of other names go on in parallel: a slow takeover (a recovery waiting
+    /// on bookies) holds back only its own topic.
+    opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     stop: watch::Sender<bool>,
 }
 
@@ -38,7 +40,7 @@ impl ManagedLedgerFactory {
             budget: CacheBudget::new(cfg.cache_max_bytes),
             cfg,
             open: Mutex::new(HashMap::new()),
-            opening: tokio::sync::Mutex::new(()),
+            opening: Mutex::new(HashMap::new()),
             stop: watch::channel(false).0,
         });
         let weak = Arc::downgrade(&inner);
@@ -78,7 +80,24 @@ impl ManagedLedgerFactory {
         if let Some(ml) = lock(&self.inner.open).get(name) {
             return Ok(ml.clone());
         }
-        let _opening = self.inner.opening.lock().await;
+        let gate = lock(&self.inner.opening)
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        let opened = {
+            let _opening = gate.lock().await;
+            self.open_gated(name, cfg).await
+        };
+        let mut opening = lock(&self.inner.opening);
+        // Forget the gate once nobody else holds or waits for it (the map and
+        // `gate` are the two references left).
+        if opening.get(name).is_some_and(|g| Arc::strong_count(g) <= 2) {
+            opening.remove(name);
+        }
+        opened
+    }
+
+    async fn open_gated(&self, name: &str, cfg: ManagedLedgerConfig) -> Result<ManagedLedger> {
         if let Some(ml) = lock(&self.inner.open).get(name) {
             return Ok(ml.clone());
         }
@@ -110,12 +129,16 @@ impl ManagedLedgerFactory {
     /// Closes everything this factory has open and stops housekeeping.
     pub async fn shutdown(&self) {
         let _ = self.inner.stop.send(true);
+        use futures::StreamExt;
         let all: Vec<ManagedLedger> = lock(&self.inner.open).drain().map(|(_, v)| v).collect();
-        for ml in all {
-            if let Err(e) = ml.close().await {
-                tracing::warn!(ledger = %ml.name(), error = %e, "closing managed ledger");
-            }
-        }
+        // Concurrently, bounded: each close is a few storage round trips.
+        futures::stream::iter(all)
+            .for_each_concurrent(256, |ml| async move {
+                if let Err(e) = ml.close().await {
+                    tracing::warn!(ledger = %ml.name(), error = %e, "closing managed ledger");
+                }
+            })
+            .await;
     }
 
     /// Names of stored managed ledgers under `prefix` (e.g. a namespace).

@@ -185,6 +185,7 @@ impl ManagedLedger {
             let mut dropped = Vec::new();
             if let Some(last) = stored.ledgers.last().cloned() {
                 if !last.closed {
+                    tracing::info!(ledger = %inner.name, ledger_id = last.ledger_id, "recovering the previous owner's last ledger");
                     let closed = inner.recover_ledger(last.ledger_id).await?;
                     *stored.ledgers.last_mut().expect("checked") = closed;
                 }

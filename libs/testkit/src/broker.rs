@@ -168,6 +168,23 @@ impl BrokerCluster {
         }
     }
 
+    /// Every broker but `down` (the web URL of the next one): for a client
+    /// that should not wait on a broker known to be dead.
+    pub fn all_brokers_but(&self, down: usize) -> Urls {
+        let hosts: Vec<&str> = self
+            .brokers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != down)
+            .map(|(_, b)| b.addr.as_str())
+            .collect();
+        let web = &self.brokers[(down + 1) % self.brokers.len()].http;
+        Urls {
+            service: format!("pulsar://{}", hosts.join(",")),
+            web: format!("http://{web}"),
+        }
+    }
+
     pub fn add_broker(&mut self, extra: &[&str]) {
         let addr = format!("127.0.0.1:{}", free_port());
         let http = format!("127.0.0.1:{}", free_port());

@@ -561,6 +561,61 @@ async fn without_a_spare_bookie_acknowledged_entries_are_recovered() {
     }
 }
 
+/// The writer of an E=Qw=Qa=2 ledger dies (its last entries are past the
+/// LAC the bookies know), then a bookie of its ensemble dies too. Recovery
+/// must still close the ledger with every acknowledged entry: one bookie
+/// fences, one answers each read, and the rewrite of the tail goes to the
+/// spare bookie through an ensemble change made during recovery. (Before
+/// that, the rewrite needed both original members and a topic stayed
+/// unavailable: issue 27.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recovery_replaces_a_dead_member_of_the_ensemble() {
+    let mut cluster = BookieCluster::start(1, 3);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let c = ledger_client(&cluster, 3).await;
+    let w = c.create(2, 2, 2, b"pw").await.unwrap();
+    let ensemble = w.metadata().ensembles[0].bookies.clone();
+    append_all(&w, 2_000, 64).await;
+    let last_acked = w.last_add_confirmed();
+    assert_eq!(last_acked, 1_999);
+    let victim = ensemble[1].clone();
+    cluster
+        .bookies
+        .iter_mut()
+        .find(|b| b.addr == victim)
+        .unwrap()
+        .process
+        .kill();
+    let r = c.open_recover(w.id(), b"pw").await.unwrap();
+    let meta = r.metadata();
+    assert_eq!(meta.state, LedgerState::Closed);
+    assert!(
+        meta.last_entry_id >= last_acked,
+        "closed at {} < {last_acked}",
+        meta.last_entry_id
+    );
+    let spare = cluster
+        .bookies
+        .iter()
+        .map(|b| b.addr.clone())
+        .find(|a| !ensemble.contains(a))
+        .unwrap();
+    let last = meta.last_fragment().unwrap();
+    assert!(
+        last.bookies.contains(&spare) && !last.bookies.contains(&victim),
+        "the tail was rewritten under a new ensemble: {:?}",
+        meta.ensembles
+    );
+    let data = r.read_range(0, meta.last_entry_id).await.unwrap();
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(d, &payload(i as i64), "entry {i}");
+    }
+    assert!(
+        w.append(payload(9_999)).await.is_err(),
+        "the old writer is fenced"
+    );
+}
+
 /// A bookie that stops answering without closing its connection (SIGSTOP) is
 /// noticed only by the add timeout: with Qw=Qa=3 every append waits for it, so
 /// the appends finish only if the writer gives up on it after the timeout and

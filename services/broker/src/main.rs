@@ -58,6 +58,10 @@ struct Args {
     /// broker may take them (its session lease TTL).
     #[arg(long, env = "MAGNETAR_BROKER_LEASE_TTL", default_value_t = 10)]
     lease_ttl: i64,
+    /// Seconds a topic load (taking over its managed ledger) may take before
+    /// the client is told to retry.
+    #[arg(long, env = "MAGNETAR_BROKER_TOPIC_LOAD_TIMEOUT", default_value_t = 30)]
+    topic_load_timeout: u64,
     /// Bundles of a namespace created without a count.
     #[arg(long, env = "MAGNETAR_BROKER_DEFAULT_BUNDLES", default_value_t = 4)]
     default_bundles: usize,
@@ -169,6 +173,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     cfg.ack_quorum = args.ack_quorum;
     cfg.max_message_size = args.max_message_size;
     cfg.lease_ttl_seconds = args.lease_ttl.max(1);
+    cfg.topic_load_timeout = Duration::from_secs(args.topic_load_timeout.max(1));
     cfg.default_bundles = args.default_bundles;
     cfg.load_report_interval = Duration::from_millis(args.load_report_interval_ms.max(100));
     cfg.balancer_interval = Duration::from_millis(args.balancer_interval_ms);

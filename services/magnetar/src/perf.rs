@@ -48,6 +48,9 @@ pub struct ProduceArgs {
     /// Producers per topic.
     #[arg(long, default_value_t = 1)]
     producers: usize,
+    /// Producers being created at once.
+    #[arg(long, default_value_t = 64)]
+    create_concurrency: usize,
     /// Total messages per second (0 = as fast as possible).
     #[arg(short, long, default_value_t = 0)]
     rate: u64,
@@ -277,16 +280,7 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
         max_pending: a.max_pending,
         ..Default::default()
     };
-    let mut producers = Vec::new();
-    for t in topic_names(&a.topic, a.topics) {
-        for _ in 0..a.producers.max(1) {
-            let p = client
-                .create_producer(&t, opts.clone())
-                .await
-                .with_context(|| format!("creating a producer on {t}"))?;
-            producers.push(p);
-        }
-    }
+    let producers = create_producers(&client, &a, &opts).await?;
     let meter = Meter::new();
     let report = tokio::spawn(reporter(
         meter.clone(),
@@ -298,10 +292,17 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let end = start + Duration::from_secs(a.duration);
     let mut workers = Vec::new();
-    for p in producers {
+    let count = producers.len();
+    for (i, p) in producers.into_iter().enumerate() {
         let meter = meter.clone();
         let payload = payload.clone();
         let max_pending = a.max_pending;
+        // Producer i sends at phase i/count of its period, so the total rate
+        // is spread evenly over time: without it every producer's k-th send
+        // fell due at one instant, and with thousands of topics the tool
+        // measured the queueing of its own bursts (one message per topic at
+        // once), not the broker.
+        let phase = i as f64 / count as f64;
         workers.push(tokio::spawn(async move {
             // Receipts arrive in order, so one task awaits them in order.
             let (tx, mut rx) = mpsc::channel(max_pending.max(1));
@@ -330,7 +331,8 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
             let mut sent = 0u64;
             while Instant::now() < end {
                 if per_producer_rate > 0.0 {
-                    let due = start + Duration::from_secs_f64(sent as f64 / per_producer_rate);
+                    let due =
+                        start + Duration::from_secs_f64((sent as f64 + phase) / per_producer_rate);
                     if due > Instant::now() {
                         tokio::time::sleep_until(due.into()).await;
                     }
@@ -362,6 +364,40 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     finish(workers, report, &meter, start, "produce", a.json).await;
     client.close().await;
     Ok(())
+}
+
+/// Creates every producer, `--create-concurrency` at a time (with thousands
+/// of topics, one at a time would measure round trips, not the broker), and
+/// reports how fast topics came up.
+async fn create_producers(
+    client: &magnetar_client::Client,
+    a: &ProduceArgs,
+    opts: &ProducerOptions,
+) -> anyhow::Result<Vec<magnetar_client::Producer>> {
+    use futures::{StreamExt, TryStreamExt};
+    let started = Instant::now();
+    let names: Vec<String> = topic_names(&a.topic, a.topics)
+        .into_iter()
+        .flat_map(|t| std::iter::repeat_n(t, a.producers.max(1)))
+        .collect();
+    let producers: Vec<_> = futures::stream::iter(names)
+        .map(|t| async move {
+            client
+                .create_producer(&t, opts.clone())
+                .await
+                .with_context(|| format!("creating a producer on {t}"))
+        })
+        .buffered(a.create_concurrency.max(1))
+        .try_collect()
+        .await?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "created {} producers on {} topics in {secs:.1} s ({:.0} topics/s)",
+        producers.len(),
+        a.topics,
+        a.topics as f64 / secs.max(1e-9)
+    );
+    Ok(producers)
 }
 
 async fn consume(a: ConsumeArgs) -> anyhow::Result<()> {

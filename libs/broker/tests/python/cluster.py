@@ -125,12 +125,19 @@ def mode_produce(a):
     acked = {t: [] for t in topics}
     errors = []
     lock = threading.Lock()
+    # The longest time any topic went without an acknowledgement: how long
+    # it was unavailable across the faults.
+    last_ack = {t: time.monotonic() for t in topics}
+    max_gap = {t: 0.0 for t in topics}
 
     def callback(t, seq):
         def done(res, msg_id):
             with lock:
                 if res == pulsar.Result.Ok:
                     acked[t].append(seq)
+                    now = time.monotonic()
+                    max_gap[t] = max(max_gap[t], now - last_ack[t])
+                    last_ack[t] = now
                 else:
                     errors.append(f"{t} #{seq}: {res}")
 
@@ -140,6 +147,7 @@ def mode_produce(a):
     for t, p in zip(topics, producers):
         p.send(f"{t}:0".encode())
         acked[t].append(0)
+        last_ack[t] = time.monotonic()
     if a.ready:
         with open(a.ready, "w") as f:
             f.write("ready")
@@ -160,7 +168,8 @@ def mode_produce(a):
     total = sum(len(v) for v in acked.values())
     with open(a.out, "w") as f:
         json.dump({"acked": acked, "errors": errors, "sent_rounds": seq}, f)
-    print(json.dumps({"acked": total, "rounds": seq, "errors": len(errors)}))
+    print(json.dumps({"acked": total, "rounds": seq, "errors": len(errors),
+                      "max_gap_s": round(max(max_gap.values()), 2)}))
     check(not errors, f"send errors surfaced to the application: {errors[:10]}")
 
 
