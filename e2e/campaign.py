@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -64,10 +65,17 @@ def main() -> int:
     emit(f"# cluster up in {up:.1f}s")
     results = []
     t_start = time.monotonic()
+    stop = []
+    # SIGTERM or Ctrl-C: finish the current run, then the summary.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(1))
     try:
         for i, faults in enumerate(plan, 1):
             if args.minutes is not None and time.monotonic() - t_start > args.minutes * 60:
                 emit(f"# time limit ({args.minutes:g} min) reached after {i - 1} runs")
+                break
+            if stop:
+                emit(f"# stopped by a signal after {i - 1} runs")
                 break
             r = run_scenario(cluster, faults, f"{stamp[9:15]}-{i}", rng, rate=args.rate,
                              log_dir=RESULTS / "client-logs", log=print)
