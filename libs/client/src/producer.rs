@@ -104,6 +104,10 @@ struct Inner {
     state: Mutex<State>,
     permits: Arc<Semaphore>,
     closed: AtomicBool,
+    /// Signalled when a message opens a batch: the flusher sleeps until then,
+    /// so an idle producer costs no timer wake-ups (a ticking timer per
+    /// producer cost a client with thousands of producers a core).
+    batch_opened: Arc<tokio::sync::Notify>,
 }
 
 pub struct Producer {
@@ -153,6 +157,7 @@ impl Producer {
                 in_flight: VecDeque::new(),
             }),
             closed: AtomicBool::new(false),
+            batch_opened: Arc::new(tokio::sync::Notify::new()),
         });
         let mut tasks = vec![tokio::spawn(receipts(inner.clone(), events))];
         if inner.opts.batching {
@@ -225,7 +230,10 @@ impl Producer {
                     flush_batch(inner, &mut st);
                 }
                 st.batch_bytes += msg.payload.len();
-                st.batch_since.get_or_insert_with(Instant::now);
+                if st.batch_since.is_none() {
+                    st.batch_since = Some(Instant::now());
+                    inner.batch_opened.notify_one();
+                }
                 st.batch.push(Queued {
                     msg,
                     waiter: tx,
@@ -620,20 +628,39 @@ fn fail_everything(inner: &Inner, error: impl Fn() -> ClientError) {
     }
 }
 
-/// Sends a batch whose first message has waited `batch_delay`.
+/// Sends a batch whose first message has waited `batch_delay`. Sleeps until
+/// a batch opens, then until it is due; a batch flushed meanwhile (full) is
+/// skipped. `notify_one` keeps a permit when nobody waits, so an opening is
+/// never missed.
 async fn flush_on_delay(inner: std::sync::Weak<Inner>) {
-    let delay = match inner.upgrade() {
-        Some(i) => i.opts.batch_delay.max(Duration::from_micros(100)),
+    let (delay, opened) = match inner.upgrade() {
+        Some(i) => (
+            i.opts.batch_delay.max(Duration::from_micros(100)),
+            i.batch_opened.clone(),
+        ),
         None => return,
     };
-    let mut tick = tokio::time::interval(delay);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        let mut st = inner.lock();
-        if st.batch_since.is_some_and(|t| t.elapsed() >= delay) {
-            flush_batch(&inner, &mut st);
+        opened.notified().await;
+        loop {
+            let Some(inner) = inner.upgrade() else { return };
+            let due = inner.lock().batch_since.map(|t| t + delay);
+            match due {
+                None => break,
+                Some(due) if due <= Instant::now() => {
+                    let mut st = inner.lock();
+                    if st.batch.is_empty() {
+                        // Failed and drained (closed producer): nothing to send.
+                        st.batch_since = None;
+                    } else if st.batch_since.is_some_and(|t| t.elapsed() >= delay) {
+                        flush_batch(&inner, &mut st);
+                    }
+                }
+                Some(due) => {
+                    drop(inner);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+            }
         }
     }
 }

@@ -51,6 +51,10 @@ pub struct ProduceArgs {
     /// Producers being created at once.
     #[arg(long, default_value_t = 64)]
     create_concurrency: usize,
+    /// Also subscribe one consumer per topic (Shared, subscription `perf`)
+    /// that receives and acknowledges everything produced.
+    #[arg(long)]
+    consume: bool,
     /// Total messages per second (0 = as fast as possible).
     #[arg(short, long, default_value_t = 0)]
     rate: u64,
@@ -280,7 +284,21 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
         max_pending: a.max_pending,
         ..Default::default()
     };
+    let setup = Instant::now();
+    let consumers = if a.consume {
+        Some(spawn_consumers(&client, &a).await?)
+    } else {
+        None
+    };
     let producers = create_producers(&client, &a, &opts).await?;
+    let secs = setup.elapsed().as_secs_f64();
+    eprintln!(
+        "set up {} producers{} on {} topics in {secs:.1} s ({:.0} topics/s)",
+        producers.len(),
+        if a.consume { " and consumers" } else { "" },
+        a.topics,
+        a.topics as f64 / secs.max(1e-9)
+    );
     let meter = Meter::new();
     let report = tokio::spawn(reporter(
         meter.clone(),
@@ -362,20 +380,76 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
         }));
     }
     finish(workers, report, &meter, start, "produce", a.json).await;
+    if let Some((consumed, tasks)) = consumers {
+        // The consumers stop once everything produced is in, or after a grace.
+        let produced = meter.messages.load(Ordering::Relaxed);
+        let grace = Instant::now() + Duration::from_secs(10);
+        while consumed.load(Ordering::Relaxed) < produced && Instant::now() < grace {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for t in tasks {
+            t.abort();
+        }
+        let got = consumed.load(Ordering::Relaxed);
+        if a.json {
+            println!("{{\"produced\":{produced},\"consumed\":{got}}}");
+        } else {
+            println!("consumed {got} of {produced} acknowledged messages");
+        }
+    }
     client.close().await;
     Ok(())
 }
 
+/// One consumer per topic, subscribed (concurrently) before producing starts,
+/// each receiving and acknowledging in a task of its own; the counter counts
+/// what they received.
+async fn spawn_consumers(
+    client: &magnetar_client::Client,
+    a: &ProduceArgs,
+) -> anyhow::Result<(Arc<AtomicU64>, Vec<tokio::task::JoinHandle<()>>)> {
+    use futures::{StreamExt, TryStreamExt};
+    let consumers: Vec<_> = futures::stream::iter(topic_names(&a.topic, a.topics))
+        .map(|t| async move {
+            let opts = ConsumerOptions {
+                subscription_type: SubscriptionType::Shared,
+                initial_position: InitialPosition::Latest,
+                ..Default::default()
+            };
+            client
+                .subscribe(&t, "perf", opts)
+                .await
+                .with_context(|| format!("subscribing to {t}"))
+        })
+        .buffered(a.create_concurrency.max(1))
+        .try_collect()
+        .await?;
+    let consumed = Arc::new(AtomicU64::new(0));
+    let tasks = consumers
+        .into_iter()
+        .map(|mut c| {
+            let consumed = consumed.clone();
+            tokio::spawn(async move {
+                while let Ok(m) = c.receive().await {
+                    consumed.fetch_add(1, Ordering::Relaxed);
+                    if c.ack(&m.id).is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    Ok((consumed, tasks))
+}
+
 /// Creates every producer, `--create-concurrency` at a time (with thousands
-/// of topics, one at a time would measure round trips, not the broker), and
-/// reports how fast topics came up.
+/// of topics, one at a time would measure round trips, not the broker).
 async fn create_producers(
     client: &magnetar_client::Client,
     a: &ProduceArgs,
     opts: &ProducerOptions,
 ) -> anyhow::Result<Vec<magnetar_client::Producer>> {
     use futures::{StreamExt, TryStreamExt};
-    let started = Instant::now();
     let names: Vec<String> = topic_names(&a.topic, a.topics)
         .into_iter()
         .flat_map(|t| std::iter::repeat_n(t, a.producers.max(1)))
@@ -390,13 +464,6 @@ async fn create_producers(
         .buffered(a.create_concurrency.max(1))
         .try_collect()
         .await?;
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "created {} producers on {} topics in {secs:.1} s ({:.0} topics/s)",
-        producers.len(),
-        a.topics,
-        a.topics as f64 / secs.max(1e-9)
-    );
     Ok(producers)
 }
 
