@@ -79,6 +79,9 @@ pub struct BrokerConfig {
     /// Token authentication and authorization; `None` = everyone may do
     /// everything.
     pub auth: Option<AuthConfig>,
+    /// Tiered storage for namespaces without offload policies of their own
+    /// (the `--offload-*` flags); `None` = none.
+    pub offload: Option<magnetar_offload::DriverConfig>,
 }
 
 /// How clients prove who they are, and who may do everything.
@@ -130,6 +133,7 @@ impl BrokerConfig {
             split_max_throughput: 100e6,
             max_bundles_per_namespace: 128,
             auth: None,
+            offload: None,
         }
     }
 

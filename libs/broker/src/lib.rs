@@ -30,6 +30,7 @@ pub mod error;
 pub mod key_shared;
 pub mod load;
 pub mod lookup;
+pub mod offload;
 mod outbound;
 pub mod ownership;
 mod peer;

@@ -134,6 +134,36 @@ struct Args {
         default_value_t = 1000
     )]
     max_topic_metrics: usize,
+    /// Entries after which a topic's ledger is closed and a new one started
+    /// (Pulsar's managedLedgerMaxEntriesPerLedger).
+    #[arg(
+        long,
+        env = "MAGNETAR_BROKER_MAX_ENTRIES_PER_LEDGER",
+        default_value_t = 50_000
+    )]
+    max_entries_per_ledger: i64,
+    /// How often retention, TTL, rollover by age and offload are checked (ms).
+    #[arg(
+        long,
+        env = "MAGNETAR_BROKER_HOUSEKEEPING_INTERVAL_MS",
+        default_value_t = 30_000
+    )]
+    housekeeping_interval_ms: u64,
+    /// Tiered storage for namespaces without offload policies: aws-s3, S3,
+    /// google-cloud-storage, azureblob or filesystem (also MAGNETAR_OFFLOAD_DRIVER).
+    #[arg(long, env = "MAGNETAR_BROKER_OFFLOAD_DRIVER")]
+    offload_driver: Option<String>,
+    /// Bucket (container for azureblob) (also MAGNETAR_OFFLOAD_BUCKET).
+    #[arg(long, env = "MAGNETAR_BROKER_OFFLOAD_BUCKET")]
+    offload_bucket: Option<String>,
+    #[arg(long, env = "MAGNETAR_BROKER_OFFLOAD_REGION")]
+    offload_region: Option<String>,
+    /// An S3-compatible server, e.g. http://minio:9000 (path-style requests).
+    #[arg(long, env = "MAGNETAR_BROKER_OFFLOAD_ENDPOINT")]
+    offload_endpoint: Option<String>,
+    /// The filesystem driver's directory.
+    #[arg(long, env = "MAGNETAR_BROKER_OFFLOAD_PATH")]
+    offload_path: Option<String>,
     #[arg(long, env = "MAGNETAR_BROKER_LOG_FORMAT", default_value = "pretty")]
     log_format: LogFormat,
     #[arg(long, env = "MAGNETAR_BROKER_OTLP_ENDPOINT")]
@@ -191,6 +221,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.broker_client_token.clone(),
     )
     .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
+    cfg.max_entries_per_ledger = args.max_entries_per_ledger.max(1);
+    cfg.housekeeping_interval = Duration::from_millis(args.housekeeping_interval_ms.max(100));
+    cfg.offload = magnetar_broker::offload::OffloadFlags {
+        driver: args.offload_driver.clone(),
+        bucket: args.offload_bucket.clone(),
+        region: args.offload_region.clone(),
+        endpoint: args.offload_endpoint.clone(),
+        path: args.offload_path.clone(),
+    }
+    .with_env_fallback()
+    .driver_config()
+    .map_err(|e| anyhow::anyhow!("offload: {e}"))?;
     let broker = BrokerHandle::start(cfg, meta, Registry::new(), args.bootstrap)
         .await
         .context("starting the broker")?;

@@ -26,6 +26,7 @@ use openapi::{Api, Op};
 
 mod auth;
 mod cluster;
+mod offload;
 mod openapi;
 mod produce;
 mod storage_policies;
@@ -337,6 +338,17 @@ fn api() -> Api {
         .route(
             &format!("{topic}/unload"),
             [Op::put(unload_topic, "Unload a topic")],
+        )
+        .route(
+            &format!("{topic}/offload"),
+            [
+                Op::put(
+                    offload::trigger,
+                    "Offload closed ledgers up to a message id",
+                )
+                .body(schema("MessageId"), true),
+                Op::get(offload::status, "Offload status").returns(object()),
+            ],
         )
         .route(
             &format!("{topic}/terminate"),

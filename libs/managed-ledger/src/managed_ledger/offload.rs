@@ -106,12 +106,13 @@ fn offload_error(e: OffloadError) -> MlError {
     MlError::Unavailable(format!("tiered storage: {e}"))
 }
 
-/// Clears the running flag however the run ends.
-struct Running<'a>(&'a AtomicBool);
+/// Clears the running flag however the run ends (even if its task is
+/// dropped midway).
+struct Running(Arc<Inner>);
 
-impl Drop for Running<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.0.offload.running.store(false, Ordering::Release);
     }
 }
 
@@ -131,28 +132,40 @@ impl ManagedLedger {
 
     /// Offloads every closed ledger before the ledger of `up_to` (never the
     /// one being written); returns the first position not offloaded.
-    /// `MlError::Unavailable` with "already running" while another runs.
+    /// `MlError::Unavailable(OFFLOAD_RUNNING)` while another runs.
     pub async fn offload_up_to(&self, up_to: Position) -> Result<Position> {
-        let off = &self.inner.offload;
-        if off.running.swap(true, Ordering::AcqRel) {
+        self.start_offload(up_to)?.await
+    }
+
+    /// Marks an offload running (status RUNNING) now, or refuses with
+    /// `OFFLOAD_RUNNING`; the returned future does the work (spawn it).
+    pub fn start_offload(
+        &self,
+        up_to: Position,
+    ) -> Result<impl std::future::Future<Output = Result<Position>> + Send + 'static> {
+        let inner = self.inner.clone();
+        if inner.offload.running.swap(true, Ordering::AcqRel) {
             return Err(MlError::Unavailable(OFFLOAD_RUNNING.to_string()));
         }
-        let _running = Running(&off.running);
-        lock(&off.status).status = "RUNNING";
-        let result = self.inner.offload_before(up_to).await;
-        let mut st = lock(&off.status);
-        match &result {
-            Ok(first) => {
-                st.status = "SUCCESS";
-                st.last_error.clear();
-                st.first_unoffloaded_message = *first;
+        lock(&inner.offload.status).status = "RUNNING";
+        let running = Running(inner.clone());
+        Ok(async move {
+            let _running = running;
+            let result = inner.offload_before(up_to).await;
+            let mut st = lock(&inner.offload.status);
+            match &result {
+                Ok(first) => {
+                    st.status = "SUCCESS";
+                    st.last_error.clear();
+                    st.first_unoffloaded_message = *first;
+                }
+                Err(e) => {
+                    st.status = "ERROR";
+                    st.last_error = e.to_string();
+                }
             }
-            Err(e) => {
-                st.status = "ERROR";
-                st.last_error = e.to_string();
-            }
-        }
-        result
+            result
+        })
     }
 
     /// Whether an offload is running now.
