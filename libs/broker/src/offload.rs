@@ -105,21 +105,25 @@ impl BrokerService {
     /// offload policies, else the broker's default driver (offloads only
     /// when asked, bookie copies kept 4 hours).
     pub(crate) fn offload_policy(&self, p: &Policies) -> OffloadPolicy {
-        let (driver, threshold, lag) = match &p.offload_policies {
-            Some(o) => (
-                namespace_driver(o).ok(),
-                o.managed_ledger_offload_threshold_in_bytes,
-                (o.managed_ledger_offload_deletion_lag_in_millis >= 0).then(|| {
-                    Duration::from_millis(o.managed_ledger_offload_deletion_lag_in_millis as u64)
-                }),
-            ),
-            None => (self.cfg().offload.clone(), -1, Some(DEFAULT_DELETION_LAG)),
+        let Some(o) = &p.offload_policies else {
+            return OffloadPolicy {
+                offloader: self.cfg().offload.as_ref().and_then(|c| offloader(c).ok()),
+                deletion_lag: Some(DEFAULT_DELETION_LAG),
+                ..Default::default()
+            };
         };
+        let non_negative = |v: i64| u64::try_from(v).ok();
+        let priority = o.managed_ledger_offloaded_read_priority.as_deref();
         OffloadPolicy {
-            offloader: driver.and_then(|c| offloader(&c).ok()),
-            deletion_lag: lag,
-            read_priority: ReadPriority::TieredStorageFirst,
-            threshold_bytes: (threshold >= 0).then_some(threshold as u64),
+            offloader: namespace_driver(o).ok().and_then(|c| offloader(&c).ok()),
+            deletion_lag: non_negative(o.managed_ledger_offload_deletion_lag_in_millis)
+                .map(Duration::from_millis),
+            read_priority: priority
+                .and_then(|p| ReadPriority::parse(&p.to_ascii_lowercase().replace('_', "-")))
+                .unwrap_or_default(),
+            threshold_bytes: non_negative(o.managed_ledger_offload_threshold_in_bytes),
+            threshold_age: non_negative(o.managed_ledger_offload_threshold_in_seconds)
+                .map(Duration::from_secs),
         }
     }
 

@@ -92,6 +92,10 @@ pub struct OffloadPolicies {
     pub s3_managed_ledger_offload_read_buffer_size_in_bytes: Option<i64>,
     #[serde(default, rename = "fileSystemURI")]
     pub file_system_uri: Option<String>,
+    /// `tiered-storage-first` (default) or `bookkeeper-first` (also in
+    /// Pulsar's enum spelling, `BOOKKEEPER_FIRST`).
+    #[serde(default)]
+    pub managed_ledger_offloaded_read_priority: Option<String>,
     #[serde(default)]
     pub offloaders_directory: Option<String>,
 }

@@ -124,6 +124,7 @@ async fn offloaded_ledgers_are_read_from_s3_after_the_bookie_copy_is_gone() {
         deletion_lag: Some(Duration::ZERO),
         read_priority: ReadPriority::TieredStorageFirst,
         threshold_bytes: None,
+        threshold_age: None,
     });
     assert_eq!(ml.offload_status().status, "NOT_RUN");
 
@@ -224,6 +225,7 @@ async fn deleting_the_managed_ledger_deletes_its_objects() {
         deletion_lag: None,
         read_priority: ReadPriority::BookkeeperFirst,
         threshold_bytes: Some(0),
+        threshold_age: None,
     });
     // Automatic: above a threshold of 0 bytes, every closed ledger goes.
     ml.offload_housekeeping().await.unwrap();

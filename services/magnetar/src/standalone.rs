@@ -153,6 +153,15 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     broker_cfg.max_topic_metrics = args.max_topic_metrics;
     broker_cfg.backlog_quota_check_interval =
         std::time::Duration::from_millis(args.backlog_quota_check_interval_ms);
+    // Tiered storage by default into the data dir (namespaces' offload
+    // policies may name another driver).
+    broker_cfg.offload = magnetar_broker::offload::OffloadFlags {
+        driver: Some("filesystem".into()),
+        path: Some(args.data_dir.join("offload").display().to_string()),
+        ..Default::default()
+    }
+    .driver_config()
+    .map_err(|e| anyhow::anyhow!("offload: {e}"))?;
     let broker = BrokerHandle::start(broker_cfg, meta, registry, true)
         .await
         .context("starting the broker")?;

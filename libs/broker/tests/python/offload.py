@@ -117,4 +117,28 @@ for i in range(N):
         raise AssertionError(f"consumer stuck at message {i}: {e}")
     check(msg.data() == f"message-{i:07d}".encode(), f"message {i}: {msg.data()!r}")
 print("consumed", N, "in order")
+
+# Automatic offload: a namespace whose threshold is 0 bytes offloads every
+# closed ledger by itself (housekeeping runs every second here).
+code, body = http("PUT", "/admin/v2/namespaces/public/auto", {})
+check(code == 204, f"create namespace: {code} {body}")
+auto = dict(policies, managedLedgerOffloadThresholdInBytes=0)
+code, body = http("POST", "/admin/v2/namespaces/public/auto/offloadPolicies", auto)
+check(code == 204, f"set auto offload policies: {code} {body}")
+AUTO = "persistent://public/auto/tiered"
+client.subscribe(AUTO, "sub", initial_position=InitialPosition.Earliest).close()
+producer = client.create_producer(AUTO, batching_enabled=False, block_if_queue_full=True)
+for i in range(1200):
+    producer.send_async(f"auto-{i:07d}".encode(), None)
+producer.flush()
+auto_path = AUTO.replace("persistent://", "persistent/")
+auto_done = wait_for("automatic offload", lambda: (lambda ls: ls if len(ls) >= 2 else None)(
+    [l["ledgerId"] for l in http("GET", f"/admin/v2/{auto_path}/internalStats")[1]["ledgers"]
+     if l.get("offloaded")]))
+print("AUTO-OFFLOADED", " ".join(str(l) for l in auto_done), flush=True)
+reader = client.create_reader(AUTO, MessageId.earliest)
+for i in range(1200):
+    msg = reader.read_next(timeout_millis=30000)
+    check(msg.data() == f"auto-{i:07d}".encode(), f"auto reader {i}: {msg.data()!r}")
+print("read", 1200, "in order from the automatically offloaded topic")
 client.close()

@@ -57,6 +57,9 @@ pub struct OffloadPolicy {
     /// Offload automatically so that at most this many bytes stay on the
     /// bookies (`None` = only when asked).
     pub threshold_bytes: Option<u64>,
+    /// Offload automatically closed ledgers whose last entry is older than
+    /// this (`None` = not by age).
+    pub threshold_age: Option<Duration>,
 }
 
 /// Pulsar's offload status (`OffloadProcessStatus`).
@@ -390,23 +393,36 @@ impl Inner {
         Ok(())
     }
 
-    /// With a threshold set and more than it on the bookies: the position
-    /// before which ledgers must go so that at most the threshold stays.
+    /// The position before which ledgers must go by the thresholds: so that
+    /// at most `threshold_bytes` stay on the bookies, and none older than
+    /// `threshold_age`. `None` when nothing is due.
     fn threshold_position(&self) -> Option<Position> {
-        let threshold = lock(&self.offload.policy).threshold_bytes?;
+        let (bytes, age) = {
+            let p = lock(&self.offload.policy);
+            (p.threshold_bytes, p.threshold_age)
+        };
         let s = self.lock();
-        let mut kept = 0u64;
-        for (li, seg) in s.info.ledgers.iter().zip(s.list.segments.iter()).rev() {
-            if li.offload.as_ref().is_some_and(|o| o.complete) {
-                continue;
-            }
-            kept += seg.size;
-            if kept > threshold {
-                // This ledger and older ones go; the next one stays.
-                return Some(Position::new(li.ledger_id + 1, 0));
-            }
-        }
-        None
+        let ledgers = || s.info.ledgers.iter().zip(s.list.segments.iter());
+        let pending = |li: &LedgerInfo| !li.offload.as_ref().is_some_and(|o| o.complete);
+        let by_size = bytes.and_then(|threshold| {
+            let mut kept = 0u64;
+            ledgers()
+                .rev()
+                .filter(|(li, _)| pending(li))
+                .find_map(|(li, seg)| {
+                    kept += seg.size;
+                    // This ledger and older ones go; the next one stays.
+                    (kept > threshold).then(|| Position::new(li.ledger_id + 1, 0))
+                })
+        });
+        let cutoff = age.map(|a| now_ms().saturating_sub(millis(a)));
+        let by_age = cutoff.and_then(|cutoff| {
+            ledgers()
+                .filter(|(li, _)| li.closed && pending(li) && li.last_publish_ms < cutoff)
+                .map(|(li, _)| Position::new(li.ledger_id + 1, 0))
+                .next_back()
+        });
+        by_size.max(by_age)
     }
 
     /// The offloader for a ledger's recorded driver: the configured one when
