@@ -34,6 +34,7 @@ use crate::subscription::{
     Subscription,
 };
 use crate::topic::{AccessMode, CloseNotice, ProducerEntry, Published, Topic};
+use crate::warm::{self, Ready, Warming};
 
 /// The newest protocol version this broker speaks.
 const PROTOCOL_VERSION: i32 = 21;
@@ -128,6 +129,8 @@ struct Conn {
     close_now: bool,
     producers: HashMap<u64, ProducerSlot>,
     consumers: HashMap<u64, ConsumerSlot>,
+    /// PRODUCER/SUBSCRIBE commands parked while their topics load.
+    warming: Warming,
 }
 
 /// Serves one connection until the client leaves, errs, or `stop` fires.
@@ -144,6 +147,7 @@ pub async fn serve(
     let mut writer = tokio::spawn(write_loop(wr, rx));
     let max_frame = svc.cfg().max_message_size + FRAME_ROOM;
     let mut frames = FramedRead::new(rd, PulsarCodec::new(max_frame));
+    let (warming, mut warmed) = Warming::new();
     let mut conn = Conn {
         svc: svc.clone(),
         out: out.clone(),
@@ -155,6 +159,7 @@ pub async fn serve(
         close_now: false,
         producers: HashMap::new(),
         consumers: HashMap::new(),
+        warming,
     };
     let keepalive = svc.cfg().keepalive;
     let mut ticker = tokio::time::interval(keepalive);
@@ -189,6 +194,15 @@ pub async fn serve(
                     break;
                 }
             },
+            Some(ready) = warmed.recv() => {
+                if let Err(why) = conn.unpark(ready).await {
+                    tracing::warn!(peer = %peer, error = %why, "closing connection");
+                    break;
+                }
+                if conn.close_now {
+                    break;
+                }
+            }
             _ = auth_due(conn.auth_deadline) => {
                 if !conn.auth_expired() {
                     break;
@@ -269,19 +283,45 @@ fn position_of(id: &pb::MessageIdData) -> Position {
 
 impl Conn {
     /// Handles one command. An `Err` closes the connection (protocol misuse);
-    /// request failures are answered and return `Ok`.
+    /// request failures are answered and return `Ok`. A PRODUCER or
+    /// SUBSCRIBE for a topic not loaded yet is parked while it loads
+    /// (`warm`), so one connection's creations do not queue behind each
+    /// other's loads.
     async fn handle(
         &mut self,
         cmd: BaseCommand,
         payload: Option<Payload>,
     ) -> std::result::Result<(), String> {
-        let kind = cmd.r#type();
-        if !self.connected && !matches!(kind, CommandType::Connect) {
+        if !self.connected && !matches!(cmd.r#type(), CommandType::Connect) {
             return Err(format!(
                 "{} before CONNECT",
                 magnetar_wire::command_name(&cmd)
             ));
         }
+        let role = self.role.clone();
+        match self.warming.park(&self.svc, role, cmd, payload) {
+            Some((cmd, payload)) => self.dispatch(cmd, payload).await,
+            None => Ok(()),
+        }
+    }
+
+    /// A parked command whose topic has loaded.
+    async fn unpark(&mut self, ready: Ready) -> std::result::Result<(), String> {
+        if self.warming.unpark(&ready.cmd) {
+            if let Some(answer) = warm::cancelled(&ready.cmd) {
+                self.out.send(answer);
+            }
+            return Ok(());
+        }
+        self.dispatch(ready.cmd, ready.payload).await
+    }
+
+    async fn dispatch(
+        &mut self,
+        cmd: BaseCommand,
+        payload: Option<Payload>,
+    ) -> std::result::Result<(), String> {
+        let kind = cmd.r#type();
         match kind {
             CommandType::Connect => {
                 let c = cmd.connect.ok_or("CONNECT without body")?;
@@ -377,6 +417,7 @@ impl Conn {
             }
             CommandType::CloseProducer => {
                 let c = cmd.close_producer.ok_or("CLOSE_PRODUCER without body")?;
+                self.warming.cancel(warm::Key::Producer(c.producer_id));
                 if let Some(p) = self.producers.remove(&c.producer_id) {
                     p.close(&self.out, c.producer_id).await;
                 }
@@ -499,6 +540,7 @@ impl Conn {
             }
             CommandType::CloseConsumer => {
                 let c = cmd.close_consumer.ok_or("CLOSE_CONSUMER without body")?;
+                self.warming.cancel(warm::Key::Consumer(c.consumer_id));
                 if let Some(s) = self.consumers.remove(&c.consumer_id) {
                     close_consumer(s).await;
                 }

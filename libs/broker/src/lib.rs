@@ -43,6 +43,7 @@ pub mod service;
 pub mod subscription;
 pub mod topic;
 pub mod topic_metrics;
+mod warm;
 pub mod websocket;
 
 pub use config::BrokerConfig;

@@ -351,6 +351,9 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
                 if per_producer_rate > 0.0 {
                     let due =
                         start + Duration::from_secs_f64((sent as f64 + phase) / per_producer_rate);
+                    if due >= end {
+                        break;
+                    }
                     if due > Instant::now() {
                         tokio::time::sleep_until(due.into()).await;
                     }
