@@ -499,6 +499,23 @@ enum TopicsCmd {
         #[arg(value_parser = parse_topic)]
         topic: TopicName,
     },
+    /// Moves closed ledgers to tiered storage so that at most the threshold
+    /// stays on the bookies.
+    Offload {
+        #[arg(value_parser = parse_topic)]
+        topic: TopicName,
+        /// Bytes to keep on the bookies, with an optional unit (10M, 1G).
+        #[arg(long, short = 's', value_parser = parse_bytes)]
+        size_threshold: i64,
+    },
+    /// The status of the topic's last offload.
+    OffloadStatus {
+        #[arg(value_parser = parse_topic)]
+        topic: TopicName,
+        /// Wait until the running offload ends.
+        #[arg(long, short = 'w')]
+        wait: bool,
+    },
     /// The broker that serves the topic.
     Lookup {
         #[arg(value_parser = parse_topic)]
@@ -765,6 +782,15 @@ enum Plan {
         topic: TopicName,
         subscription: String,
         count: u32,
+    },
+    /// The message id comes from the ledgers' sizes in internal stats.
+    Offload {
+        topic: TopicName,
+        threshold: u64,
+    },
+    /// Polls the offload status until it is not RUNNING.
+    OffloadWait {
+        topic: TopicName,
     },
 }
 
@@ -1282,6 +1308,17 @@ fn plan_topics(c: TopicsCmd) -> Result<Plan, String> {
             None,
             format!("Unloaded topic {topic}"),
         ),
+        T::Offload {
+            topic,
+            size_threshold,
+        } => Ok(Plan::Offload {
+            topic,
+            threshold: size_threshold.max(0) as u64,
+        }),
+        T::OffloadStatus { topic, wait: false } => {
+            get(format!("{}/offload", topic_path(&topic)), Show::Doc)
+        }
+        T::OffloadStatus { topic, wait: true } => Ok(Plan::OffloadWait { topic }),
         T::Lookup { topic } => get(
             format!(
                 "/lookup/v2/topic/persistent/{}/{}/{}",
@@ -1628,6 +1665,65 @@ async fn execute(http: &Http, json: bool, plan: Plan) -> Result<String, Failure>
             subscription,
             count,
         } => peek(http, json, &topic, &subscription, count).await,
+        Plan::Offload { topic, threshold } => offload(http, json, &topic, threshold).await,
+        Plan::OffloadWait { topic } => offload_wait(http, json, &topic).await,
+    }
+}
+
+/// The first ledger to keep so that the newest ledgers kept hold at most
+/// `threshold` bytes (as pulsar-admin computes it); `None`: nothing to move.
+fn offload_boundary(stats: &Value, threshold: u64) -> Option<u64> {
+    let ledgers = stats["ledgers"].as_array()?;
+    let mut kept = 0u64;
+    // The newest ledger (the one being written) stays whatever its size.
+    let mut keep_from = ledgers.last()?["ledgerId"].as_u64();
+    for l in ledgers.iter().rev() {
+        kept = kept.saturating_add(l["size"].as_u64().unwrap_or(0));
+        if kept > threshold {
+            return keep_from;
+        }
+        keep_from = l["ledgerId"].as_u64();
+    }
+    None
+}
+
+async fn offload(
+    http: &Http,
+    json: bool,
+    topic: &TopicName,
+    threshold: u64,
+) -> Result<String, Failure> {
+    let path = topic_path(topic);
+    let stats = http.get_json(&format!("{path}/internalStats")).await?;
+    let Some(ledger) = offload_boundary(&stats, threshold) else {
+        return Ok(format!(
+            "Nothing to offload: {topic} holds at most {threshold} bytes\n"
+        ));
+    };
+    let id = json!({"ledgerId": ledger, "entryId": 0, "partitionIndex": -1});
+    let reply = http
+        .call(&Method::PUT, &format!("{path}/offload"), Some(&id))
+        .await?;
+    let msg = format!("Offload triggered for {topic} for messages before {ledger}:0:-1");
+    Ok(confirm(json, &reply, msg))
+}
+
+async fn offload_wait(http: &Http, json: bool, topic: &TopicName) -> Result<String, Failure> {
+    let path = format!("{}/offload", topic_path(topic));
+    loop {
+        let status = http.get_json(&path).await?;
+        match status["status"].as_str() {
+            Some("RUNNING") => tokio::time::sleep(Duration::from_millis(500)).await,
+            _ if json => return Ok(format!("{status}\n")),
+            Some("ERROR") => {
+                return Err(Failure::Refused {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    reason: format!("Error in offload: {}", status["lastError"]),
+                })
+            }
+            Some(s) => return Ok(format!("Offload status: {s}\n")),
+            None => return Err(Failure::Other(format!("unexpected answer: {status}"))),
+        }
     }
 }
 
@@ -2374,5 +2470,16 @@ mod tests {
     fn raw_json_of_nothing_is_an_empty_object() {
         assert_eq!(raw_json(&Bytes::new()), "{}\n");
         assert_eq!(raw_json(&Bytes::from_static(b"[\"a\"]")), "[\"a\"]\n");
+    }
+    #[test]
+    fn offload_keeps_the_newest_ledgers_within_the_threshold() {
+        let stats = json!({"ledgers": [
+            {"ledgerId": 1, "size": 100}, {"ledgerId": 2, "size": 100},
+            {"ledgerId": 3, "size": 100}, {"ledgerId": 4, "size": 10}]});
+        // 10 + 100 fit in 150, with ledger 2 it would be 210: keep 3 and 4.
+        assert_eq!(offload_boundary(&stats, 150), Some(3));
+        assert_eq!(offload_boundary(&stats, 0), Some(4));
+        assert_eq!(offload_boundary(&stats, 10), Some(4));
+        assert_eq!(offload_boundary(&stats, 1000), None);
     }
 }
