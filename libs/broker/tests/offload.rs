@@ -2,7 +2,8 @@
 //! processes, moto's S3 server (SigV4 checked) as the object store, and the
 //! official Python client (tests/python/offload.py) producing over several
 //! ledgers, offloading through the admin API with deletion lag 0, and
-//! reading everything back from the earliest message.
+//! reading everything back from the earliest message, also after every
+//! process but the object store restarted.
 
 use std::path::Path;
 use std::time::Duration;
@@ -86,4 +87,21 @@ async fn offloaded_ledgers_are_consumed_from_s3_after_the_bookies_let_them_go() 
         2 * (offloaded.len() + auto.len()),
         "{objects:?}"
     );
+
+    // Every process but the object store restarts: the offloaded ledgers
+    // are read from it again (their records are in the metadata service).
+    c.brokers[0].process.kill();
+    c.storage.meta.restart(1);
+    for b in &mut c.storage.bookies {
+        b.process.restart();
+    }
+    c.brokers[0].process.start();
+    c.wait_ready(Duration::from_secs(90)).await;
+    let out = run_python(
+        &c,
+        &script,
+        &["read", topic, "3000"],
+        Duration::from_secs(300),
+    );
+    assert!(out.contains("in order after the restart"), "{out}");
 }

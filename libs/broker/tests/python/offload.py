@@ -1,6 +1,7 @@
 """Tiered storage through the admin API, with the official Pulsar client.
 
 Usage: offload.py TOPIC MESSAGES BUCKET ENDPOINT REGION
+       offload.py read TOPIC MESSAGES
 (PULSAR_URL and PULSAR_WEB name the service)
 
 Sets the namespace's offload policies (the S3 server, deletion lag 0),
@@ -23,6 +24,20 @@ from pulsar import InitialPosition, MessageId
 
 URL = os.environ["PULSAR_URL"]
 WEB = os.environ["PULSAR_WEB"]
+
+if sys.argv[1] == "read":
+    # offload.py read TOPIC N: a reader from the earliest message gets
+    # message-0 .. message-(N-1) in order (after a restart of everything).
+    c = pulsar.Client(URL, operation_timeout_seconds=30)
+    r = c.create_reader(sys.argv[2], MessageId.earliest)
+    for i in range(int(sys.argv[3])):
+        msg = r.read_next(timeout_millis=60000)
+        if msg.data() != f"message-{i:07d}".encode():
+            raise AssertionError(f"after restart, message {i}: {msg.data()!r}")
+    print("read", sys.argv[3], "in order after the restart")
+    c.close()
+    sys.exit(0)
+
 TOPIC, N, BUCKET, ENDPOINT, REGION = sys.argv[1], int(sys.argv[2]), *sys.argv[3:6]
 PATH = TOPIC.replace("persistent://", "persistent/")
 
