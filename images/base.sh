@@ -15,8 +15,8 @@
 #
 #   images/base.sh BINARY...     prints the base image's tag on stdout
 #
-# The full minbase root (~140 MB) stays on the host; only what the binaries
-# need goes into the image (~12 MB), which is what keeps each image under
+# The full minbase root (~220 MB) stays on the host; only what the binaries
+# need goes into the image (~7 MB), which is what keeps each image under
 # the 80 MB budget (docs/CONTAINERS.md).
 set -euo pipefail
 
