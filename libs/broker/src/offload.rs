@@ -168,5 +168,10 @@ mod tests {
         assert_eq!(c.bucket, "b");
         assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert_eq!(c.read_buffer_size, 4096);
+        let mut p = p;
+        p.managed_ledger_offloaded_read_priority = Some("BOOKKEEPER_FIRST".into());
+        assert!(p.validate().is_ok());
+        p.managed_ledger_offloaded_read_priority = Some("disk-first".into());
+        assert!(p.validate().is_err());
     }
 }

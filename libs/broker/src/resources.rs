@@ -132,6 +132,14 @@ impl OffloadPolicies {
             }
             other => return bad(format!("unknown offload driver {other:?}")),
         }
+        if let Some(p) = &self.managed_ledger_offloaded_read_priority {
+            let p = p.to_ascii_lowercase().replace('_', "-");
+            if !matches!(p.as_str(), "tiered-storage-first" | "bookkeeper-first") {
+                return bad(format!(
+                    "managedLedgerOffloadedReadPriority must be tiered-storage-first or bookkeeper-first, not {p:?}"
+                ));
+            }
+        }
         if self.managed_ledger_offload_threshold_in_bytes < -1
             || self.managed_ledger_offload_threshold_in_seconds < -1
             || self.managed_ledger_offload_deletion_lag_in_millis < -1
