@@ -291,6 +291,12 @@ impl ManagedCursor {
             let s = self.lock();
             self.check_open(&s)?;
             let start = s.read_position.max(list.next_valid(s.snap.mark_delete));
+            // Normalized as `read_from` does: a read position one past the
+            // end of a ledger that has since been closed (the writer rolled
+            // over) is the first entry of the next one. Without this a cursor
+            // that had read a ledger to its end and acked nothing stopped
+            // there for good, and its waits for new entries returned at once.
+            let start = list.next_valid(list.previous(start));
             let mut p = start;
             let mut positions = Vec::new();
             while positions.len() < max && list.contains(p) {

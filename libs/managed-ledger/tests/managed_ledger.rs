@@ -235,6 +235,51 @@ async fn scattered_acks_survive_restart_and_takeover() {
     f3.shutdown().await;
 }
 
+/// A cursor that read its ledger to the end and acked nothing follows the
+/// writer into the next ledger (it once stopped at the boundary for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cursor_that_acks_nothing_crosses_a_rollover() {
+    let cluster = BookieCluster::start(1, 2);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let f = factory(&cluster, 1 << 20).await;
+    let ml = f
+        .open("public/default/persistent/rollover", config(10))
+        .await
+        .unwrap();
+    let c = ml
+        .open_cursor("s", InitialPosition::Earliest)
+        .await
+        .unwrap();
+    let first = append_range(&ml, 0, 10, 1).await;
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        // Bounded: the old code spun in this call forever.
+        let read = c.read_entries_or_wait(100, Duration::from_secs(5));
+        let batch = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("a read that waits 5 s returns within 10 s")
+            .unwrap();
+        assert!(!batch.is_empty(), "entries of the first ledger: {got:?}");
+        got.extend(batch.iter().map(|e| index_of(&e.data)));
+    }
+    let second = append_range(&ml, 10, 10, 1).await;
+    assert_ne!(
+        first[0].ledger_id, second[9].ledger_id,
+        "the writer rolled over"
+    );
+    while got.len() < 20 {
+        // Bounded: the old code spun in this call forever.
+        let read = c.read_entries_or_wait(100, Duration::from_secs(5));
+        let batch = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("a read that waits 5 s returns within 10 s")
+            .unwrap();
+        assert!(!batch.is_empty(), "stuck after {got:?}");
+        got.extend(batch.iter().map(|e| index_of(&e.data)));
+    }
+    assert_eq!(got, (0..20).collect::<Vec<_>>());
+}
+
 async fn read_all_indexes(c: &magnetar_managed_ledger::ManagedCursor) -> Vec<u64> {
     c.rewind();
     let mut out = Vec::new();
