@@ -14,7 +14,7 @@ DATA_DIR ?= ./data
 # protoc for the gRPC code, a C++ toolchain for RocksDB itself.
 APT_PACKAGES := clang libclang-dev protobuf-compiler build-essential python3-venv
 
-.PHONY: cluster cluster-stop all setup python-env s3-env build run test test-unit lint fmt bench bench-meta bench-ledger bench-managed-ledger bench-broker bench-cluster clean
+.PHONY: cluster cluster-stop all setup python-env s3-env build run test test-unit lint fmt bench bench-meta bench-ledger bench-managed-ledger bench-broker bench-cluster bench-topics clean
 
 all: build
 
@@ -88,7 +88,22 @@ test-unit: setup python-env s3-env
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
 
-test: lint test-unit
+test: lint test-unit test-e2e test-deploy
+
+# Deployment checks (helm/tests, terraform/tests): the chart rendered by Helm's
+# own engine (helm-python-sdk), every manifest validated against Kubernetes'
+# schemas, checkov on the manifests and terraform/, `terraform fmt -check`.
+# Offline once the venv exists; no Kubernetes API server needed.
+.PHONY: test-deploy
+DEPLOY_VENV := $(HOME)/.cache/magnetar/venv-deploy
+DEPLOY_PINS := helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 checkov==3.3.30 pytest==9.1.1 PyYAML==6.0.4
+
+test-deploy: setup
+	@[ "$$(cat $(DEPLOY_VENV)/.pins 2>/dev/null)" = "$(DEPLOY_PINS)" ] || { \
+	  echo "make: installing $(DEPLOY_PINS) into $(DEPLOY_VENV)"; \
+	  rm -rf $(DEPLOY_VENV) && python3 -m venv $(DEPLOY_VENV) && \
+	  $(DEPLOY_VENV)/bin/pip install -q $(DEPLOY_PINS) && echo "$(DEPLOY_PINS)" > $(DEPLOY_VENV)/.pins; }
+	$(DEPLOY_VENV)/bin/python -m pytest -q -p no:cacheprovider helm/tests terraform/tests
 
 # Benchmarks are release builds and write their figures to docs/BENCHMARKS.md.
 bench: bench-meta bench-ledger bench-managed-ledger bench-broker bench-cluster
@@ -114,3 +129,40 @@ bench-broker: setup
 bench-cluster: setup
 	$(CARGO) build --release --bins
 	$(CARGO) bench -p magnetar --bench cluster
+
+# Topic count as the variable: 1 → 10,000 topics (MAGNETAR_BENCH_MAX_TOPICS=100000
+# for the last step), the same 10,000 msg/s in total.
+bench-topics: setup
+	$(CARGO) build --release --bins
+	$(CARGO) bench -p magnetar --bench topics
+
+# Container images and the Docker fault campaign (docs/CONTAINERS.md).
+# PROFILE=release (default) tags :{version} and :dev; PROFILE=debug tags
+# :{version}-debug and :dev-debug from the debug binaries `make test` builds.
+.PHONY: images e2e e2e-up e2e-down test-e2e
+PROFILE ?= release
+E2E_TAG = dev$(if $(filter debug,$(PROFILE)),-debug)
+E2E_COMPOSE = docker-compose -p magnetar-e2e -f e2e/docker-compose.yml
+E2E_LOCK = flock /tmp/magnetar-e2e.lock
+RUNS ?= 10
+SEED ?=
+
+images: setup
+	$(CARGO) build --workspace --bins $(if $(filter release,$(PROFILE)),--release)
+	images/build.sh $(PROFILE)
+
+e2e-up: images
+	MAGNETAR_TAG=$(E2E_TAG) $(E2E_COMPOSE) up -d
+	@echo "pulsar://127.0.0.1:16651,127.0.0.1:16652,127.0.0.1:16653 (listener_name=external);" \
+	  "admin http://127.0.0.1:18081"
+
+e2e-down:
+	$(E2E_COMPOSE) down -v
+
+e2e: images python-env
+	$(E2E_LOCK) $(PY_VENV)/bin/python e2e/campaign.py --runs $(RUNS) $(if $(SEED),--seed $(SEED)) --tag $(E2E_TAG)
+
+# The short version `make test` runs: debug images, 3 fault scenarios.
+test-e2e: python-env
+	$(MAKE) --no-print-directory images PROFILE=debug
+	$(E2E_LOCK) env MAGNETAR_TAG=dev-debug $(PY_VENV)/bin/python -m pytest -q -p no:cacheprovider e2e/tests
