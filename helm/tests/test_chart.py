@@ -424,18 +424,6 @@ def source_env_names():
     return names
 
 
-# Offload flags are being added to the broker while this chart is written; the
-# chart sets them under the broker's naming rule (MAGNETAR_BROKER_<FLAG>). Until
-# the broker has them, setting them is harmless (clap ignores variables it does
-# not know). Once it has them, this list only excuses nothing.
-PENDING_ENV = {
-    "MAGNETAR_BROKER_OFFLOAD_DRIVER",
-    "MAGNETAR_BROKER_OFFLOAD_BUCKET",
-    "MAGNETAR_BROKER_OFFLOAD_REGION",
-    "MAGNETAR_BROKER_OFFLOAD_ENDPOINT",
-}
-
-
 def test_every_magnetar_variable_the_chart_sets_is_a_real_flag(rendered):
     known = source_env_names()
     assert "MAGNETAR_META_PEERS" in known and "MAGNETAR_BROKER_ENSEMBLE_SIZE" in known, "source scan found nothing"
@@ -445,7 +433,7 @@ def test_every_magnetar_variable_the_chart_sets_is_a_real_flag(rendered):
             for c in containers_of(doc):
                 used.update(e["name"] for e in c.get("env", []) if e["name"].startswith("MAGNETAR_"))
     # Variables of the `magnetar` CLI's global flags (the init Job).
-    unknown = sorted(used - known - PENDING_ENV)
+    unknown = sorted(used - known)
     assert unknown == [], f"the chart sets variables no binary reads: {unknown}"
     assert "MAGNETAR_BROKER_OFFLOAD_BUCKET" in used
 
