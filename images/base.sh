@@ -37,6 +37,8 @@ ROOTFS=$CACHE/debootstrap-$SUITE
 if [[ ! -f $ROOTFS/.complete ]]; then
   command -v debootstrap >/dev/null || {
     log "installing debootstrap"
+    # A fresh machine may have no package lists yet.
+    apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
   }
   log "debootstrap --variant=minbase $SUITE into $ROOTFS (once)"
