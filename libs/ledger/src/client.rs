@@ -91,6 +91,16 @@ impl LedgerClient {
             .collect())
     }
 
+    /// One writable bookie outside `exclude`, to replace a failed member.
+    pub(crate) async fn spare_bookie(&self, exclude: &[String]) -> Result<String, LedgerError> {
+        placement::choose(&self.available_bookies().await?, 1, exclude)?
+            .pop()
+            .ok_or(LedgerError::NotEnoughBookies {
+                needed: 1,
+                available: 0,
+            })
+    }
+
     /// Creates a ledger on `ensemble` bookies; each entry goes to
     /// `write_quorum` of them and is confirmed by `ack_quorum`.
     pub async fn create(

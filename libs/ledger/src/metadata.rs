@@ -59,6 +59,26 @@ impl LedgerMetadata {
         self.ensembles.last()
     }
 
+    /// Replaces the bookie at `pos` of the last ensemble for entries from
+    /// `from_entry` on: in place when the last fragment starts there or later
+    /// (nothing before `from_entry` was written under it), else as a new
+    /// fragment, so entries before it keep the bookies that hold them.
+    pub(crate) fn replace_bookie(&mut self, pos: usize, replacement: String, from_entry: i64) {
+        let Some(last) = self.ensembles.last_mut() else {
+            return;
+        };
+        if last.first_entry >= from_entry {
+            last.bookies[pos] = replacement;
+        } else {
+            let mut bookies = last.bookies.clone();
+            bookies[pos] = replacement;
+            self.ensembles.push(Fragment {
+                first_entry: from_entry,
+                bookies,
+            });
+        }
+    }
+
     /// Every bookie that may hold entries of this ledger.
     pub fn all_bookies(&self) -> Vec<String> {
         let mut v: Vec<String> = self

@@ -14,8 +14,7 @@ use magnetar_proto::bookie as pb;
 
 use crate::client::LedgerClient;
 use crate::error::LedgerError;
-use crate::metadata::{self, Fragment, LedgerMetadata, LedgerState, Versioned};
-use crate::placement;
+use crate::metadata::{self, LedgerMetadata, LedgerState, Versioned};
 use crate::quorum::{fence_quorum, missing_quorum, write_set};
 use crate::reader::{read_from, EntryAnswer};
 
@@ -214,25 +213,8 @@ async fn replace(
     let Some(pos) = last.bookies.iter().position(|b| b == failed) else {
         return Ok(());
     };
-    let available = client.available_bookies().await?;
-    let replacement = placement::choose(&available, 1, &last.bookies)?
-        .pop()
-        .ok_or(LedgerError::NotEnoughBookies {
-            needed: 1,
-            available: 0,
-        })?;
-    let mut bookies = last.bookies.clone();
-    bookies[pos] = replacement.clone();
-    if last.first_entry >= entry {
-        if let Some(f) = meta.ensembles.last_mut() {
-            f.bookies = bookies;
-        }
-    } else {
-        meta.ensembles.push(Fragment {
-            first_entry: entry,
-            bookies,
-        });
-    }
+    let replacement = client.spare_bookie(&last.bookies).await?;
+    meta.replace_bookie(pos, replacement.clone(), entry);
     let version = metadata::store(&client.meta(), &meta, v.version).await?;
     tracing::info!(ledger = meta.id, from_entry = entry, %failed, %replacement, "ensemble changed during recovery");
     *v = Versioned { meta, version };

@@ -16,7 +16,6 @@ use crate::bookie_client::AddFailure;
 use crate::client::LedgerClient;
 use crate::error::LedgerError;
 use crate::metadata::{self, Fragment, LedgerState, Versioned};
-use crate::placement;
 use crate::quorum::{write_set, AckTracker};
 use crate::reader::LedgerReader;
 
@@ -297,25 +296,8 @@ impl LedgerWriter {
             self.resend_changed();
             return Ok(());
         };
-        let available = self.shared.client.available_bookies().await?;
-        let replacement = placement::choose(&available, 1, &last.bookies)?
-            .pop()
-            .ok_or(LedgerError::NotEnoughBookies {
-                needed: 1,
-                available: 0,
-            })?;
-        let mut bookies = last.bookies.clone();
-        bookies[pos] = replacement.clone();
-        if last.first_entry >= first_unconfirmed {
-            if let Some(f) = meta.ensembles.last_mut() {
-                f.bookies = bookies;
-            }
-        } else {
-            meta.ensembles.push(Fragment {
-                first_entry: first_unconfirmed,
-                bookies,
-            });
-        }
+        let replacement = self.shared.client.spare_bookie(&last.bookies).await?;
+        meta.replace_bookie(pos, replacement.clone(), first_unconfirmed);
         let version =
             match metadata::store(&self.shared.client.meta(), &meta, versioned.version).await {
                 Ok(v) => v,
