@@ -235,6 +235,21 @@ async fn scattered_acks_survive_restart_and_takeover() {
     f3.shutdown().await;
 }
 
+/// Reads (waiting for new entries) until `got` holds `n` indexes; a read that
+/// returns nothing, or does not return (the old code spun in it forever),
+/// fails the test.
+async fn read_until(c: &magnetar_managed_ledger::ManagedCursor, n: usize, got: &mut Vec<u64>) {
+    while got.len() < n {
+        let read = c.read_entries_or_wait(100, Duration::from_secs(5));
+        let batch = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("a read that waits 5 s returns within 10 s")
+            .unwrap();
+        assert!(!batch.is_empty(), "stuck after {got:?}");
+        got.extend(batch.iter().map(|e| index_of(&e.data)));
+    }
+}
+
 /// A cursor that read its ledger to the end and acked nothing follows the
 /// writer into the next ledger (it once stopped at the boundary for good).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -252,31 +267,13 @@ async fn a_cursor_that_acks_nothing_crosses_a_rollover() {
         .unwrap();
     let first = append_range(&ml, 0, 10, 1).await;
     let mut got = Vec::new();
-    while got.len() < 10 {
-        // Bounded: the old code spun in this call forever.
-        let read = c.read_entries_or_wait(100, Duration::from_secs(5));
-        let batch = tokio::time::timeout(Duration::from_secs(10), read)
-            .await
-            .expect("a read that waits 5 s returns within 10 s")
-            .unwrap();
-        assert!(!batch.is_empty(), "entries of the first ledger: {got:?}");
-        got.extend(batch.iter().map(|e| index_of(&e.data)));
-    }
+    read_until(&c, 10, &mut got).await;
     let second = append_range(&ml, 10, 10, 1).await;
     assert_ne!(
         first[0].ledger_id, second[9].ledger_id,
         "the writer rolled over"
     );
-    while got.len() < 20 {
-        // Bounded: the old code spun in this call forever.
-        let read = c.read_entries_or_wait(100, Duration::from_secs(5));
-        let batch = tokio::time::timeout(Duration::from_secs(10), read)
-            .await
-            .expect("a read that waits 5 s returns within 10 s")
-            .unwrap();
-        assert!(!batch.is_empty(), "stuck after {got:?}");
-        got.extend(batch.iter().map(|e| index_of(&e.data)));
-    }
+    read_until(&c, 20, &mut got).await;
     assert_eq!(got, (0..20).collect::<Vec<_>>());
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use magnetar_offload::{
-    new_uuid, Driver, DriverConfig, OffloadError, Offloader, StaticCredentials,
+    new_uuid, Driver, DriverConfig, LedgerWriter, OffloadError, Offloader, StaticCredentials,
 };
 use magnetar_testkit::S3Server;
 
@@ -45,6 +45,19 @@ async fn write_all(o: &Offloader, uuid: &str, ledger: u64) -> Result<(), Offload
     assert_eq!(info.entry_count, ENTRIES);
     assert!(info.blocks >= 12, "1 MiB blocks: {info:?}");
     Ok(())
+}
+
+/// Appends the rest of the ledger (after the first 1500 entries) to a writer
+/// whose store has gone away, then finishes it: one of the two must fail.
+async fn rest_fails(mut w: LedgerWriter) -> OffloadError {
+    for id in 1500..ENTRIES {
+        if let Err(e) = w.append(id, &payload(id)).await {
+            return e;
+        }
+    }
+    w.finish(BTreeMap::new())
+        .await
+        .expect_err("the store is unavailable")
 }
 
 async fn check_all(o: &Offloader, uuid: &str, ledger: u64) {
@@ -106,20 +119,7 @@ async fn an_outage_mid_upload_fails_cleanly_and_a_retry_succeeds() {
     }
     s3.process.pause();
     let started = Instant::now();
-    let mut failed = None;
-    for id in 1500..ENTRIES {
-        if let Err(e) = w.append(id, &payload(id)).await {
-            failed = Some(e);
-            break;
-        }
-    }
-    let err = match failed {
-        Some(e) => e,
-        None => w
-            .finish(BTreeMap::new())
-            .await
-            .expect_err("the store is paused"),
-    };
+    let err = rest_fails(w).await;
     assert!(err.is_retryable(), "{err:?}");
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -137,20 +137,7 @@ async fn an_outage_mid_upload_fails_cleanly_and_a_retry_succeeds() {
         w.append(id, &payload(id)).await.expect("first parts");
     }
     s3.kill();
-    let mut failed = None;
-    for id in 1500..ENTRIES {
-        if let Err(e) = w.append(id, &payload(id)).await {
-            failed = Some(e);
-            break;
-        }
-    }
-    let err = match failed {
-        Some(e) => e,
-        None => w
-            .finish(BTreeMap::new())
-            .await
-            .expect_err("the store is down"),
-    };
+    let err = rest_fails(w).await;
     assert!(err.is_retryable(), "{err:?}");
     // Reads fail the same way while it is down: an error, not a hang.
     let read = o.open(&uuid, 8).await.expect_err("down");

@@ -99,6 +99,14 @@ impl BookieCluster {
             .unwrap_or_else(|| panic!("no bookie {id}"))
     }
 
+    /// The bookie listening on `addr` (as ledger metadata names bookies).
+    pub fn bookie_at(&mut self, addr: &str) -> &mut BookieProc {
+        self.bookies
+            .iter_mut()
+            .find(|b| b.addr == addr)
+            .unwrap_or_else(|| panic!("no bookie at {addr}"))
+    }
+
     /// Waits until every running bookie answers /health.
     pub async fn wait_ready(&self, timeout: Duration) {
         self.meta.wait_for_leader(timeout).await;

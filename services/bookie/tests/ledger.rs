@@ -77,11 +77,7 @@ async fn acknowledged_entries_survive_a_bookie_kill() {
             Err(e) => panic!("append {i} failed although a replacement bookie exists: {e}"),
         }
         if !killed && i >= kill_at {
-            let victim = cluster
-                .bookies
-                .iter_mut()
-                .find(|b| b.addr == victim_addr)
-                .unwrap();
+            let victim = cluster.bookie_at(&victim_addr);
             victim.process.kill();
             killed = true;
         }
@@ -340,13 +336,7 @@ async fn lost_bookie_is_re_replicated_to_a_new_one() {
     append_all(&w, n, 64).await;
     let meta = w.close().await.unwrap();
     let victim = meta.ensembles[0].bookies[0].clone();
-    cluster
-        .bookies
-        .iter_mut()
-        .find(|b| b.addr == victim)
-        .unwrap()
-        .process
-        .kill();
+    cluster.bookie_at(&victim).process.kill();
     cluster.add_bookie();
     let deadline = Instant::now() + Duration::from_secs(90);
     let meta = loop {
@@ -438,24 +428,12 @@ async fn speculative_reads_tailing_read_only_and_delete() {
 
     // Speculative reads: stall the first bookie of the ensemble.
     let stalled = meta.ensembles[0].bookies[0].clone();
-    cluster
-        .bookies
-        .iter()
-        .find(|b| b.addr == stalled)
-        .unwrap()
-        .process
-        .pause();
+    cluster.bookie_at(&stalled).process.pause();
     let r = c.open(meta.id, b"pw").await.unwrap();
     let started = Instant::now();
     let data = r.read_range(0, meta.last_entry_id).await.unwrap();
     let took = started.elapsed();
-    cluster
-        .bookies
-        .iter()
-        .find(|b| b.addr == stalled)
-        .unwrap()
-        .process
-        .resume();
+    cluster.bookie_at(&stalled).process.resume();
     assert_eq!(data.len(), 202);
     assert_eq!(data[150], payload(150));
     // Without speculation, a third of the reads would each wait out the 5 s request timeout.
@@ -511,13 +489,7 @@ async fn without_a_spare_bookie_acknowledged_entries_are_recovered() {
             Err(_) => failed += 1,
         }
         if !killed && acked.len() as i64 >= kill_at {
-            cluster
-                .bookies
-                .iter_mut()
-                .find(|b| b.addr == victim)
-                .unwrap()
-                .process
-                .kill();
+            cluster.bookie_at(&victim).process.kill();
             killed = true;
         }
     }
@@ -539,13 +511,7 @@ async fn without_a_spare_bookie_acknowledged_entries_are_recovered() {
         .err()
         .expect("recovery needs Qa bookies");
     assert!(matches!(err, LedgerError::RecoveryFailed { .. }), "{err}");
-    cluster
-        .bookies
-        .iter_mut()
-        .find(|b| b.addr == victim)
-        .unwrap()
-        .process
-        .start();
+    cluster.bookie_at(&victim).process.start();
     cluster.wait_ready(Duration::from_secs(30)).await;
     let (a, b) = tokio::join!(c.open_recover(w.id(), b"pw"), c.open_recover(w.id(), b"pw"));
     let (a, b) = (a.unwrap(), b.unwrap());
@@ -579,13 +545,7 @@ async fn recovery_replaces_a_dead_member_of_the_ensemble() {
     let last_acked = w.last_add_confirmed();
     assert_eq!(last_acked, 1_999);
     let victim = ensemble[1].clone();
-    cluster
-        .bookies
-        .iter_mut()
-        .find(|b| b.addr == victim)
-        .unwrap()
-        .process
-        .kill();
+    cluster.bookie_at(&victim).process.kill();
     let r = c.open_recover(w.id(), b"pw").await.unwrap();
     let meta = r.metadata();
     assert_eq!(meta.state, LedgerState::Closed);
@@ -622,18 +582,13 @@ async fn recovery_replaces_a_dead_member_of_the_ensemble() {
 /// resends to a replacement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_silent_bookie_is_replaced_after_the_add_timeout() {
-    let cluster = BookieCluster::start(1, 4);
+    let mut cluster = BookieCluster::start(1, 4);
     cluster.wait_ready(Duration::from_secs(30)).await;
     let c = ledger_client(&cluster, 4).await;
     let w = c.create(3, 3, 3, b"pw").await.unwrap();
     append_all(&w, 100, 16).await;
     let silent = w.metadata().ensembles[0].bookies[2].clone();
-    let process = &cluster
-        .bookies
-        .iter()
-        .find(|b| b.addr == silent)
-        .unwrap()
-        .process;
+    let process = &cluster.bookie_at(&silent).process;
     process.pause();
     let started = Instant::now();
     let more = tokio::time::timeout(Duration::from_secs(30), async {
