@@ -19,6 +19,9 @@ use crate::metadata::{self, Fragment, LedgerState, Versioned};
 use crate::quorum::{write_set, AckTracker};
 use crate::reader::LedgerReader;
 
+/// How long a close waits for pending appends or an ensemble change.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(30);
+
 struct Pending {
     /// Shared by every bookie send of the entry (and resends): no copies.
     payload: bytes::Bytes,
@@ -350,7 +353,7 @@ impl LedgerWriter {
 
     /// Waits for pending appends, then closes the ledger at its LAC.
     pub async fn close(&self) -> Result<metadata::LedgerMetadata, LedgerError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + CLOSE_DEADLINE;
         loop {
             let idle = self.shared.idle.notified();
             {
@@ -370,6 +373,38 @@ impl LedgerWriter {
             }
         }
         let _no_changes = self.shared.changing.lock().await;
+        self.store_closed().await
+    }
+
+    /// Gives up on every unconfirmed append (they fail) and closes the ledger
+    /// at its last add confirmed. Needs only the metadata service.
+    ///
+    /// This is how a writer whose appends failed ends its ledger. It must not
+    /// end it by recovery: recovery keeps whatever reached enough bookies,
+    /// including appends this writer has already reported as failed, and a
+    /// client that resends those would find them stored twice. Closing at the
+    /// LAC keeps exactly what was reported stored. Idempotent: a caller whose
+    /// metadata write failed calls it again.
+    pub async fn close_at_confirmed(&self) -> Result<metadata::LedgerMetadata, LedgerError> {
+        self.stop(Stopped::Failed("closed at its last confirmed entry".into()));
+        match self.lock().stopped.clone() {
+            Some(Stopped::Fenced) => return Err(LedgerError::Fenced(self.shared.id)),
+            Some(Stopped::Closed) => return Ok(self.metadata()),
+            _ => {}
+        }
+        // An ensemble change under way finishes (or fails) first, so the
+        // version CAS'ed below is the writer's latest.
+        let _no_changes = tokio::time::timeout(CLOSE_DEADLINE, self.shared.changing.lock())
+            .await
+            .map_err(|_| LedgerError::Bookie {
+                addr: "ensemble".into(),
+                reason: "an ensemble change is still running; close again later".into(),
+            })?;
+        self.store_closed().await
+    }
+
+    /// CASes the ledger closed at the LAC. The caller holds `changing`.
+    async fn store_closed(&self) -> Result<metadata::LedgerMetadata, LedgerError> {
         let (mut meta, version, lac, length) = {
             let s = self.lock();
             (
@@ -383,15 +418,28 @@ impl LedgerWriter {
         meta.last_entry_id = lac;
         meta.length = Some(length);
         match metadata::store(&self.shared.client.meta(), &meta, version).await {
-            Ok(_) => {
-                self.lock().stopped = Some(Stopped::Closed);
-                Ok(meta)
-            }
+            Ok(version) => Ok(self.closed(meta, version)),
             Err(LedgerError::MetadataConflict(id)) => {
+                // Our own earlier write may have landed although its answer
+                // was lost: then the ledger is closed exactly as we wanted.
+                let now = metadata::load(&self.shared.client.meta(), id).await?;
+                if now.meta.state == LedgerState::Closed && now.meta.last_entry_id == lac {
+                    return Ok(self.closed(now.meta, now.version));
+                }
                 self.stop(Stopped::Fenced);
                 Err(LedgerError::Fenced(id))
             }
             Err(e) => Err(e),
         }
+    }
+
+    fn closed(&self, meta: metadata::LedgerMetadata, version: i64) -> metadata::LedgerMetadata {
+        let mut s = self.lock();
+        s.stopped = Some(Stopped::Closed);
+        s.meta = Versioned {
+            meta: meta.clone(),
+            version,
+        };
+        meta
     }
 }

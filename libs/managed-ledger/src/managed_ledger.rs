@@ -92,8 +92,6 @@ struct State {
     list: LedgerList,
     current: Option<Current>,
     waiting: VecDeque<Waiting>,
-    /// A ledger we are recovering ourselves: its "fenced" answers are ours.
-    self_recovering: Option<u64>,
     /// Readers of closed ledgers.
     readers: HashMap<u64, Arc<LedgerReader>>,
     /// A terminate is waiting for the last appends; no new ones are taken.
@@ -155,7 +153,6 @@ impl ManagedLedger {
                 list: LedgerList::default(),
                 current: None,
                 waiting: VecDeque::new(),
-                self_recovering: None,
                 readers: HashMap::new(),
                 terminating: false,
             }),
@@ -453,7 +450,7 @@ impl ManagedLedger {
             s.current.take()
         };
         if let Some(cur) = current {
-            let closed = self.inner.finish_ledger(cur, RolloverReason::Full).await?;
+            let closed = self.inner.finish_ledger(&cur, RolloverReason::Full).await?;
             self.inner
                 .update_info(|info| {
                     if let Some(li) = info.ledgers.last_mut() {
@@ -818,7 +815,7 @@ impl Inner {
                         self.start_rollover(s, RolloverReason::Full);
                     }
                 }
-                Err(LedgerError::Fenced(_)) if s.self_recovering != Some(cur.writer.id()) => {
+                Err(LedgerError::Fenced(_)) => {
                     s.waiting.push_front(w);
                     self.fence(s);
                 }
@@ -845,15 +842,8 @@ impl Inner {
                 Ok(pos)
             }
             Err(LedgerError::Fenced(_)) => {
-                let mut s = self.lock();
-                if s.self_recovering == Some(ledger) {
-                    Err(MlError::Unavailable(format!(
-                        "ledger {ledger} failed; the append may be retried"
-                    )))
-                } else {
-                    self.fence(&mut s);
-                    Err(MlError::Fenced(self.name.clone()))
-                }
+                self.fence(&mut self.lock());
+                Err(MlError::Fenced(self.name.clone()))
             }
             Err(e) => {
                 let mut s = self.lock();
@@ -929,44 +919,50 @@ impl Inner {
         }
         s.status = Status::RollingOver;
         let current = s.current.take();
-        if reason == RolloverReason::WriteError {
-            s.self_recovering = current.as_ref().map(|c| c.writer.id());
-        }
         if let Some(this) = self.this() {
             tokio::spawn(async move { this.rollover(current, reason).await });
         }
     }
 
-    /// Closes `cur` (or recovers it after a write error) and describes it.
-    async fn finish_ledger(&self, cur: Current, reason: RolloverReason) -> Result<LedgerInfo> {
+    /// Closes `cur` and describes it. After a write error, or when a close
+    /// cannot wait for its pending appends, the ledger is closed at the
+    /// writer's last confirmed entry, never by recovery: an append this
+    /// managed ledger reported as failed must not be in the log (a resend of
+    /// it would be stored twice; see `LedgerWriter::close_at_confirmed`).
+    async fn finish_ledger(&self, cur: &Current, reason: RolloverReason) -> Result<LedgerInfo> {
         let id = cur.writer.id();
-        if reason != RolloverReason::WriteError {
+        let closed = if reason == RolloverReason::WriteError {
+            cur.writer.close_at_confirmed().await
+        } else {
             match cur.writer.close().await {
-                Ok(meta) => {
-                    let entries = meta.last_entry_id + 1;
-                    if entries == cur.reserved {
-                        return Ok(LedgerInfo {
-                            ledger_id: id,
-                            entries,
-                            size: cur.reserved_bytes,
-                            first_publish_ms: cur.first_publish_ms,
-                            last_publish_ms: cur.last_publish_ms,
-                            closed: true,
-                            offload: None,
-                        });
-                    }
-                    // Some appends failed: read the true end below.
-                    let reader = self.ledgers.open(id, &self.cfg.password).await?;
-                    return self.describe_closed(&reader).await;
-                }
-                Err(LedgerError::Fenced(_)) => return Err(MlError::Fenced(self.name.clone())),
+                Err(LedgerError::Fenced(n)) => Err(LedgerError::Fenced(n)),
                 Err(e) => {
-                    tracing::warn!(ledger = %self.name, ledger_id = id, error = %e, "close failed; recovering the ledger");
+                    tracing::warn!(ledger = %self.name, ledger_id = id, error = %e, "close failed; closing at the last confirmed entry");
+                    cur.writer.close_at_confirmed().await
                 }
+                ok => ok,
             }
+        };
+        let meta = match closed {
+            Ok(meta) => meta,
+            Err(LedgerError::Fenced(_)) => return Err(MlError::Fenced(self.name.clone())),
+            Err(e) => return Err(e.into()),
+        };
+        let entries = meta.last_entry_id + 1;
+        if entries == cur.reserved {
+            return Ok(LedgerInfo {
+                ledger_id: id,
+                entries,
+                size: cur.reserved_bytes,
+                first_publish_ms: cur.first_publish_ms,
+                last_publish_ms: cur.last_publish_ms,
+                closed: true,
+                offload: None,
+            });
         }
-        self.lock().self_recovering = Some(id);
-        self.recover_ledger(id).await
+        // Some appends failed: read the true end.
+        let reader = self.ledgers.open(id, &self.cfg.password).await?;
+        self.describe_closed(&reader).await
     }
 
     async fn rollover(self: Arc<Self>, current: Option<Current>, reason: RolloverReason) {
@@ -1003,17 +999,11 @@ impl Inner {
         closed: &mut Option<LedgerInfo>,
         reason: RolloverReason,
     ) -> Result<()> {
-        if let Some(cur) = current.take() {
-            let id = cur.writer.id();
-            match self.finish_ledger(cur, reason).await {
-                Ok(li) => *closed = Some(li),
-                Err(MlError::Fenced(n)) => return Err(MlError::Fenced(n)),
-                Err(e) => {
-                    // Not closed yet: try again by recovery.
-                    tracing::warn!(ledger = %self.name, ledger_id = id, error = %e, "could not close ledger");
-                    *closed = Some(self.recover_ledger(id).await?);
-                }
-            }
+        // The writer is kept until its ledger is closed: a failed close is
+        // tried again with it (closing is idempotent), never skipped.
+        if let Some(cur) = current.as_ref() {
+            *closed = Some(self.finish_ledger(cur, reason).await?);
+            *current = None;
         }
         let writer = self.create_ledger().await?;
         let (mut new_info, version) = {
@@ -1050,7 +1040,6 @@ impl Inner {
                 }
                 {
                     let mut s = self.lock();
-                    s.self_recovering = None;
                     if s.status != Status::RollingOver {
                         // Closed or fenced meanwhile.
                         drop(s);

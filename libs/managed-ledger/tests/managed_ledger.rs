@@ -277,6 +277,70 @@ async fn a_cursor_that_acks_nothing_crosses_a_rollover() {
     assert_eq!(got, (0..20).collect::<Vec<_>>());
 }
 
+/// Appends that failed are not in the log. With one of two bookies dead, an
+/// append reaches the live bookie but cannot be confirmed, and no bookie can
+/// replace the dead one: the append fails. The managed ledger must then close
+/// its ledger at the last confirmed entry. It once closed it by recovery,
+/// which found the failed append on the live bookie and kept it, so a client
+/// resending what it was told had failed got it stored twice (the e2e
+/// campaign's duplicates with deduplication on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_reported_failed_never_appears_in_the_log() {
+    let mut cluster = BookieCluster::start(1, 2);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let f = factory(&cluster, 1 << 20).await;
+    let ml = f
+        .open("public/default/persistent/failed-appends", config(10_000))
+        .await
+        .unwrap();
+    append_range(&ml, 0, 100, 10).await;
+
+    cluster.bookie("b2").process.kill();
+    for i in 100..105 {
+        let r = tokio::time::timeout(Duration::from_secs(20), ml.append(&payload(i), 0))
+            .await
+            .expect("an append with a dead bookie and no spare fails within 20 s");
+        assert!(r.is_err(), "append {i} succeeded with one of two bookies");
+    }
+
+    cluster.bookie("b2").process.start();
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut next = 1_000;
+    while next < 1_010 {
+        match ml.append(&payload(next), 0).await {
+            Ok(_) => next += 1,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "appends still fail: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let c = ml
+        .open_cursor("check", InitialPosition::Earliest)
+        .await
+        .unwrap();
+    let expected: Vec<u64> = (0..100).chain(1_000..1_010).collect();
+    assert_eq!(read_all_indexes(&c).await, expected);
+    // A later owner reads the same log: the failed ledger was closed at its
+    // last confirmed entry, not left open (it once was, when the close failed
+    // for lack of bookies and the rollover went on without it).
+    f.shutdown().await;
+    let f = factory(&cluster, 1 << 20).await;
+    let ml = f
+        .open("public/default/persistent/failed-appends", config(10_000))
+        .await
+        .unwrap();
+    let c = ml
+        .open_cursor("check-again", InitialPosition::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(read_all_indexes(&c).await, expected);
+    let first = &ml.stats().ledgers[0];
+    assert!(first.closed && first.entries == 100, "{first:?}");
+    f.shutdown().await;
+}
+
 async fn read_all_indexes(c: &magnetar_managed_ledger::ManagedCursor) -> Vec<u64> {
     c.rewind();
     let mut out = Vec::new();
