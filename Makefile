@@ -39,12 +39,13 @@ setup:
 
 # The official Pulsar Python client drives the compatibility tests.
 PY_VENV := $(HOME)/.cache/magnetar/venv
-PULSAR_CLIENT := pulsar-client==3.13.0
+# [avro]: fastavro, for the client's AvroSchema (the schema registry tests).
+PULSAR_CLIENT := pulsar-client[avro]==3.13.0
 WEBSOCKET_CLIENT := websocket-client==1.8.0
 SCHEMATHESIS := schemathesis==4.32.5
 
 python-env: setup
-	@$(PY_VENV)/bin/python -c 'import pulsar, websocket, schemathesis' 2>/dev/null || { \
+	@$(PY_VENV)/bin/python -c 'import pulsar, fastavro, websocket, schemathesis' 2>/dev/null || { \
 	  echo "make: installing $(PULSAR_CLIENT) $(WEBSOCKET_CLIENT) $(SCHEMATHESIS) into $(PY_VENV)"; \
 	  python3 -m venv $(PY_VENV) && $(PY_VENV)/bin/pip install -q '$(PULSAR_CLIENT)' '$(WEBSOCKET_CLIENT)' '$(SCHEMATHESIS)'; }
 

@@ -180,8 +180,7 @@ impl BookieServerHandle {
         // unacknowledged data until the peer's delayed ACK, 40 ms on Linux
         // (1% of one-at-a-time 64 KiB ledger adds took 42 ms at the client
         // while the bookie had answered them within 2.3 ms).
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = magnetar_tls::internal::incoming("bookie gRPC", listener);
         let mut tasks = vec![tokio::spawn(async move {
             let stop = async move {
                 let _ = stop.changed().await;

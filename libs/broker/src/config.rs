@@ -82,6 +82,9 @@ pub struct BrokerConfig {
     /// Tiered storage for namespaces without offload policies of their own
     /// (the `--offload-*` flags); `None` = none.
     pub offload: Option<magnetar_offload::DriverConfig>,
+    /// TLS listeners and client-certificate authentication (the `--tls-*`
+    /// flags); `None` = plain only.
+    pub tls: Option<crate::tls::BrokerTls>,
 }
 
 /// How clients prove who they are, and who may do everything.
@@ -134,6 +137,7 @@ impl BrokerConfig {
             max_bundles_per_namespace: 128,
             auth: None,
             offload: None,
+            tls: None,
         }
     }
 

@@ -634,7 +634,10 @@ impl Conn {
                     .ok_or("GET_OR_CREATE_SCHEMA without body")?;
                 let r = async {
                     let t = TopicName::parse(&c.topic)?;
-                    schema::get_or_create(self.svc.resources(), &t, &c.schema).await
+                    let new = schema::NewSchema::from_wire(&c.schema)?.ok_or_else(|| {
+                        BrokerError::BadRequest("GET_OR_CREATE_SCHEMA with no schema".into())
+                    })?;
+                    schema::add(self.svc.resources(), &t, &new, schema::Adder::Client).await
                 }
                 .await;
                 let reply = match r {
@@ -821,12 +824,9 @@ impl Conn {
             return Err(magnetar_managed_ledger::MlError::Terminated(name.to_string()).into());
         }
         topic.check_backlog_quota().await?;
-        let schema_version = match &c.schema {
-            Some(s) if s.r#type != pb::schema::Type::None as i32 => Some(schema::encode_version(
-                schema::get_or_create(self.svc.resources(), &name, s).await?,
-            )),
-            _ => None,
-        };
+        let schema_version = schema::for_producer(self.svc.resources(), &name, c.schema.as_ref())
+            .await?
+            .map(schema::encode_version);
         let producer_name = match c.producer_name.as_deref() {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => format!("{}-{}", self.svc.cfg().cluster, self.svc.next_id()),
@@ -995,6 +995,9 @@ impl Conn {
             return Err(BrokerError::ConsumerBusy(format!(
                 "topic {name} reached its limit of consumers"
             )));
+        }
+        if let Some(s) = &c.schema {
+            schema::for_consumer(self.svc.resources(), &name, s).await?;
         }
         let sub_type = SubType::from_wire(c.sub_type);
         let durable = c.durable.unwrap_or(true);

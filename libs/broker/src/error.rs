@@ -2,6 +2,7 @@
 //! on the binary protocol, an HTTP status with `{"reason": …}` on the admin API.
 
 use magnetar_managed_ledger::MlError;
+use magnetar_schema::SchemaError;
 use magnetar_wire::ServerError;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,9 @@ pub enum BrokerError {
     Meta(#[from] magnetar_meta_client::Error),
     #[error("storage: {0}")]
     Storage(#[from] MlError),
+    /// A schema refused: not valid, or not compatible with the stored ones.
+    #[error("{0}")]
+    Schema(#[from] SchemaError),
     #[error("{0}")]
     Internal(String),
 }
@@ -67,6 +71,8 @@ impl BrokerError {
             BrokerError::Unauthorized(_) => ServerError::AuthorizationError,
             BrokerError::Conflict(_) | BrokerError::Precondition(_) => ServerError::NotAllowedError,
             BrokerError::Internal(_) => ServerError::UnknownError,
+            // Pulsar answers both bad and incompatible schemas so.
+            BrokerError::Schema(_) => ServerError::IncompatibleSchema,
         }
     }
 
@@ -84,6 +90,8 @@ impl BrokerError {
             BrokerError::QuotaExceededHold(_) | BrokerError::QuotaExceededException(_) => 429,
             BrokerError::Storage(MlError::Terminated(_)) => 412,
             BrokerError::Storage(_) | BrokerError::Internal(_) => 500,
+            BrokerError::Schema(SchemaError::Incompatible(_)) => 409,
+            BrokerError::Schema(_) => 400,
         }
     }
 }

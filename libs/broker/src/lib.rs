@@ -43,6 +43,7 @@ pub mod service;
 pub mod subscription;
 pub mod topic;
 pub mod topic_metrics;
+pub mod tls;
 mod warm;
 pub mod websocket;
 

@@ -21,6 +21,11 @@ pub struct LoadReport {
     pub http_url: String,
     /// Advertised listener name → `pulsar://` URL.
     pub listeners: BTreeMap<String, String>,
+    /// TLS URLs (`pulsar+ssl://`, `https://`), when TLS is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub native_url_tls: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_url_tls: Option<String>,
     pub cluster: String,
     /// Milliseconds since the epoch.
     pub timestamp: u64,

@@ -68,6 +68,11 @@ pub struct OwnerData {
     /// Advertised listener name → `pulsar://` URL.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub listeners: BTreeMap<String, String>,
+    /// `pulsar+ssl://host:port` and `https://host:port`, when TLS is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_url_tls: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_url_tls: Option<String>,
 }
 
 impl OwnerData {
@@ -83,6 +88,54 @@ impl OwnerData {
                     self.broker_id
                 ))
             }),
+        }
+    }
+}
+
+impl OwnerData {
+    /// The URLs a LOOKUP answers with: (`brokerServiceUrl`,
+    /// `brokerServiceUrlTls`). A client over TLS gets the broker's
+    /// `pulsar+ssl` URL; one without gets its plain URL, or a clear error
+    /// when that broker serves TLS only.
+    pub fn lookup_urls(
+        &self,
+        listener: Option<&str>,
+        tls: bool,
+    ) -> Result<(String, Option<String>)> {
+        let named = listener.is_some_and(|l| !l.is_empty());
+        if !tls {
+            if !named && self.native_url.is_empty() {
+                return Err(BrokerError::NotAllowed(format!(
+                    "broker {} serves pulsar+ssl only; connect with a pulsar+ssl:// service URL",
+                    self.broker_id
+                )));
+            }
+            return Ok((self.url_for(listener)?, self.native_url_tls.clone()));
+        }
+        let tls_url = self.native_url_tls.clone().ok_or_else(|| {
+            BrokerError::NotAllowed(format!(
+                "broker {} has no pulsar+ssl listener",
+                self.broker_id
+            ))
+        })?;
+        if named {
+            return Err(BrokerError::NotAllowed(
+                "advertised listeners carry pulsar:// URLs only; a TLS client is sent to brokerServiceUrlTls without a listener name".into(),
+            ));
+        }
+        let plain = if self.native_url.is_empty() {
+            tls_url.clone()
+        } else {
+            self.native_url.clone()
+        };
+        Ok((plain, Some(tls_url)))
+    }
+
+    /// The web URL for a caller over TLS (`tls`) or plain HTTP.
+    pub fn web_url(&self, tls: bool) -> &str {
+        match &self.http_url_tls {
+            Some(u) if tls => u,
+            _ => &self.http_url,
         }
     }
 }

@@ -23,8 +23,15 @@ fn client() -> &'static Client<HttpConnector, Empty<Bytes>> {
 }
 
 /// `method url` without a body, following redirects; (status, body). With
-/// `token`, as `Authorization: Bearer`.
-pub async fn call(method: Method, url: &str, token: Option<&str>) -> Result<(StatusCode, Bytes)> {
+/// `token`, as `Authorization: Bearer`. An `https://` URL (a broker whose
+/// plain HTTP listener is off) is reached over TLS trusting `tls`'s CA
+/// (the system's roots without one).
+pub async fn call(
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    tls: Option<&magnetar_tls::ClientTlsConfig>,
+) -> Result<(StatusCode, Bytes)> {
     let mut url = url.to_string();
     for _ in 0..=MAX_REDIRECTS {
         let mut req = Request::builder().method(method.clone()).uri(&url);
@@ -35,10 +42,17 @@ pub async fn call(method: Method, url: &str, token: Option<&str>) -> Result<(Sta
             .body(Empty::new())
             .map_err(|e| BrokerError::Internal(format!("request to {url}: {e}")))?;
         let fail = |e: String| BrokerError::ServiceNotReady(format!("broker at {url}: {e}"));
-        let resp = tokio::time::timeout(TIMEOUT, client().request(req))
-            .await
-            .map_err(|_| fail("no answer".into()))?
-            .map_err(|e| fail(e.to_string()))?;
+        let resp = if url.starts_with("https://") {
+            tokio::time::timeout(TIMEOUT, https(req, tls))
+                .await
+                .map_err(|_| fail("no answer".into()))?
+                .map_err(fail)?
+        } else {
+            tokio::time::timeout(TIMEOUT, client().request(req))
+                .await
+                .map_err(|_| fail("no answer".into()))?
+                .map_err(|e| fail(e.to_string()))?
+        };
         let status = resp.status();
         if status.is_redirection() {
             if let Some(to) = resp.headers().get(hyper::header::LOCATION) {
@@ -56,4 +70,33 @@ pub async fn call(method: Method, url: &str, token: Option<&str>) -> Result<(Sta
     Err(BrokerError::ServiceNotReady(format!(
         "too many redirects for {url}"
     )))
+}
+
+/// One request over its own TLS connection (calls between brokers are rare:
+/// no pool).
+async fn https(
+    req: Request<Empty<Bytes>>,
+    tls: Option<&magnetar_tls::ClientTlsConfig>,
+) -> std::result::Result<hyper::Response<hyper::body::Incoming>, String> {
+    let host = req.uri().host().ok_or("no host in the URL")?.to_string();
+    let port = req.uri().port_u16().unwrap_or(443);
+    let connector = tls
+        .cloned()
+        .unwrap_or_default()
+        .connector(&[b"http/1.1"])
+        .map_err(|e| e.to_string())?;
+    let name = magnetar_tls::server_name(&host).map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    sender.send_request(req).await.map_err(|e| e.to_string())
 }

@@ -62,6 +62,12 @@ pub struct Policies {
     pub backlog_quota_map: std::collections::BTreeMap<String, crate::backlog_quota::BacklogQuota>,
     /// Where closed ledgers are offloaded (used by tiered storage).
     pub offload_policies: Option<OffloadPolicies>,
+    /// How new schemas must relate to the stored ones (UNDEFINED = FULL).
+    pub schema_compatibility_strategy: magnetar_schema::Strategy,
+    /// Whether producers may add schema versions (unset = yes).
+    pub is_allow_auto_update_schema: Option<bool>,
+    /// Whether a producer without a schema is refused on a topic with one.
+    pub schema_validation_enforced: bool,
 }
 
 /// Pulsar's `OffloadPolicies` (the fields Magnetar's offloaders use).
@@ -207,8 +213,17 @@ pub struct SchemaVersion {
     /// The schema definition (bytes, e.g. an Avro JSON document).
     pub data: Vec<u8>,
     pub properties: Vec<(String, String)>,
+    /// When it was added (ms since the epoch).
+    #[serde(default)]
+    pub timestamp: i64,
+    /// A deletion marker: the versions before it are no longer the
+    /// topic's schema (numbering goes on, as in Pulsar).
+    #[serde(default)]
+    pub deleted: bool,
 }
 
+/// A topic's schema versions (index = version); a partitioned topic's
+/// partitions share the record of the partitioned topic.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSchemas {
     pub versions: Vec<SchemaVersion>,

@@ -35,6 +35,14 @@ impl SelfClient {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }
                 let mut cfg = ClientConfig::new(format!("pulsar://{addr}"));
+                // With the plain listener off: our own pulsar+ssl URL.
+                let me = &svc.ownership().me;
+                if let (true, Some(url)) = (me.native_url.is_empty(), &me.native_url_tls) {
+                    cfg = ClientConfig::new(url.clone());
+                    if let Some(tls) = svc.cfg().tls.as_ref().and_then(|t| t.client.clone()) {
+                        cfg.tls = tls;
+                    }
+                }
                 cfg.auth_token = svc.cfg().auth.as_ref().map(|a| a.client_token.clone());
                 Client::new(cfg).map_err(|e| e.to_string())
             })

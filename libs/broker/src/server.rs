@@ -15,16 +15,20 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::BrokerConfig;
-use crate::error::{BrokerError, Result};
+use crate::error::Result;
 use crate::service::BrokerService;
 
 pub struct BrokerHandle {
     pub service: BrokerService,
     pub local_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The `pulsar+ssl` and HTTPS listeners, when TLS is on.
+    pub tls_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     accept: JoinHandle<()>,
     http: JoinHandle<()>,
+    tls_tasks: Vec<JoinHandle<()>>,
     /// Stops the session and cluster tasks (after the drain).
     cluster_stop: watch::Sender<bool>,
     cluster: Vec<JoinHandle<()>>,
@@ -39,19 +43,8 @@ impl BrokerHandle {
         registry: Registry,
         bootstrap: bool,
     ) -> Result<BrokerHandle> {
-        let listener = TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|e| BrokerError::Internal(format!("binding {}: {e}", cfg.listen)))?;
-        let http_listener = TcpListener::bind(cfg.http)
-            .await
-            .map_err(|e| BrokerError::Internal(format!("binding {}: {e}", cfg.http)))?;
-        // Port 0 means "any": advertise what was bound.
-        cfg.listen = listener
-            .local_addr()
-            .map_err(|e| BrokerError::Internal(e.to_string()))?;
-        cfg.http = http_listener
-            .local_addr()
-            .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        // Port 0 means "any": `cfg` gets what was bound, to advertise.
+        let mut bound = crate::tls::Listeners::bind(&mut cfg).await?;
         let ledgers = LedgerClient::new(
             meta.clone(),
             LedgerClientConfig {
@@ -95,10 +88,15 @@ impl BrokerHandle {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let (stop, stop_rx) = watch::channel(false);
-        let accept = tokio::spawn(accept_loop(listener, service.clone(), stop_rx.clone()));
         let app = crate::admin::router(service.clone(), Arc::new(registry));
+        let tls_tasks = bound.serve_tls(&service, app.clone(), &stop_rx)?;
+        let (listener, http_listener) = (bound.plain, bound.http);
+        let accept = tokio::spawn(accept_loop(listener, service.clone(), stop_rx.clone()));
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(async move {
+            let Some(http_listener) = http_listener else {
+                return;
+            };
             // As in telemetry's server: Nagle off for admin responses and
             // WebSocket frames.
             let http_listener = http_listener.tap_io(|s| {
@@ -116,14 +114,17 @@ impl BrokerHandle {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
-        tracing::info!(listen = %cfg.listen, http = %cfg.http, "broker started");
+        tracing::info!(listen = %cfg.listen, http = %cfg.http, tls = ?bound.tls_addr, https = ?bound.https_addr, "broker started");
         Ok(BrokerHandle {
             service,
             local_addr: cfg.listen,
             http_addr: cfg.http,
+            tls_addr: bound.tls_addr,
+            https_addr: bound.https_addr,
             stop,
             accept,
             http,
+            tls_tasks,
             cluster_stop,
             cluster,
         })
@@ -143,15 +144,25 @@ impl BrokerHandle {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.accept).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+        for t in self.tls_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
     }
 }
 
-async fn accept_loop(listener: TcpListener, svc: BrokerService, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: Option<TcpListener>,
+    svc: BrokerService,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(listener) = listener else { return };
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    tokio::spawn(crate::connection::serve(svc.clone(), stream, peer, stop.clone()));
+                    let _ = stream.set_nodelay(true);
+                    let plain = crate::tls::Transport::default();
+                    tokio::spawn(crate::connection::serve(svc.clone(), stream, peer, plain, stop.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

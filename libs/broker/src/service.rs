@@ -415,7 +415,10 @@ impl BrokerService {
                 None,
             )
             .await;
-        let _ = self.resources().delete_schemas(name).await;
+        // A partition's schema is the partitioned topic's, deleted with it.
+        if name.partition_index().is_none() {
+            let _ = self.resources().delete_schemas(name).await;
+        }
         Ok(())
     }
 

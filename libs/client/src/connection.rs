@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use magnetar_wire::{pb, BaseCommand, CommandType, Frame, Payload, PulsarCodec};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -20,6 +21,10 @@ const PROTOCOL_VERSION: i32 = 21;
 /// Frames the client accepts: the largest message plus headers.
 const MAX_FRAME: usize = magnetar_wire::DEFAULT_MAX_FRAME_SIZE + (1 << 20);
 const KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// The halves of a plain or TLS connection.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// What the reader task hands to a producer.
 pub(crate) enum ProducerEvent {
@@ -74,23 +79,44 @@ fn lock(m: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
 }
 
 impl Connection {
-    pub(crate) async fn connect(addr: &str, cfg: &ClientConfig) -> Result<Connection> {
+    /// Connects to `addr` (`host:port`), over TLS with `tls`.
+    pub(crate) async fn connect(
+        addr: &str,
+        cfg: &ClientConfig,
+        tls: Option<&magnetar_tls::TlsConnector>,
+    ) -> Result<Connection> {
+        let fail = |source| ClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        };
         let stream = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Timeout(cfg.connect_timeout))?
-            .map_err(|source| ClientError::Connect {
-                addr: addr.to_string(),
-                source,
-            })?;
+            .map_err(fail)?;
         let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let (rd, wr): (ReadHalf, WriteHalf) = match tls {
+            None => {
+                let (rd, wr) = stream.into_split();
+                (Box::new(rd), Box::new(wr))
+            }
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let name = magnetar_tls::server_name(host)?;
+                let s = tokio::time::timeout(cfg.connect_timeout, tls.connect(name, stream))
+                    .await
+                    .map_err(|_| ClientError::Timeout(cfg.connect_timeout))?
+                    .map_err(fail)?;
+                let (rd, wr) = tokio::io::split(s);
+                (Box::new(rd), Box::new(wr))
+            }
+        };
         let mut reader = FramedRead::new(rd, PulsarCodec::new(MAX_FRAME));
         let mut writer = FramedWrite::new(wr, PulsarCodec::new(MAX_FRAME));
         writer
             .send(Frame::new(pb::CommandConnect {
                 client_version: format!("magnetar-client {}", env!("CARGO_PKG_VERSION")),
                 protocol_version: Some(PROTOCOL_VERSION),
-                auth_method_name: cfg.auth_token.as_ref().map(|_| "token".to_string()),
+                auth_method_name: cfg.auth_method().map(str::to_string),
                 auth_data: cfg.auth_token.as_ref().map(|t| t.clone().into_bytes()),
                 ..Default::default()
             }))
@@ -222,7 +248,7 @@ fn fail_all(shared: &Shared) {
 }
 
 async fn write_loop(
-    mut writer: FramedWrite<tokio::net::tcp::OwnedWriteHalf, PulsarCodec>,
+    mut writer: FramedWrite<WriteHalf, PulsarCodec>,
     mut rx: mpsc::UnboundedReceiver<Frame>,
     shared: Arc<Shared>,
 ) {
@@ -252,7 +278,7 @@ async fn write_loop(
 }
 
 async fn read_loop(
-    mut reader: FramedRead<tokio::net::tcp::OwnedReadHalf, PulsarCodec>,
+    mut reader: FramedRead<ReadHalf, PulsarCodec>,
     tx: mpsc::UnboundedSender<Frame>,
     shared: Arc<Shared>,
 ) {

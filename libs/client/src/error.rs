@@ -11,6 +11,8 @@ pub enum ClientError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(#[from] magnetar_tls::TlsError),
     #[error("connection lost")]
     Disconnected,
     #[error("operation timed out after {0:?}")]

@@ -16,8 +16,14 @@
 //! on after the last message it returned. It gives up after
 //! `reconnect_timeout` or on an error that retrying cannot fix.
 //!
+//! A `pulsar+ssl://` service URL connects over TLS (rustls): the broker's
+//! certificate must chain to `ClientConfig::tls`'s trust file (else the
+//! system's roots) and name the host; lookups then follow the brokers'
+//! `pulsar+ssl` URLs. A client certificate there authenticates with Pulsar's
+//! `tls` method when no token is given.
+//!
 //! What it leaves out for now: partitioned topics, schemas other than
-//! bytes, chunking, encryption and TLS.
+//! bytes, chunking and encryption.
 
 mod connection;
 mod consumer;
@@ -43,7 +49,8 @@ use connection::Connection;
 /// How a client reaches and talks to brokers.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// `pulsar://host:port` of any broker (or a proxy in front of them).
+    /// `pulsar://host:port` or `pulsar+ssl://host:port` of any broker (or a
+    /// proxy in front of them).
     pub service_url: String,
     /// Bound on every request/response exchange (lookup, producer and
     /// consumer creation, close, ...).
@@ -53,6 +60,21 @@ pub struct ClientConfig {
     pub auth_token: Option<String>,
     /// How long a closed producer or consumer keeps trying to re-attach.
     pub reconnect_timeout: Duration,
+    /// What a `pulsar+ssl://` connection trusts and presents (default: the
+    /// system's roots, no client certificate).
+    pub tls: magnetar_tls::ClientTlsConfig,
+}
+
+impl ClientConfig {
+    /// The authentication method CONNECT names: a token, else a client
+    /// certificate (`tls`), else none.
+    pub fn auth_method(&self) -> Option<&'static str> {
+        match (&self.auth_token, &self.tls.cert_file) {
+            (Some(_), _) => Some("token"),
+            (None, Some(_)) => Some("tls"),
+            (None, None) => None,
+        }
+    }
 }
 
 impl ClientConfig {
@@ -63,6 +85,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             auth_token: None,
             reconnect_timeout: Duration::from_secs(60),
+            tls: magnetar_tls::ClientTlsConfig::default(),
         }
     }
 }
@@ -72,6 +95,8 @@ impl ClientConfig {
 pub struct Client {
     cfg: Arc<ClientConfig>,
     service_addr: String,
+    /// Set for a `pulsar+ssl://` service URL: every connection is TLS.
+    tls: Option<magnetar_tls::TlsConnector>,
     connections: Arc<Mutex<HashMap<String, Connection>>>,
     /// Set by `close`: handles stop re-attaching.
     closed: Arc<std::sync::atomic::AtomicBool>,
@@ -82,10 +107,15 @@ const MAX_REDIRECTS: usize = 8;
 
 impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Client> {
-        let service_addr = parse_url(&cfg.service_url)?;
+        let (service_addr, tls) = parse_url(&cfg.service_url)?;
+        let tls = match tls {
+            true => Some(cfg.tls.connector(&[])?),
+            false => None,
+        };
         Ok(Client {
             cfg: Arc::new(cfg),
             service_addr,
+            tls,
             connections: Arc::new(Mutex::new(HashMap::new())),
             closed: Arc::default(),
         })
@@ -105,7 +135,7 @@ impl Client {
                 return Ok(c.clone());
             }
         }
-        let c = Connection::connect(addr, &self.cfg).await?;
+        let c = Connection::connect(addr, &self.cfg, self.tls.as_ref()).await?;
         conns.insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -146,10 +176,20 @@ impl Client {
                     })
                 }
                 Some(kind) => {
-                    let url = r.broker_service_url.ok_or_else(|| {
+                    let url = match self.tls {
+                        Some(_) => r.broker_service_url_tls,
+                        None => r.broker_service_url,
+                    };
+                    let url = url.ok_or_else(|| {
                         ClientError::Protocol("lookup answer without a broker URL".into())
                     })?;
-                    let addr = parse_url(&url)?;
+                    let (addr, url_tls) = parse_url(&url)?;
+                    if url_tls != self.tls.is_some() {
+                        return Err(ClientError::Protocol(format!(
+                            "lookup sent a {} client to {url}",
+                            if self.tls.is_some() { "TLS" } else { "plain" }
+                        )));
+                    }
                     if kind == LookupType::Connect {
                         return if r.proxy_through_service_url.unwrap_or(false) {
                             Ok(conn)
@@ -208,11 +248,20 @@ impl Client {
     }
 }
 
-/// `pulsar://host:port` → `host:port`.
-fn parse_url(url: &str) -> Result<String> {
-    let rest = url.strip_prefix("pulsar://").ok_or_else(|| {
-        ClientError::InvalidConfig(format!("service URL {url:?} must start with pulsar://"))
-    })?;
+/// `pulsar://host:port` → (`host:port`, false); `pulsar+ssl://` → (…, true).
+fn parse_url(url: &str) -> Result<(String, bool)> {
+    let (rest, tls) = match (
+        url.strip_prefix("pulsar://"),
+        url.strip_prefix("pulsar+ssl://"),
+    ) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => {
+            return Err(ClientError::InvalidConfig(format!(
+                "service URL {url:?} must start with pulsar:// or pulsar+ssl://"
+            )))
+        }
+    };
     let addr = rest.trim_end_matches('/');
     // Several hosts may be given; take the first.
     let first = addr.split(',').next().unwrap_or_default();
@@ -221,7 +270,7 @@ fn parse_url(url: &str) -> Result<String> {
             "service URL {url:?} needs host:port"
         )));
     }
-    Ok(first.to_string())
+    Ok((first.to_string(), tls))
 }
 
 fn unexpected(what: &str, reply: &pb::BaseCommand) -> ClientError {
@@ -237,12 +286,18 @@ mod tests {
 
     #[test]
     fn service_urls() {
+        let ok = |u: &str| parse_url(u).ok();
         assert_eq!(
-            parse_url("pulsar://127.0.0.1:6650").ok().as_deref(),
-            Some("127.0.0.1:6650")
+            ok("pulsar://127.0.0.1:6650"),
+            Some(("127.0.0.1:6650".into(), false))
         );
-        assert_eq!(parse_url("pulsar://a:1,b:2/").ok().as_deref(), Some("a:1"));
+        assert_eq!(ok("pulsar://a:1,b:2/"), Some(("a:1".into(), false)));
+        assert_eq!(
+            ok("pulsar+ssl://broker:6651"),
+            Some(("broker:6651".into(), true))
+        );
         assert!(parse_url("http://a:1").is_err());
+        assert!(parse_url("pulsar+ssl://nohost").is_err());
         assert!(parse_url("pulsar://nohost").is_err());
     }
 }

@@ -109,7 +109,7 @@ impl BookieClient {
             .keep_alive_timeout(Duration::from_secs(5));
         Ok(Self {
             addr: addr.to_string(),
-            rpc: Rpc::new(endpoint.connect_lazy())
+            rpc: Rpc::new(magnetar_tls::internal::connect_lazy(endpoint))
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             stream: Mutex::new(None),

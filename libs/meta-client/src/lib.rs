@@ -154,13 +154,13 @@ impl MetaClient {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Error::InvalidArgument(format!("bad address {addr:?}: {e}")))?
             .connect_timeout(self.inner.cfg.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        let ch = magnetar_tls::internal::connect_lazy(endpoint);
         channels.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

@@ -65,7 +65,7 @@ pub fn connect_lazy(addr: &str, connect_timeout: Duration) -> Option<RaftPeerCli
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
     Some(
-        RaftPeerClient::new(endpoint.connect_lazy())
+        RaftPeerClient::new(magnetar_tls::internal::connect_lazy(endpoint))
             .max_decoding_message_size(MAX_PEER_MESSAGE)
             .max_encoding_message_size(MAX_PEER_MESSAGE),
     )

@@ -217,8 +217,7 @@ impl MetaNode {
         let mut server_shutdown = shutdown_rx.clone();
         // The builder's `tcp_nodelay` does not reach sockets accepted from our
         // own listener (see the bookie's server for what Nagle cost there).
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = magnetar_tls::internal::incoming("metadata gRPC", listener);
         let server = tokio::spawn(async move {
             let stop = async move {
                 let _ = server_shutdown.changed().await;

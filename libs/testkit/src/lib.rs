@@ -11,6 +11,7 @@ pub mod linearizability;
 mod meta;
 mod process;
 mod s3;
+pub mod tls;
 
 pub use bookie::{BookieCluster, BookieProc};
 pub use broker::{python, run_python, BrokerCluster, BrokerProc, PulsarService, Standalone, Urls};

@@ -97,6 +97,7 @@ fn start() -> anyhow::Result<()> {
         args.log_format,
         args.otlp_endpoint.as_deref(),
     )?;
+    magnetar_tls::internal::init_from_env().context("internal TLS")?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -120,6 +120,36 @@ struct Args {
     /// secret key when not given.
     #[arg(long, env = "MAGNETAR_BROKER_BROKER_CLIENT_TOKEN")]
     broker_client_token: Option<String>,
+    /// TLS: the certificate (PEM; its own first, then intermediates). Turns
+    /// the pulsar+ssl and HTTPS/WSS listeners on; reloaded when the file changes.
+    #[arg(long, env = "MAGNETAR_BROKER_TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// TLS: the certificate's private key (PEM, unencrypted).
+    #[arg(long, env = "MAGNETAR_BROKER_TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// The pulsar+ssl listener (Pulsar's brokerServicePortTls) [default: 127.0.0.1:6651].
+    #[arg(long, env = "MAGNETAR_BROKER_TLS_LISTEN")]
+    tls_listen: Option<SocketAddr>,
+    /// The HTTPS/WSS listener (Pulsar's webServicePortTls) [default: 127.0.0.1:8443].
+    #[arg(long, env = "MAGNETAR_BROKER_TLS_HTTP")]
+    tls_http: Option<SocketAddr>,
+    /// CA certificates (PEM) that client certificates must chain to; the
+    /// broker's own client trusts them too.
+    #[arg(long, env = "MAGNETAR_BROKER_TLS_TRUST_CERTS")]
+    tls_trust_certs: Option<PathBuf>,
+    /// Refuse TLS clients without a certificate from --tls-trust-certs.
+    #[arg(long, env = "MAGNETAR_BROKER_TLS_REQUIRE_CLIENT_CERT")]
+    tls_require_client_cert: bool,
+    /// Client certificates authenticate (with authentication on): the role
+    /// is the certificate's subject CN (Pulsar's AuthenticationProviderTls).
+    #[arg(long, env = "MAGNETAR_BROKER_TLS_AUTH")]
+    tls_auth: bool,
+    /// Serve the binary protocol over TLS only.
+    #[arg(long, env = "MAGNETAR_BROKER_DISABLE_PLAIN_LISTEN")]
+    disable_plain_listen: bool,
+    /// Serve HTTP over TLS only.
+    #[arg(long, env = "MAGNETAR_BROKER_DISABLE_PLAIN_HTTP")]
+    disable_plain_http: bool,
     /// How often backlog quotas are enforced on producing topics (ms).
     #[arg(
         long,
@@ -185,6 +215,7 @@ fn main() -> anyhow::Result<()> {
         args.log_format,
         args.otlp_endpoint.as_deref(),
     )?;
+    magnetar_tls::internal::init_from_env().context("internal TLS")?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -221,6 +252,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.broker_client_token.clone(),
     )
     .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
+    cfg.tls = magnetar_broker::tls::TlsFlags {
+        cert_file: args.tls_cert_file.clone(),
+        key_file: args.tls_key_file.clone(),
+        listen: args.tls_listen,
+        http: args.tls_http,
+        trust_certs: args.tls_trust_certs.clone(),
+        require_client_cert: args.tls_require_client_cert,
+        cert_auth: args.tls_auth,
+        disable_plain_listen: args.disable_plain_listen,
+        disable_plain_http: args.disable_plain_http,
+    }
+    .load()
+    .context("TLS")?;
     cfg.max_entries_per_ledger = args.max_entries_per_ledger.max(1);
     cfg.housekeeping_interval = Duration::from_millis(args.housekeeping_interval_ms.max(100));
     cfg.offload = magnetar_broker::offload::OffloadFlags {
@@ -240,6 +284,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "magnetar-broker serving pulsar://{} and http://{}",
         broker.local_addr, broker.http_addr
     );
+    if let (Some(t), Some(h)) = (broker.tls_addr, broker.https_addr) {
+        println!("magnetar-broker serving pulsar+ssl://{t} and https://{h}");
+    }
     magnetar_common::shutdown_signal().await;
     tracing::info!("shutting down: handing bundles over to other brokers");
     broker.shutdown().await;

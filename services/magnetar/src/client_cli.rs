@@ -19,6 +19,8 @@ pub struct ProduceArgs {
     /// Token for a broker with authentication on.
     #[arg(long, env = "MAGNETAR_TOKEN")]
     token: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Message bodies; each is sent `--num` times.
     #[arg(short, long = "message", required = true)]
     messages: Vec<String>,
@@ -64,6 +66,8 @@ pub struct ConsumeArgs {
     /// Token for a broker with authentication on.
     #[arg(long, env = "MAGNETAR_TOKEN")]
     token: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[arg(short, long, default_value = "magnetar-cli")]
     subscription: String,
     #[arg(short = 't', long = "type", value_enum, default_value = "exclusive")]
@@ -106,7 +110,7 @@ async fn produce_inner(args: ProduceArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("property {p:?} is not name=value"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let client = crate::client_cli::connect(&args.url, args.token.clone())?;
+    let client = crate::client_cli::connect(&args.url, args.token.clone(), &args.tls)?;
     let producer = client
         .create_producer(&args.topic, ProducerOptions::default())
         .await
@@ -129,7 +133,7 @@ async fn produce_inner(args: ProduceArgs) -> anyhow::Result<()> {
 }
 
 async fn consume_inner(args: ConsumeArgs) -> anyhow::Result<()> {
-    let client = crate::client_cli::connect(&args.url, args.token.clone())?;
+    let client = crate::client_cli::connect(&args.url, args.token.clone(), &args.tls)?;
     let opts = ConsumerOptions {
         subscription_type: args.sub_type.into(),
         initial_position: match args.position {
@@ -178,9 +182,36 @@ async fn consume_inner(args: ConsumeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// TLS for a `pulsar+ssl://` (or `https://`) URL.
+#[derive(Args, Clone, Debug, Default)]
+pub struct TlsArgs {
+    /// CA certificates (PEM) the broker's certificate must chain to
+    /// (default: the system's roots).
+    #[arg(long, env = "MAGNETAR_TLS_TRUST_CERTS")]
+    pub tls_trust_certs: Option<std::path::PathBuf>,
+    /// A client certificate (PEM), for mutual TLS and TLS authentication
+    /// (its subject CN is the role when no token is given).
+    #[arg(long, env = "MAGNETAR_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "MAGNETAR_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    pub fn config(&self) -> magnetar_tls::ClientTlsConfig {
+        magnetar_tls::ClientTlsConfig {
+            trust_file: self.tls_trust_certs.clone(),
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+        }
+    }
+}
+
 /// A client for `url`, presenting `token` if given.
-pub fn connect(url: &str, token: Option<String>) -> magnetar_client::Result<Client> {
+pub fn connect(url: &str, token: Option<String>, tls: &TlsArgs) -> magnetar_client::Result<Client> {
     let mut cfg = magnetar_client::ClientConfig::new(url);
     cfg.auth_token = token;
+    cfg.tls = tls.config();
     Client::new(cfg)
 }

@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every service in this process with one data directory.
-    Standalone(standalone::StandaloneArgs),
+    Standalone(Box<standalone::StandaloneArgs>),
     /// Administer clusters, tenants, namespaces, topics and brokers over the
     /// admin REST API (like pulsar-admin).
     Admin(admin_cli::AdminCli),
@@ -55,6 +55,11 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     let cli = Cli::parse();
+    // Metadata and bookie RPC over TLS when MAGNETAR_INTERNAL_TLS_* say so.
+    if let Err(e) = magnetar_tls::internal::init_from_env() {
+        eprintln!("error: internal TLS: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,7 +71,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Standalone(args) => match runtime.block_on(standalone::run(args)) {
+        Command::Standalone(args) => match runtime.block_on(standalone::run(*args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -43,6 +43,8 @@ pub struct ProduceArgs {
     /// Token for a broker with authentication on.
     #[arg(long, env = "MAGNETAR_TOKEN")]
     token: Option<String>,
+    #[command(flatten)]
+    tls: crate::client_cli::TlsArgs,
     #[arg(long, default_value_t = 1)]
     topics: usize,
     /// Producers per topic.
@@ -91,6 +93,8 @@ pub struct ConsumeArgs {
     /// Token for a broker with authentication on.
     #[arg(long, env = "MAGNETAR_TOKEN")]
     token: Option<String>,
+    #[command(flatten)]
+    tls: crate::client_cli::TlsArgs,
     #[arg(long, default_value_t = 1)]
     topics: usize,
     #[arg(short, long, default_value = "perf")]
@@ -268,7 +272,7 @@ async fn finish(
 }
 
 async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
-    let client = crate::client_cli::connect(&a.url, a.token.clone())?;
+    let client = crate::client_cli::connect(&a.url, a.token.clone(), &a.tls)?;
     let compression = match a.compression {
         Compression::None => magnetar_wire::CompressionType::None,
         Compression::Lz4 => magnetar_wire::CompressionType::Lz4,
@@ -471,7 +475,7 @@ async fn create_producers(
 }
 
 async fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
-    let client = crate::client_cli::connect(&a.url, a.token.clone())?;
+    let client = crate::client_cli::connect(&a.url, a.token.clone(), &a.tls)?;
     let meter = Meter::new();
     let report = tokio::spawn(reporter(
         meter.clone(),

@@ -82,6 +82,44 @@ pub struct StandaloneArgs {
     /// secret key when not given.
     #[arg(long, env = "MAGNETAR_STANDALONE_BROKER_CLIENT_TOKEN")]
     pub broker_client_token: Option<String>,
+    /// TLS: the certificate (PEM; its own first, then intermediates). Turns
+    /// the pulsar+ssl and HTTPS/WSS listeners on; reloaded when the file changes.
+    #[arg(
+        long,
+        env = "MAGNETAR_STANDALONE_TLS_CERT_FILE",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS: the certificate's private key (PEM, unencrypted).
+    #[arg(
+        long,
+        env = "MAGNETAR_STANDALONE_TLS_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+    /// The pulsar+ssl listener (Pulsar's brokerServicePortTls) [default: 127.0.0.1:6651].
+    #[arg(long, env = "MAGNETAR_STANDALONE_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// The HTTPS/WSS listener (Pulsar's webServicePortTls) [default: 127.0.0.1:8443].
+    #[arg(long, env = "MAGNETAR_STANDALONE_TLS_HTTP")]
+    pub tls_http: Option<SocketAddr>,
+    /// CA certificates (PEM) that client certificates must chain to; the
+    /// broker's own client trusts them too.
+    #[arg(long, env = "MAGNETAR_STANDALONE_TLS_TRUST_CERTS")]
+    pub tls_trust_certs: Option<PathBuf>,
+    /// Refuse TLS clients without a certificate from --tls-trust-certs.
+    #[arg(long, env = "MAGNETAR_STANDALONE_TLS_REQUIRE_CLIENT_CERT")]
+    pub tls_require_client_cert: bool,
+    /// Client certificates authenticate (with authentication on): the role
+    /// is the certificate's subject CN (Pulsar's AuthenticationProviderTls).
+    #[arg(long, env = "MAGNETAR_STANDALONE_TLS_AUTH")]
+    pub tls_auth: bool,
+    /// Serve the binary protocol over TLS only.
+    #[arg(long, env = "MAGNETAR_STANDALONE_DISABLE_PLAIN_LISTEN")]
+    pub disable_plain_listen: bool,
+    /// Serve HTTP over TLS only.
+    #[arg(long, env = "MAGNETAR_STANDALONE_DISABLE_PLAIN_HTTP")]
+    pub disable_plain_http: bool,
     /// How often backlog quotas are enforced on producing topics (ms).
     #[arg(
         long,
@@ -111,6 +149,21 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         args.broker_client_token.clone(),
     )
     .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
+    // So is TLS: unreadable files, a key not matching its certificate, an
+    // expired certificate.
+    let tls = magnetar_broker::tls::TlsFlags {
+        cert_file: args.tls_cert_file.clone(),
+        key_file: args.tls_key_file.clone(),
+        listen: args.tls_listen,
+        http: args.tls_http,
+        trust_certs: args.tls_trust_certs.clone(),
+        require_client_cert: args.tls_require_client_cert,
+        cert_auth: args.tls_auth,
+        disable_plain_listen: args.disable_plain_listen,
+        disable_plain_http: args.disable_plain_http,
+    }
+    .load()
+    .context("TLS")?;
     let _telemetry = magnetar_telemetry::init(
         "magnetar-standalone",
         args.log_format,
@@ -150,6 +203,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     broker_cfg.write_quorum = 1;
     broker_cfg.ack_quorum = 1;
     broker_cfg.auth = auth;
+    broker_cfg.tls = tls;
     broker_cfg.max_topic_metrics = args.max_topic_metrics;
     broker_cfg.backlog_quota_check_interval =
         std::time::Duration::from_millis(args.backlog_quota_check_interval_ms);
@@ -175,6 +229,10 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         "  admin REST        http://{}/admin/v2/tenants   (metrics: /metrics, health: /health)",
         broker.http_addr
     );
+    if let (Some(t), Some(h)) = (broker.tls_addr, broker.https_addr) {
+        println!("  Pulsar over TLS   pulsar+ssl://{t}");
+        println!("  admin over TLS    https://{h}/admin/v2/tenants");
+    }
     println!("  metadata service  {meta_addr}");
     println!("  bookie            {}", args.bookie_listen);
     println!("Stop with Ctrl-C.");

@@ -28,6 +28,7 @@ fn main() -> anyhow::Result<()> {
         args.log_format,
         args.otlp_endpoint.as_deref(),
     )?;
+    magnetar_tls::internal::init_from_env().context("internal TLS")?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.worker_threads as usize)
         .enable_all()

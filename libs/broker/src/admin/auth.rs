@@ -51,7 +51,15 @@ pub(super) async fn authenticate(State(a): State<App>, req: Request, next: Next)
             .then(|| query_token(&req))
             .flatten()
     });
-    let role = match a.svc.authenticate(token.as_deref()) {
+    // A verified client certificate stands for its role when no token is given.
+    let cert_role = crate::tls::request_peer(&req)
+        .and_then(|p| p.cert_role.clone())
+        .filter(|_| a.svc.tls_auth_enabled());
+    let role = match (token.as_deref(), cert_role) {
+        (None, Some(role)) => Ok(Some(role)),
+        (token, _) => a.svc.authenticate(token),
+    };
+    let role = match role {
         Ok(r) => r,
         Err(e) => return ApiError(e).into_response(),
     };

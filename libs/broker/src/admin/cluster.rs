@@ -70,8 +70,16 @@ struct AuthoritativeQuery {
 
 /// 307 to the same path and query on another broker; `authoritative` marks
 /// a broker chosen to take an unowned bundle.
-fn redirect(to: &OwnerData, uri: &Uri, authoritative: bool) -> Response {
-    let mut location = format!("{}{}", to.http_url.trim_end_matches('/'), uri.path());
+/// Whether a request came over HTTPS.
+fn over_tls(extensions: &axum::http::Extensions) -> bool {
+    extensions
+        .get::<axum::extract::ConnectInfo<crate::tls::TlsPeer>>()
+        .is_some()
+}
+
+/// A caller over HTTPS is sent to the owner's HTTPS URL (`tls`).
+fn redirect(to: &OwnerData, uri: &Uri, authoritative: bool, tls: bool) -> Response {
+    let mut location = format!("{}{}", to.web_url(tls).trim_end_matches('/'), uri.path());
     let query: Vec<&str> = uri
         .query()
         .unwrap_or("")
@@ -125,10 +133,11 @@ pub(super) async fn served_here(State(a): State<App>, req: Request, next: Next) 
     let Some(topic) = topic_of_path(req.uri().path()) else {
         return next.run(req).await;
     };
+    let tls = crate::tls::request_peer(&req).is_some();
     match lookup::lookup(&a.svc, &topic, is_authoritative(req.uri())).await {
         Ok(Answer::Here) => next.run(req).await,
-        Ok(Answer::Owner(o)) => redirect(&o, req.uri(), false),
-        Ok(Answer::Assign(o)) => redirect(&o, req.uri(), true),
+        Ok(Answer::Owner(o)) => redirect(&o, req.uri(), false, tls),
+        Ok(Answer::Assign(o)) => redirect(&o, req.uri(), true, tls),
         // A namespace that does not exist: the handler says so properly.
         Err(BrokerError::TopicNotFound(_)) => next.run(req).await,
         Err(e) => ApiError(e).into_response(),
@@ -140,6 +149,7 @@ async fn lookup_topic(
     Path((domain, t, n, topic)): Path<(String, String, String, String)>,
     Query(q): Query<AuthoritativeQuery>,
     uri: Uri,
+    extensions: axum::http::Extensions,
 ) -> Reply {
     if domain != "persistent" {
         return Err(ApiError(BrokerError::BadRequest(format!(
@@ -152,14 +162,16 @@ async fn lookup_topic(
     let owner = match lookup::lookup(&a.svc, &name, q.authoritative).await? {
         Answer::Here => a.svc.ownership().me.clone(),
         Answer::Owner(o) => o,
-        Answer::Assign(o) => return Ok(redirect(&o, &uri, true)),
+        Answer::Assign(o) => {
+            return Ok(redirect(&o, &uri, true, over_tls(&extensions)));
+        }
     };
     ok_json(json!({
         "brokerUrl": owner.native_url,
         "nativeUrl": owner.native_url,
         "httpUrl": owner.http_url,
-        "brokerUrlTls": "",
-        "httpUrlTls": "",
+        "brokerUrlTls": owner.native_url_tls.unwrap_or_default(),
+        "httpUrlTls": owner.http_url_tls.unwrap_or_default(),
     }))
 }
 
@@ -228,13 +240,16 @@ async fn unload_bundle(
     State(a): State<App>,
     Path((t, n, bundle)): Path<(String, String, String)>,
     uri: Uri,
+    extensions: axum::http::Extensions,
 ) -> Reply {
     let b = bundle_id(&a, &t, &n, &bundle).await?;
     if a.svc.release_bundle(&b).await? {
         return no_content();
     }
     match a.svc.ownership().owner(&b).await? {
-        Some(o) if o.broker_id != a.svc.ownership().me.broker_id => Ok(redirect(&o, &uri, false)),
+        Some(o) if o.broker_id != a.svc.ownership().me.broker_id => {
+            Ok(redirect(&o, &uri, false, over_tls(&extensions)))
+        }
         // Not owned: nothing is served, nothing to unload.
         _ => no_content(),
     }
@@ -284,12 +299,13 @@ async fn split_bundle(
     Path((t, n, bundle)): Path<(String, String, String)>,
     Query(q): Query<SplitQuery>,
     uri: Uri,
+    extensions: axum::http::Extensions,
 ) -> Reply {
     let b = bundle_id(&a, &t, &n, &bundle).await?;
     // The owner splits; an unowned bundle is taken first.
     if !a.svc.ownership().serves(&b) {
         if let Some(o) = a.svc.acquire(&b).await? {
-            return Ok(redirect(&o, &uri, false));
+            return Ok(redirect(&o, &uri, false, over_tls(&extensions)));
         }
     }
     a.svc.split_bundle(&b, q.unload).await?;
@@ -298,6 +314,11 @@ async fn split_bundle(
 
 fn own_token(a: &App) -> Option<&str> {
     a.svc.cfg().auth.as_ref().map(|x| x.client_token.as_str())
+}
+
+/// What calls to other brokers over HTTPS trust (`--tls-trust-certs`).
+fn peer_tls(a: &App) -> Option<&magnetar_tls::ClientTlsConfig> {
+    a.svc.cfg().tls.as_ref().and_then(|t| t.client.as_ref())
 }
 
 fn admin_path(t: &TopicName) -> String {
@@ -331,7 +352,8 @@ pub(super) async fn stats_anywhere(
         Some((base, q)) => format!("{base}/stats?{q}"),
         None => format!("{url}/stats"),
     };
-    let (code, body) = crate::peer::call(hyper::Method::GET, &url, own_token(a)).await?;
+    let (code, body) =
+        crate::peer::call(hyper::Method::GET, &url, own_token(a), peer_tls(a)).await?;
     match code.as_u16() {
         200 => Ok(serde_json::from_slice(&body).ok()),
         404 => Ok(None),
@@ -348,7 +370,8 @@ pub(super) async fn delete_anywhere(a: &App, t: &TopicName, force: bool) -> Resu
     };
     let sep = if url.contains('?') { '&' } else { '?' };
     let url = format!("{url}{sep}force={force}");
-    let (code, body) = crate::peer::call(hyper::Method::DELETE, &url, own_token(a)).await?;
+    let (code, body) =
+        crate::peer::call(hyper::Method::DELETE, &url, own_token(a), peer_tls(a)).await?;
     match code.as_u16() {
         200..=299 | 404 => Ok(()),
         c => {

@@ -29,6 +29,7 @@ mod cluster;
 mod offload;
 mod openapi;
 mod produce;
+mod schemas;
 mod storage_policies;
 mod subscriptions;
 
@@ -455,6 +456,7 @@ fn api() -> Api {
             )],
         )
         .merge(cluster::routes())
+        .merge(schemas::routes())
 }
 
 // ---- operations -------------------------------------------------------------
@@ -988,6 +990,7 @@ async fn delete_partitioned(
         }
     }
     a.svc.resources().delete_partitioned(&name).await?;
+    a.svc.resources().delete_schemas(&name).await?;
     no_content()
 }
 
