@@ -19,8 +19,7 @@ use futures::StreamExt;
 use magnetar_common::names::{NamespaceName, TopicName};
 use magnetar_managed_ledger::Position;
 use magnetar_wire::{pb, BaseCommand, CommandType, Payload, PulsarCodec, ServerError};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
 
@@ -116,6 +115,8 @@ struct Conn {
     svc: BrokerService,
     out: Outbound,
     peer: SocketAddr,
+    /// Plain or TLS, and the client certificate's role.
+    transport: crate::tls::Transport,
     connected: bool,
     /// The authenticated role (authentication on).
     role: Option<String>,
@@ -134,14 +135,14 @@ struct Conn {
 }
 
 /// Serves one connection until the client leaves, errs, or `stop` fires.
-pub async fn serve(
+pub async fn serve<S: crate::tls::SplitStream>(
     svc: BrokerService,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
+    transport: crate::tls::Transport,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = stream.split_halves();
     let conn_id = svc.next_id();
     let (out, rx) = Outbound::new(conn_id, svc.cfg().max_outbound_bytes);
     let mut writer = tokio::spawn(write_loop(wr, rx));
@@ -152,6 +153,7 @@ pub async fn serve(
         svc: svc.clone(),
         out: out.clone(),
         peer,
+        transport,
         connected: false,
         role: None,
         auth_deadline: None,
@@ -243,7 +245,7 @@ async fn auth_due(deadline: Option<tokio::time::Instant>) {
 /// How long a client has to answer an AUTH_CHALLENGE with a fresh token.
 const AUTH_REFRESH_GRACE: Duration = Duration::from_secs(10);
 
-async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, mut out: OutboundReceiver) {
+async fn write_loop(mut wr: impl AsyncWrite + Unpin, mut out: OutboundReceiver) {
     let mut buf = BytesMut::with_capacity(64 << 10);
     while let Some(f) = out.rx.recv().await {
         let mut accounted = f.bytes;
@@ -334,14 +336,17 @@ impl Conn {
                         .auth_data
                         .as_deref()
                         .map(|d| String::from_utf8_lossy(d).into_owned());
-                    let method_ok = c.auth_method_name.as_deref().is_none_or(|m| m == "token");
-                    let verified = if method_ok {
-                        self.verify_token(token.as_deref())
-                    } else {
-                        Err(BrokerError::Unauthenticated(format!(
-                            "unsupported authentication method {:?}; use \"token\"",
-                            c.auth_method_name.unwrap_or_default()
-                        )))
+                    let verified = match c.auth_method_name.as_deref() {
+                        None | Some("token") => self.verify_token(token.as_deref()),
+                        Some("tls") => self.verify_certificate(),
+                        Some(other) => Err(BrokerError::Unauthenticated(format!(
+                            "unsupported authentication method {other:?}; use \"token\"{}",
+                            if self.svc.tls_auth_enabled() {
+                                " or \"tls\""
+                            } else {
+                                ""
+                            }
+                        ))),
                     };
                     if let Err(e) = verified {
                         tracing::info!(peer = %self.peer, error = %e, "authentication failed");
@@ -713,17 +718,21 @@ impl Conn {
             ..Default::default()
         };
         let listener = c.advertised_listener_name.as_deref();
+        let tls = self.transport.tls;
         let answer = answer.and_then(|a| match a {
             Answer::Here => Ok((
-                self.svc.ownership().me.url_for(listener)?,
+                self.svc.ownership().me.lookup_urls(listener, tls)?,
                 LookupType::Connect,
             )),
-            Answer::Owner(o) => Ok((o.url_for(listener)?, LookupType::Connect)),
+            Answer::Owner(o) => Ok((o.lookup_urls(listener, tls)?, LookupType::Connect)),
             // The chosen broker takes the bundle when asked authoritatively.
-            Answer::Assign(o) => Ok((o.url_for(listener)?, LookupType::Redirect)),
+            Answer::Assign(o) => Ok((o.lookup_urls(listener, tls)?, LookupType::Redirect)),
         });
         match answer {
-            Ok((url, kind)) => found(url, kind),
+            Ok(((url, url_tls), kind)) => pb::CommandLookupTopicResponse {
+                broker_service_url_tls: url_tls,
+                ..found(url, kind)
+            },
             Err(e) => pb::CommandLookupTopicResponse {
                 response: Some(LookupType::Failed as i32),
                 request_id: c.request_id,
@@ -756,6 +765,24 @@ impl Conn {
             tokio::time::Instant::now() + Duration::from_secs(left)
         });
         self.role = Some(id.role);
+        Ok(())
+    }
+
+    /// TLS authentication: the role is the subject CN of the client
+    /// certificate the TLS handshake verified.
+    fn verify_certificate(&mut self) -> Result<()> {
+        if !self.svc.tls_auth_enabled() {
+            return Err(BrokerError::Unauthenticated(
+                "TLS authentication is not enabled on this broker (--tls-auth)".into(),
+            ));
+        }
+        let role = self.transport.cert_role.clone().ok_or_else(|| {
+            BrokerError::Unauthenticated(
+                "TLS authentication needs a client certificate with a subject CN, over pulsar+ssl"
+                    .into(),
+            )
+        })?;
+        self.role = Some(role);
         Ok(())
     }
 

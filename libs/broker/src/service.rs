@@ -63,14 +63,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl BrokerService {
     pub fn new(cfg: BrokerConfig, meta: MetaClient, factory: ManagedLedgerFactory) -> Self {
-        let host = cfg.advertised_host();
-        let broker_url = format!("pulsar://{host}:{}", cfg.listen.port());
-        let web_url = format!("http://{host}:{}", cfg.http.port());
+        // A listener that is off has no URL; the TLS one stands in.
+        let urls = crate::tls::Urls::of(&cfg);
+        let broker_url = urls.native.clone().or(urls.native_tls.clone());
+        let broker_url = broker_url.unwrap_or_default();
+        let web_url = urls
+            .http
+            .clone()
+            .or(urls.http_tls.clone())
+            .unwrap_or_default();
         let me = OwnerData {
             broker_id: cfg.broker_id(),
-            native_url: broker_url.clone(),
+            native_url: urls.native.unwrap_or_default(),
             http_url: web_url.clone(),
             listeners: cfg.advertised_listeners.iter().cloned().collect(),
+            native_url_tls: urls.native_tls,
+            http_url_tls: urls.http_tls,
         };
         BrokerService {
             inner: Arc::new(ServiceInner {
