@@ -94,7 +94,8 @@ test: lint test-unit test-e2e test-deploy
 # Deployment checks (helm/tests, terraform/tests): the chart rendered by Helm's
 # own engine (helm-python-sdk), every manifest validated against Kubernetes'
 # schemas, checkov on the manifests and terraform/, `terraform fmt -check`.
-# Offline once the venv exists; no Kubernetes API server needed.
+# Offline once the venv exists; no Kubernetes API server needed. The init Job's
+# arguments run for real: the `magnetar` binary against a standalone.
 .PHONY: test-deploy
 DEPLOY_VENV := $(HOME)/.cache/magnetar/venv-deploy
 DEPLOY_PINS := helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 checkov==3.3.30 pytest==9.1.1 PyYAML==6.0.4
@@ -104,7 +105,8 @@ test-deploy: setup
 	  echo "make: installing $(DEPLOY_PINS) into $(DEPLOY_VENV)"; \
 	  rm -rf $(DEPLOY_VENV) && python3 -m venv $(DEPLOY_VENV) && \
 	  $(DEPLOY_VENV)/bin/pip install -q $(DEPLOY_PINS) && echo "$(DEPLOY_PINS)" > $(DEPLOY_VENV)/.pins; }
-	$(DEPLOY_VENV)/bin/python -m pytest -q -p no:cacheprovider helm/tests terraform/tests
+	$(CARGO) build -p magnetar --bin magnetar
+	MAGNETAR_BIN=$(BIN_DIR)/magnetar $(DEPLOY_VENV)/bin/python -m pytest -q -p no:cacheprovider helm/tests terraform/tests
 
 # Benchmarks are release builds and write their figures to docs/BENCHMARKS.md.
 bench: bench-meta bench-ledger bench-managed-ledger bench-broker bench-cluster

@@ -26,6 +26,8 @@ use hyper_util::rt::TokioExecutor;
 use magnetar_common::names::{check_segment, NamespaceName, TopicName};
 use serde_json::{json, Map, Value};
 
+mod init;
+
 // ---- command line -------------------------------------------------------------
 
 const OUTPUT_HELP: &str = "\
@@ -79,6 +81,9 @@ enum Group {
     /// Live brokers, the leader, what a broker owns.
     #[command(subcommand)]
     Brokers(BrokersCmd),
+    /// Waits for the cluster, then creates the tenants and namespaces given
+    /// that do not exist yet (the Helm chart's initialisation Job).
+    Init(init::InitArgs),
 }
 
 #[derive(Subcommand)]
@@ -861,6 +866,7 @@ fn plan(group: Group) -> Result<Plan, String> {
         Group::Namespaces(c) => plan_namespaces(c),
         Group::Topics(c) => plan_topics(c),
         Group::Brokers(c) => plan_brokers(c),
+        Group::Init(_) => Err("`admin init` is not a single call".into()),
     }
 }
 
@@ -1605,10 +1611,21 @@ fn resolve(from: &str, location: &str) -> String {
 // ---- running --------------------------------------------------------------------
 
 pub async fn run(cli: AdminCli) -> ExitCode {
-    let http = Http::new(cli.url, cli.token, cli.timeout);
-    let result = match plan(cli.group) {
-        Ok(p) => execute(&http, cli.json, p).await,
-        Err(e) => Err(Failure::Other(e)),
+    let result = match cli.group {
+        Group::Init(args) => match init::token(&args) {
+            Ok(token) => {
+                let http = Http::new(cli.url, token.or(cli.token), cli.timeout);
+                init::run(&http, &args).await
+            }
+            Err(f) => Err(f),
+        },
+        group => {
+            let http = Http::new(cli.url, cli.token, cli.timeout);
+            match plan(group) {
+                Ok(p) => execute(&http, cli.json, p).await,
+                Err(e) => Err(Failure::Other(e)),
+            }
+        }
     };
     match result {
         Ok(text) => {

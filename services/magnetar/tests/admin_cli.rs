@@ -596,3 +596,84 @@ fn admin_cli_without_a_server_exits_3() {
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("cannot reach"), "{}", out.stderr);
 }
+
+/// `magnetar admin init` (the Helm chart's initialisation Job) against a
+/// standalone with authentication: it signs its own superuser token, creates
+/// what is missing, leaves what exists, fails at once on a wrong token, waits
+/// for an unknown cluster until its deadline, and a bad spec changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_init_creates_what_is_missing_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("secret.key");
+    let key = key.to_str().unwrap();
+    let magnetar = |args: &[&str]| {
+        let out = Command::new(bin_path("magnetar"))
+            .args(args)
+            .env_remove("MAGNETAR_TOKEN")
+            .env_remove("MAGNETAR_ADMIN_URL")
+            .output()
+            .expect("run magnetar");
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    magnetar(&["tokens", "create-secret-key", "--output", key]).ok();
+    let user_token = magnetar(&["tokens", "create", "--secret-key", key, "--subject", "someone"])
+        .ok()
+        .stdout;
+    let user_token_file = dir.path().join("user.token");
+    std::fs::write(&user_token_file, user_token.trim()).unwrap();
+
+    let mut s = Standalone::start_with(&["--auth-secret-key", key, "--superuser-roles", "admin"]);
+    s.wait_ready(Duration::from_secs(60)).await;
+    let url = s.web_url();
+    let admin_token = magnetar(&["tokens", "create", "--secret-key", key, "--subject", "admin"])
+        .ok()
+        .stdout;
+    let admin = |args: &[&str]| run(&url, Some(admin_token.trim()), args);
+    let clusters = admin(&["clusters", "list", "--json"]).ok().json();
+    let cluster = clusters[0].as_str().expect("a cluster").to_string();
+    let spec = r#"[{"name":"acme","adminRoles":["acme-admin"],
+        "namespaces":[{"name":"orders","bundles":4},{"name":"audit"}]}]"#;
+    let init = |extra: &[&str]| {
+        let mut args = vec!["admin", "--url", &url, "init", "--cluster", &cluster];
+        args.extend_from_slice(extra);
+        magnetar(&args)
+    };
+    let as_admin = ["--secret-key-file", key, "--superuser", "admin"];
+
+    // A bad spec is refused before anything is sent.
+    let bad = init(&[&as_admin[..], &["--tenants-json", r#"[{"name":"bad/name"}]"#]].concat());
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    // A token without the rights fails at once, not after the wait.
+    let started = std::time::Instant::now();
+    let user_file = user_token_file.to_str().unwrap();
+    init(&["--token-file", user_file, "--tenants-json", spec]).refused("403");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    admin(&["tenants", "get", "acme"]).refused("404");
+
+    let first = init(&[&as_admin[..], &["--tenants-json", spec]].concat()).ok();
+    assert!(first.stdout.contains("magnetar-init: created tenant acme"), "{}", first.stdout);
+    assert!(first.stdout.contains("created namespace acme/orders"), "{}", first.stdout);
+    let tenant = admin(&["tenants", "get", "acme", "--json"]).ok().json();
+    assert_eq!(tenant["adminRoles"], json!(["acme-admin"]));
+    assert_eq!(tenant["allowedClusters"], json!([cluster]));
+    let bundles = admin(&["namespaces", "bundles", "acme/orders", "--json"]).ok().json();
+    assert_eq!(bundles["numBundles"], json!(4), "{bundles}");
+
+    // Again: everything exists and is left as it is.
+    admin(&["tenants", "update", "acme", "--admin-roles", "changed"]).ok();
+    let again = init(&[&as_admin[..], &["--tenants-json", spec]].concat()).ok();
+    assert!(again.stdout.contains("tenant acme exists; left as it is"), "{}", again.stdout);
+    assert!(again.stdout.ends_with("magnetar-init: done\n"), "{}", again.stdout);
+    let tenant = admin(&["tenants", "get", "acme", "--json"]).ok().json();
+    assert_eq!(tenant["adminRoles"], json!(["changed"]));
+
+    // A cluster no broker serves: retried until the deadline, then a failure.
+    let mut args = vec!["admin", "--url", &url, "init", "--cluster", "elsewhere"];
+    args.extend_from_slice(&as_admin);
+    args.extend_from_slice(&["--wait-seconds", "2", "--retry-seconds", "1"]);
+    magnetar(&args).refused("no broker served cluster elsewhere within 2 s");
+}
