@@ -10,6 +10,8 @@
 //! other error, 2 bad arguments (clap), 3 the server could not be reached
 //! (connection refused, timeout, broken exchange).
 
+mod schemas;
+
 use std::fmt::{self, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -78,6 +80,9 @@ enum Group {
     /// Persistent topics, their subscriptions and permissions.
     #[command(subcommand)]
     Topics(TopicsCmd),
+    /// Topics' schemas: get, upload, delete, compatibility.
+    #[command(subcommand)]
+    Schemas(schemas::SchemasCmd),
     /// Live brokers, the leader, what a broker owns.
     #[command(subcommand)]
     Brokers(BrokersCmd),
@@ -865,6 +870,7 @@ fn plan(group: Group) -> Result<Plan, String> {
         Group::Tenants(c) => plan_tenants(c),
         Group::Namespaces(c) => plan_namespaces(c),
         Group::Topics(c) => plan_topics(c),
+        Group::Schemas(c) => schemas::plan(c),
         Group::Brokers(c) => plan_brokers(c),
         Group::Init(_) => Err("`admin init` is not a single call".into()),
     }
