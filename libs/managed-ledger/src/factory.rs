@@ -1,10 +1,11 @@
 //! Opens managed ledgers for one owner (a broker) and runs their housekeeping.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use magnetar_ledger::LedgerClient;
 use magnetar_meta_client::MetaClient;
+use magnetar_offload::Offloader;
 use tokio::sync::watch;
 
 use crate::cache::CacheBudget;
@@ -23,6 +24,10 @@ struct Inner {
     /// of other names go on in parallel: a slow takeover (a recovery waiting
     /// on bookies) holds back only its own topic.
     opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Offloaders this factory has seen in use, by their driver record:
+    /// deleting a managed ledger that is no longer open reaches its objects
+    /// with the credentials they were written with (a record holds none).
+    offloaders: Mutex<HashMap<BTreeMap<String, String>, Offloader>>,
     stop: watch::Sender<bool>,
 }
 
@@ -41,6 +46,7 @@ impl ManagedLedgerFactory {
             cfg,
             open: Mutex::new(HashMap::new()),
             opening: Mutex::new(HashMap::new()),
+            offloaders: Mutex::new(HashMap::new()),
             stop: watch::channel(false).0,
         });
         let weak = Arc::downgrade(&inner);
@@ -152,11 +158,19 @@ impl ManagedLedgerFactory {
             .collect())
     }
 
-    /// Deletes a managed ledger: its ledgers, its cursors' ledgers and its
-    /// metadata. Closes it first if open here.
+    /// An offloader to reach objects with when a managed ledger is deleted
+    /// again after it was closed (a delete that failed on the store).
+    fn remember_offloader(&self, o: Offloader) {
+        lock(&self.inner.offloaders).insert(o.config().metadata(), o);
+    }
+
+    /// Deletes a managed ledger: its objects in tiered storage, its ledgers,
+    /// its cursors' ledgers and its metadata. Closes it first if open here.
     pub async fn delete(&self, name: &str) -> Result<()> {
         let open = lock(&self.inner.open).remove(name);
-        let offloader = open.as_ref().and_then(|ml| ml.offload_policy().offloader);
+        if let Some(o) = open.as_ref().and_then(|ml| ml.offload_policy().offloader) {
+            self.remember_offloader(o);
+        }
         if let Some(ml) = open {
             ml.close().await?;
         }
@@ -168,6 +182,10 @@ impl ManagedLedgerFactory {
                 "no such managed ledger".into(),
             ));
         };
+        // Objects first: while the store is down the delete fails (retryable)
+        // and the metadata that names the objects stays, so none is orphaned.
+        let known = lock(&self.inner.offloaders).clone();
+        crate::managed_ledger::offload::delete_all_offloaded(name, &stored, known).await?;
         let prefix = info::cursors_prefix(name);
         for kv in self.inner.meta.list_all(&prefix).await?.kvs {
             if let Ok(c) = serde_json::from_slice::<CursorInfo>(&kv.value) {
@@ -178,8 +196,6 @@ impl ManagedLedgerFactory {
         }
         self.inner.meta.delete_prefix(&prefix).await?;
         self.inner.meta.delete(&key, None).await?;
-        crate::managed_ledger::offload::delete_all_offloaded(name, &stored.ledgers, offloader)
-            .await;
         for l in stored.ledgers {
             let _ = self.inner.ledgers.delete(l.ledger_id).await;
         }

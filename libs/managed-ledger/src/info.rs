@@ -62,6 +62,20 @@ pub struct ManagedLedgerInfo {
     /// Set by terminate: the last entry there will ever be.
     #[serde(default)]
     pub terminated_at: Option<Position>,
+    /// Objects in tiered storage that must go but whose deletion has not
+    /// succeeded yet (the store was down): ledgers trimmed from the list,
+    /// failed offload attempts. Recorded in the same CAS that drops them from
+    /// the list, removed once deleted; housekeeping retries the rest. So an
+    /// object store outage never leaves an object nobody knows about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offload_leftovers: Vec<OffloadLeftover>,
+}
+
+/// The objects of one offload attempt still to delete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffloadLeftover {
+    pub ledger_id: u64,
+    pub context: OffloadContext,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1199,10 +1199,13 @@ impl Inner {
             }
             doomed
         };
-        let offloaded = self.offload_contexts(&doomed);
+        let offloaded = self.offload_leftovers_of(&doomed);
         let stored = self
             .update_info_and(
-                |info| info.ledgers.retain(|l| !doomed.contains(&l.ledger_id)),
+                |info| {
+                    info.ledgers.retain(|l| !doomed.contains(&l.ledger_id));
+                    info.offload_leftovers.extend(offloaded);
+                },
                 |s| {
                     s.list
                         .segments
@@ -1219,7 +1222,7 @@ impl Inner {
                     tracing::debug!(ledger = %self.name, ledger_id = id, "trimming ledger");
                     self.delete_ledger(id).await;
                 }
-                self.delete_offloaded(offloaded).await;
+                self.delete_leftovers().await;
                 Ok(())
             }
             Err(MlError::Fenced(name)) => {

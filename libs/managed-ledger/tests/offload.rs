@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use magnetar_ledger::{LedgerClient, LedgerClientConfig, LedgerError};
 use magnetar_managed_ledger::{
-    FactoryConfig, InitialPosition, ManagedLedger, ManagedLedgerConfig, ManagedLedgerFactory,
+    info, FactoryConfig, InitialPosition, ManagedLedger, ManagedLedgerConfig, ManagedLedgerFactory,
     MlError, OffloadPolicy, Position, ReadPriority, RetentionPolicy,
 };
 use magnetar_meta_client::{ClientConfig, MetaClient};
@@ -211,13 +211,31 @@ async fn offloaded_ledgers_are_read_from_s3_after_the_bookie_copy_is_gone() {
     assert!(o.list().await.unwrap().is_empty(), "{:?}", o.list().await);
 }
 
+/// How many offload leftovers the stored ledger list of `name` records.
+async fn stored_leftovers(cluster: &BookieCluster, name: &str) -> usize {
+    let meta = MetaClient::new(ClientConfig::from_list(&cluster.meta.endpoints())).unwrap();
+    let (stored, _) = info::load::<info::ManagedLedgerInfo>(&meta, &info::ledger_key(name))
+        .await
+        .unwrap()
+        .expect("stored");
+    stored.offload_leftovers.len()
+}
+
+/// No object is orphaned by an outage of the store: ledgers trimmed while it
+/// is down keep their objects recorded as leftovers, which housekeeping
+/// deletes once it is back; deleting the managed ledger while it is down
+/// fails (retryable) and keeps the metadata, and succeeds afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_the_managed_ledger_deletes_its_objects() {
+async fn no_objects_are_orphaned_by_an_outage_of_the_store() {
     let cluster = BookieCluster::start(1, 2);
     cluster.wait_ready(Duration::from_secs(30)).await;
     let s3 = S3Server::start("tiered");
     let f = factory(&cluster).await;
     let ml = f.open("t/ns/deleted", ml_config()).await.unwrap();
+    let cursor = ml
+        .open_cursor("c", InitialPosition::Earliest)
+        .await
+        .unwrap();
     append(&ml, 0, 1100).await;
     let o = offloader(&s3);
     ml.set_offload_policy(OffloadPolicy {
@@ -232,6 +250,50 @@ async fn deleting_the_managed_ledger_deletes_its_objects() {
     assert_eq!(offloaded_ledgers(&ml).len(), 2);
     assert_eq!(o.list().await.unwrap().len(), 4);
     read_all(&ml, 1100).await.unwrap();
+
+    // Trimmed while the store is down: out of the list, objects still there.
+    cursor.ack_cumulative(ml.last_confirmed()).unwrap();
+    cursor.flush().await.unwrap();
+    ml.set_retention_policy(RetentionPolicy {
+        retention_time: Some(Duration::ZERO),
+        retention_bytes: Some(0),
+        message_ttl: None,
+    });
+    s3.process.pause();
+    ml.trim().await.unwrap();
+    assert!(offloaded_ledgers(&ml).is_empty());
+    assert_eq!(stored_leftovers(&cluster, "t/ns/deleted").await, 2);
+    // (A paused server may still carry out the deletes it had queued once
+    // it resumes; deleting again is harmless.)
+    s3.process.resume();
+    ml.offload_housekeeping().await.unwrap();
+    assert!(o.list().await.unwrap().is_empty(), "{:?}", o.list().await);
+    assert_eq!(stored_leftovers(&cluster, "t/ns/deleted").await, 0);
+
+    // Deleting the managed ledger while the store is down fails and keeps it.
+    ml.set_retention_policy(RetentionPolicy {
+        retention_time: None,
+        retention_bytes: None,
+        message_ttl: None,
+    });
+    append(&ml, 0, 1100).await;
+    ml.offload_housekeeping().await.unwrap();
+    let objects = o.list().await.unwrap();
+    assert!(objects.len() >= 4, "{objects:?}");
+    s3.process.pause();
+    let err = f
+        .delete("t/ns/deleted")
+        .await
+        .expect_err("the store is down");
+    assert!(err.is_retriable(), "{err}");
+    s3.process.resume();
+    assert_eq!(
+        f.list("t/ns/").await.unwrap().len(),
+        1,
+        "the metadata is kept"
+    );
+    assert_eq!(stored_leftovers(&cluster, "t/ns/deleted").await, 0);
     f.delete("t/ns/deleted").await.unwrap();
     assert!(o.list().await.unwrap().is_empty(), "{:?}", o.list().await);
+    assert!(f.list("t/ns/").await.unwrap().is_empty());
 }

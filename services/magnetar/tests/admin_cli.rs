@@ -620,18 +620,32 @@ async fn admin_init_creates_what_is_missing_and_nothing_else() {
         }
     };
     magnetar(&["tokens", "create-secret-key", "--output", key]).ok();
-    let user_token = magnetar(&["tokens", "create", "--secret-key", key, "--subject", "someone"])
-        .ok()
-        .stdout;
+    let user_token = magnetar(&[
+        "tokens",
+        "create",
+        "--secret-key",
+        key,
+        "--subject",
+        "someone",
+    ])
+    .ok()
+    .stdout;
     let user_token_file = dir.path().join("user.token");
     std::fs::write(&user_token_file, user_token.trim()).unwrap();
 
     let mut s = Standalone::start_with(&["--auth-secret-key", key, "--superuser-roles", "admin"]);
     s.wait_ready(Duration::from_secs(60)).await;
     let url = s.web_url();
-    let admin_token = magnetar(&["tokens", "create", "--secret-key", key, "--subject", "admin"])
-        .ok()
-        .stdout;
+    let admin_token = magnetar(&[
+        "tokens",
+        "create",
+        "--secret-key",
+        key,
+        "--subject",
+        "admin",
+    ])
+    .ok()
+    .stdout;
     let admin = |args: &[&str]| run(&url, Some(admin_token.trim()), args);
     let clusters = admin(&["clusters", "list", "--json"]).ok().json();
     let cluster = clusters[0].as_str().expect("a cluster").to_string();
@@ -645,7 +659,13 @@ async fn admin_init_creates_what_is_missing_and_nothing_else() {
     let as_admin = ["--secret-key-file", key, "--superuser", "admin"];
 
     // A bad spec is refused before anything is sent.
-    let bad = init(&[&as_admin[..], &["--tenants-json", r#"[{"name":"bad/name"}]"#]].concat());
+    let bad = init(
+        &[
+            &as_admin[..],
+            &["--tenants-json", r#"[{"name":"bad/name"}]"#],
+        ]
+        .concat(),
+    );
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     // A token without the rights fails at once, not after the wait.
     let started = std::time::Instant::now();
@@ -655,19 +675,37 @@ async fn admin_init_creates_what_is_missing_and_nothing_else() {
     admin(&["tenants", "get", "acme"]).refused("404");
 
     let first = init(&[&as_admin[..], &["--tenants-json", spec]].concat()).ok();
-    assert!(first.stdout.contains("magnetar-init: created tenant acme"), "{}", first.stdout);
-    assert!(first.stdout.contains("created namespace acme/orders"), "{}", first.stdout);
+    assert!(
+        first.stdout.contains("magnetar-init: created tenant acme"),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        first.stdout.contains("created namespace acme/orders"),
+        "{}",
+        first.stdout
+    );
     let tenant = admin(&["tenants", "get", "acme", "--json"]).ok().json();
     assert_eq!(tenant["adminRoles"], json!(["acme-admin"]));
     assert_eq!(tenant["allowedClusters"], json!([cluster]));
-    let bundles = admin(&["namespaces", "bundles", "acme/orders", "--json"]).ok().json();
+    let bundles = admin(&["namespaces", "bundles", "acme/orders", "--json"])
+        .ok()
+        .json();
     assert_eq!(bundles["numBundles"], json!(4), "{bundles}");
 
     // Again: everything exists and is left as it is.
     admin(&["tenants", "update", "acme", "--admin-roles", "changed"]).ok();
     let again = init(&[&as_admin[..], &["--tenants-json", spec]].concat()).ok();
-    assert!(again.stdout.contains("tenant acme exists; left as it is"), "{}", again.stdout);
-    assert!(again.stdout.ends_with("magnetar-init: done\n"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains("tenant acme exists; left as it is"),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        again.stdout.ends_with("magnetar-init: done\n"),
+        "{}",
+        again.stdout
+    );
     let tenant = admin(&["tenants", "get", "acme", "--json"]).ok().json();
     assert_eq!(tenant["adminRoles"], json!(["changed"]));
 

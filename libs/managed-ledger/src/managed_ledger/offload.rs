@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::{millis, now_ms, Inner, ManagedLedger};
 use crate::entry::{self, Entry};
 use crate::error::{MlError, Result};
-use crate::info::{LedgerInfo, OffloadContext};
+use crate::info::{LedgerInfo, OffloadContext, OffloadLeftover};
 use crate::position::Position;
 
 /// Entries read from the bookies per request while copying a ledger.
@@ -179,6 +179,10 @@ impl ManagedLedger {
     /// Housekeeping's part: bookie copies past the deletion lag, then an
     /// automatic offload when the bookies hold more than the threshold.
     pub async fn offload_housekeeping(&self) -> Result<()> {
+        if !self.inner.lock().info.offload_leftovers.is_empty() {
+            let _update = self.inner.info_update.lock().await;
+            self.inner.delete_leftovers().await;
+        }
         self.inner.delete_lagged_bookie_copies().await?;
         let Some(up_to) = self.inner.threshold_position() else {
             return Ok(());
@@ -259,15 +263,18 @@ impl Inner {
             timestamp_ms: now_ms(),
             driver: offloader.config().metadata(),
         };
-        let previous = self.set_context(ledger_id, |_| Some(attempt)).await?;
-        if let Some(old) = previous.filter(|o| !o.complete) {
-            let deleted = match self.offloader_for(&old) {
-                Ok(o) => o.delete(&old.uuid, ledger_id).await.map_err(offload_error),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = deleted {
-                tracing::warn!(ledger = %self.name, ledger_id, error = %e, "could not delete a failed offload attempt");
-            }
+        // The previous attempt, if it failed, becomes a leftover in the same
+        // CAS that records this one, and is deleted now or by housekeeping.
+        let previous = self
+            .update_context(
+                ledger_id,
+                |_| Some(attempt),
+                |old| old.filter(|o| !o.complete),
+            )
+            .await?;
+        if previous.is_some() {
+            let _update = self.info_update.lock().await;
+            self.delete_leftovers().await;
         }
         let copied = self.copy_ledger(offloader, &uuid, ledger_id, entries).await;
         let done = match copied {
@@ -323,12 +330,25 @@ impl Inner {
         Ok(())
     }
 
-    /// Changes one ledger's offload context by compare-and-set; returns
-    /// the context it replaced. Fails if the ledger left the list.
+    /// Changes one ledger's offload context by compare-and-set. Fails if
+    /// the ledger left the list.
     async fn set_context(
         &self,
         ledger_id: u64,
         change: impl FnOnce(Option<OffloadContext>) -> Option<OffloadContext>,
+    ) -> Result<()> {
+        self.update_context(ledger_id, change, |_| None)
+            .await
+            .map(|_| ())
+    }
+
+    /// `set_context`, also recording as a leftover what `leftover` picks
+    /// from the replaced context; returns that leftover's context.
+    async fn update_context(
+        &self,
+        ledger_id: u64,
+        change: impl FnOnce(Option<OffloadContext>) -> Option<OffloadContext>,
+        leftover: impl FnOnce(Option<OffloadContext>) -> Option<OffloadContext>,
     ) -> Result<Option<OffloadContext>> {
         let _update = self.info_update.lock().await;
         let mut previous = None;
@@ -337,8 +357,13 @@ impl Inner {
             .update_info(|info| {
                 if let Some(li) = info.ledgers.iter_mut().find(|l| l.ledger_id == ledger_id) {
                     found = true;
-                    previous = li.offload.clone();
-                    li.offload = change(li.offload.take());
+                    let old = li.offload.take();
+                    li.offload = change(old.clone());
+                    previous = leftover(old);
+                    if let Some(context) = previous.clone() {
+                        info.offload_leftovers
+                            .push(OffloadLeftover { ledger_id, context });
+                    }
                 }
             })
             .await;
@@ -441,28 +466,52 @@ impl Inner {
         })
     }
 
-    /// Contexts of ledgers that are (being) offloaded, for deletion.
-    pub(super) fn offload_contexts(&self, ledgers: &[u64]) -> Vec<(u64, OffloadContext)> {
+    /// The objects of `ledgers` (offloaded or being offloaded), as the
+    /// leftovers their trimming leaves.
+    pub(super) fn offload_leftovers_of(&self, ledgers: &[u64]) -> Vec<OffloadLeftover> {
         let s = self.lock();
         s.info
             .ledgers
             .iter()
             .filter(|li| ledgers.contains(&li.ledger_id))
-            .filter_map(|li| li.offload.clone().map(|o| (li.ledger_id, o)))
+            .filter_map(|li| {
+                li.offload.clone().map(|context| OffloadLeftover {
+                    ledger_id: li.ledger_id,
+                    context,
+                })
+            })
             .collect()
     }
 
-    /// Deletes the objects of trimmed ledgers (best effort: logged).
-    pub(super) async fn delete_offloaded(&self, doomed: Vec<(u64, OffloadContext)>) {
-        for (ledger_id, ctx) in doomed {
+    /// Deletes the recorded leftovers, then forgets those that went. What
+    /// fails stays recorded and the next housekeeping tries it again. The
+    /// caller holds `info_update`.
+    pub(super) async fn delete_leftovers(&self) {
+        let leftovers = self.lock().info.offload_leftovers.clone();
+        let mut gone = Vec::new();
+        for l in leftovers {
+            let (ledger_id, ctx) = (l.ledger_id, &l.context);
             lock(&self.offload.readers).remove(&(ledger_id, ctx.uuid.clone()));
-            let deleted = match self.offloader_for(&ctx) {
+            let deleted = match self.offloader_for(ctx) {
                 Ok(o) => o.delete(&ctx.uuid, ledger_id).await.map_err(offload_error),
                 Err(e) => Err(e),
             };
-            if let Err(e) = deleted {
-                tracing::warn!(ledger = %self.name, ledger_id, error = %e, "could not delete offloaded objects");
+            match deleted {
+                Ok(()) => gone.push(l),
+                Err(e) => {
+                    tracing::warn!(ledger = %self.name, ledger_id, error = %e, "could not delete offloaded objects; housekeeping will retry")
+                }
             }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        let forgotten = self
+            .update_info(|info| info.offload_leftovers.retain(|l| !gone.contains(l)))
+            .await;
+        if let Err(e) = forgotten {
+            // Deleting again later is harmless (deletes are idempotent).
+            tracing::warn!(ledger = %self.name, error = %e, "could not record deleted offload objects");
         }
     }
 
@@ -568,27 +617,37 @@ fn offloader_from_record(
     Some(o)
 }
 
-/// Deletes the offloaded objects of every ledger of a deleted managed
-/// ledger, through `configured` (the one it had open) where the recorded
-/// driver is the same, else through each ledger's recorded driver (best
-/// effort: logged).
+/// Deletes the offloaded objects of every ledger of a managed ledger being
+/// deleted, and its leftovers, through a `known` offloader where the recorded
+/// driver is the same, else through one built from the record.
+/// Fails on the first object that cannot be deleted, naming it.
 pub(crate) async fn delete_all_offloaded(
     name: &str,
-    ledgers: &[LedgerInfo],
-    configured: Option<Offloader>,
-) {
-    let cache = Mutex::new(HashMap::new());
-    if let Some(o) = configured {
-        lock(&cache).insert(o.config().metadata(), o);
-    }
-    for li in ledgers {
-        let Some(ctx) = &li.offload else { continue };
+    stored: &crate::info::ManagedLedgerInfo,
+    known: HashMap<BTreeMap<String, String>, Offloader>,
+) -> Result<()> {
+    let cache = Mutex::new(known);
+    let offloaded = stored
+        .ledgers
+        .iter()
+        .filter_map(|li| li.offload.as_ref().map(|ctx| (li.ledger_id, ctx)));
+    let leftovers = stored
+        .offload_leftovers
+        .iter()
+        .map(|l| (l.ledger_id, &l.context));
+    for (ledger_id, ctx) in offloaded.chain(leftovers) {
         let Some(o) = offloader_from_record(&cache, &ctx.driver) else {
-            tracing::warn!(ledger = %name, ledger_id = li.ledger_id, "offloaded objects left: driver cannot be built");
+            // Nothing can reach these objects (a driver this build does not
+            // know): refusing the delete would keep the topic forever.
+            tracing::warn!(ledger = %name, ledger_id, "offloaded objects left: driver cannot be built");
             continue;
         };
-        if let Err(e) = o.delete(&ctx.uuid, li.ledger_id).await {
-            tracing::warn!(ledger = %name, ledger_id = li.ledger_id, error = %e, "could not delete offloaded objects");
-        }
+        o.delete(&ctx.uuid, ledger_id).await.map_err(|e| {
+            MlError::Unavailable(format!(
+                "tiered storage: cannot delete the objects of ledger {ledger_id} of {name}: {e}; \
+                 the managed ledger is kept, delete it again once the store is back"
+            ))
+        })?;
     }
+    Ok(())
 }

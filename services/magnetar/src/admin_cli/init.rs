@@ -103,7 +103,10 @@ pub(super) fn token(args: &InitArgs) -> Result<Option<String>, Failure> {
     if let (Some(key), Some(role)) = (&args.secret_key_file, &args.superuser) {
         let signer = magnetar_auth::Signer::Secret(magnetar_auth::read_secret_key(&read(key)?));
         let token = signer.token(role, None).map_err(|e| {
-            Failure::Other(format!("cannot sign a token for {role} with {}: {e}", key.display()))
+            Failure::Other(format!(
+                "cannot sign a token for {role} with {}: {e}",
+                key.display()
+            ))
         })?;
         return Ok(Some(token));
     }
@@ -124,7 +127,13 @@ pub(super) async fn run(http: &Http, args: &InitArgs) -> Result<String, Failure>
         for ns in &t.namespaces {
             let path = format!("/admin/v2/namespaces/{}/{}", enc(&t.name), enc(&ns.name));
             let body = ns.bundles.map(|n| json!({"bundles": {"numBundles": n}}));
-            create(http, &format!("namespace {}/{}", t.name, ns.name), &path, body).await?;
+            create(
+                http,
+                &format!("namespace {}/{}", t.name, ns.name),
+                &path,
+                body,
+            )
+            .await?;
         }
     }
     http.get_json("/admin/v2/namespaces/public/default")
@@ -142,10 +151,14 @@ async fn wait_for_cluster(http: &Http, args: &InitArgs) -> Result<(), Failure> {
                 say(&format!("cluster {} is served", args.cluster));
                 return Ok(());
             }
-            Ok(r) if matches!(
-                r.status,
-                StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE
-            ) => r.refused(),
+            Ok(r)
+                if matches!(
+                    r.status,
+                    StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE
+                ) =>
+            {
+                r.refused()
+            }
             Ok(r) => {
                 return Err(Failure::Other(format!(
                     "asking for cluster {}: {}",
@@ -174,7 +187,10 @@ async fn create(http: &Http, what: &str, path: &str, body: Option<Value>) -> Res
     } else if reply.status == StatusCode::CONFLICT {
         say(&format!("{what} exists; left as it is"));
     } else {
-        return Err(Failure::Other(format!("creating {what}: {}", reply.refused())));
+        return Err(Failure::Other(format!(
+            "creating {what}: {}",
+            reply.refused()
+        )));
     }
     Ok(())
 }
