@@ -235,6 +235,32 @@ async fn tls_only_with_the_plain_listeners_off() {
         .output()
         .expect("magnetar produce");
     assert!(!refused.status.success());
+    // magnetar admin over HTTPS; not trusting the broker's CA it cannot
+    // reach it (exit 3).
+    let web = b.urls().web;
+    let out = cli(&[
+        "admin",
+        "--url",
+        &web,
+        "--tls-trust-certs",
+        &ca,
+        "tenants",
+        "list",
+    ]);
+    assert!(out.contains("public"), "{out}");
+    let untrusted = Command::new(bin_path("magnetar"))
+        .args([
+            "admin",
+            "--url",
+            &web,
+            "--tls-trust-certs",
+            &other,
+            "tenants",
+            "list",
+        ])
+        .output()
+        .expect("magnetar admin");
+    assert_eq!(untrusted.status.code(), Some(3), "{untrusted:?}");
     for plain in [&b.s.broker, &b.s.http] {
         assert!(
             std::net::TcpStream::connect(plain.as_str()).is_err(),

@@ -98,3 +98,24 @@ pub fn accept_tls(
     });
     rx
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_logged_once_not_per_retry() {
+        let log = HandshakeLog::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(log.first(a));
+        assert!(!log.first(a));
+        assert!(!log.first(a));
+        assert!(log.first(b));
+        // A long time later the peer is logged again.
+        if let Some(long_ago) = Instant::now().checked_sub(LOG_EVERY + Duration::from_secs(1)) {
+            log.seen.lock().unwrap().insert(a, long_ago);
+            assert!(log.first(a));
+        }
+    }
+}

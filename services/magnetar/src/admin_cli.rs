@@ -56,6 +56,26 @@ pub struct AdminCli {
     /// Token for brokers with authentication on (sent as a bearer token).
     #[arg(long, global = true, env = "MAGNETAR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificates (PEM) an https:// broker's certificate must chain to
+    /// (default: the system's roots).
+    #[arg(long, global = true, env = "MAGNETAR_TLS_TRUST_CERTS")]
+    tls_trust_certs: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) for https:// (mutual TLS; with TLS
+    /// authentication its subject CN is the role when no token is given).
+    #[arg(
+        long,
+        global = true,
+        env = "MAGNETAR_TLS_CERT_FILE",
+        requires = "tls_key_file"
+    )]
+    tls_cert_file: Option<std::path::PathBuf>,
+    #[arg(
+        long,
+        global = true,
+        env = "MAGNETAR_TLS_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
+    tls_key_file: Option<std::path::PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -567,13 +587,12 @@ enum BrokersCmd {
 
 // ---- argument parsing -----------------------------------------------------------
 
-/// The URL without a trailing slash. Only plain HTTP: the client has no TLS.
+/// The URL without a trailing slash (http:// or https://).
 fn parse_base_url(s: &str) -> Result<String, String> {
     let uri: Uri = s.parse().map_err(|e| format!("invalid URL {s:?}: {e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("https is not supported; give an http:// URL".into()),
-        _ => return Err(format!("{s:?} is not an http:// URL")),
+        Some("http" | "https") => {}
+        _ => return Err(format!("{s:?} is not an http:// or https:// URL")),
     }
     if uri.authority().is_none() {
         return Err(format!("{s:?} has no host"));
@@ -1478,6 +1497,8 @@ struct Http {
     token: Option<String>,
     timeout: Duration,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// For https:// URLs.
+    tls: magnetar_tls::ClientTlsConfig,
 }
 
 impl Http {
@@ -1489,7 +1510,45 @@ impl Http {
             token,
             timeout,
             client: Client::builder(TokioExecutor::new()).build(connector),
+            tls: magnetar_tls::ClientTlsConfig::default(),
         }
+    }
+
+    fn with_tls(self, tls: magnetar_tls::ClientTlsConfig) -> Self {
+        Http { tls, ..self }
+    }
+
+    /// One exchange over its own TLS connection (the tool makes a few calls).
+    async fn https(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
+        let tls_failure = |e: String| Failure::Other(format!("TLS: {e}"));
+        let connector = self
+            .tls
+            .connector(&[b"http/1.1"])
+            .map_err(|e| tls_failure(e.to_string()))?;
+        let target = req.uri().to_string();
+        let unreachable = |e: String| Failure::Unreachable(format!("cannot reach {target}: {e}"));
+        let host = req.uri().host().unwrap_or_default().to_string();
+        let port = req.uri().port_u16().unwrap_or(443);
+        let name = magnetar_tls::server_name(&host).map_err(|e| tls_failure(e.to_string()))?;
+        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| unreachable(format!("TLS handshake: {e}")))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| unreachable(with_causes(&e)))?;
+        tokio::spawn(conn);
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(with_causes(&e)))
     }
 
     /// `method path` with an optional JSON body, following 307/308
@@ -1551,11 +1610,15 @@ impl Http {
         let uri: Uri = url
             .parse()
             .map_err(|e| Failure::Other(format!("invalid URL {url}: {e}")))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(Failure::Other(format!(
-                "cannot follow {url}: only http:// is supported"
-            )));
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => {
+                return Err(Failure::Other(format!(
+                    "cannot follow {url}: not http:// or https://"
+                )))
+            }
+        };
         let mut req = Request::builder()
             .method(method.clone())
             .uri(uri)
@@ -1575,11 +1638,14 @@ impl Http {
             })?;
         let unreachable = |why: String| Failure::Unreachable(format!("cannot reach {url}: {why}"));
         let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| unreachable(with_causes(&e)))?;
+            let resp = if https {
+                self.https(req).await?
+            } else {
+                self.client
+                    .request(req)
+                    .await
+                    .map_err(|e| unreachable(with_causes(&e)))?
+            };
             let (parts, body) = resp.into_parts();
             let body = body
                 .collect()
@@ -1617,16 +1683,21 @@ fn resolve(from: &str, location: &str) -> String {
 // ---- running --------------------------------------------------------------------
 
 pub async fn run(cli: AdminCli) -> ExitCode {
+    let tls = magnetar_tls::ClientTlsConfig {
+        trust_file: cli.tls_trust_certs.clone(),
+        cert_file: cli.tls_cert_file.clone(),
+        key_file: cli.tls_key_file.clone(),
+    };
     let result = match cli.group {
         Group::Init(args) => match init::token(&args) {
             Ok(token) => {
-                let http = Http::new(cli.url, token.or(cli.token), cli.timeout);
+                let http = Http::new(cli.url, token.or(cli.token), cli.timeout).with_tls(tls);
                 init::run(&http, &args).await
             }
             Err(f) => Err(f),
         },
         group => {
-            let http = Http::new(cli.url, cli.token, cli.timeout);
+            let http = Http::new(cli.url, cli.token, cli.timeout).with_tls(tls);
             match plan(group) {
                 Ok(p) => execute(&http, cli.json, p).await,
                 Err(e) => Err(Failure::Other(e)),
@@ -2405,7 +2476,7 @@ mod tests {
 
     #[test]
     fn global_flags_are_checked() {
-        assert!(rejected(&["--url", "https://x:1", "clusters", "list"]));
+        assert!(rejected(&["--url", "ftp://x:1", "clusters", "list"]));
         assert!(rejected(&["--url", "not a url", "clusters", "list"]));
         assert!(rejected(&["--timeout", "-1", "clusters", "list"]));
         assert!(rejected(&["--timeout", "NaN", "clusters", "list"]));
