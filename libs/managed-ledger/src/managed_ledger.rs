@@ -1064,6 +1064,9 @@ impl Inner {
                     self.install(new_info, list, v, writer);
                 }
                 *closed = None;
+                if let Some(this) = self.this() {
+                    this.offload_if_due();
+                }
                 Ok(())
             }
             Stored::Conflict => {

@@ -82,6 +82,9 @@ pub(crate) struct OffloadState {
     by_driver: Mutex<HashMap<BTreeMap<String, String>, Offloader>>,
     status: Mutex<OffloadStatus>,
     running: AtomicBool,
+    /// A rollover found an offload running: check the thresholds again
+    /// when it ends (it may have been started before that ledger closed).
+    recheck: AtomicBool,
 }
 
 impl Default for OffloadState {
@@ -96,6 +99,7 @@ impl Default for OffloadState {
                 first_unoffloaded_message: Position::new(0, 0),
             }),
             running: AtomicBool::new(false),
+            recheck: AtomicBool::new(false),
         }
     }
 }
@@ -146,29 +150,7 @@ impl ManagedLedger {
         &self,
         up_to: Position,
     ) -> Result<impl std::future::Future<Output = Result<Position>> + Send + 'static> {
-        let inner = self.inner.clone();
-        if inner.offload.running.swap(true, Ordering::AcqRel) {
-            return Err(MlError::Unavailable(OFFLOAD_RUNNING.to_string()));
-        }
-        lock(&inner.offload.status).status = "RUNNING";
-        let running = Running(inner.clone());
-        Ok(async move {
-            let _running = running;
-            let result = inner.offload_before(up_to).await;
-            let mut st = lock(&inner.offload.status);
-            match &result {
-                Ok(first) => {
-                    st.status = "SUCCESS";
-                    st.last_error.clear();
-                    st.first_unoffloaded_message = *first;
-                }
-                Err(e) => {
-                    st.status = "ERROR";
-                    st.last_error = e.to_string();
-                }
-            }
-            result
-        })
+        self.inner.clone().start_offload(up_to)
     }
 
     /// Whether an offload is running now.
@@ -199,6 +181,62 @@ impl ManagedLedger {
 pub const OFFLOAD_RUNNING: &str = "an offload is already running";
 
 impl Inner {
+    fn start_offload(
+        self: Arc<Self>,
+        up_to: Position,
+    ) -> Result<impl std::future::Future<Output = Result<Position>> + Send + 'static> {
+        if self.offload.running.swap(true, Ordering::AcqRel) {
+            return Err(MlError::Unavailable(OFFLOAD_RUNNING.to_string()));
+        }
+        lock(&self.offload.status).status = "RUNNING";
+        let running = Running(self.clone());
+        Ok(async move {
+            let result = self.offload_before(up_to).await;
+            {
+                let mut st = lock(&self.offload.status);
+                match &result {
+                    Ok(first) => {
+                        st.status = "SUCCESS";
+                        st.last_error.clear();
+                        st.first_unoffloaded_message = *first;
+                    }
+                    Err(e) => {
+                        st.status = "ERROR";
+                        st.last_error = e.to_string();
+                    }
+                }
+            }
+            drop(running);
+            if result.is_ok() && self.offload.recheck.swap(false, Ordering::AcqRel) {
+                self.offload_if_due();
+            }
+            result
+        })
+    }
+
+    /// After a rollover: the ledger just closed may put the bookies over
+    /// the offload thresholds (Pulsar checks at every ledger close, not only
+    /// periodically). Runs in the background; one already running covers it,
+    /// and housekeeping retries a failure.
+    pub(super) fn offload_if_due(self: Arc<Self>) {
+        if lock(&self.offload.policy).offloader.is_none() {
+            return;
+        }
+        let Some(up_to) = self.threshold_position() else {
+            return;
+        };
+        let name = self.name.clone();
+        self.offload.recheck.store(true, Ordering::Release);
+        if let Ok(offload) = self.clone().start_offload(up_to) {
+            self.offload.recheck.store(false, Ordering::Release);
+            tokio::spawn(async move {
+                if let Err(e) = offload.await {
+                    tracing::warn!(ledger = %name, error = %e, "offload after rollover");
+                }
+            });
+        }
+    }
+
     /// Ledgers to offload: closed, not current, with entries, before
     /// `up_to`'s ledger, not yet completely offloaded.
     fn offload_candidates(&self, up_to: Position) -> Vec<(u64, i64)> {
