@@ -86,7 +86,9 @@ client = pulsar.Client(URL, operation_timeout_seconds=30)
 # ledgers stalls at the first ledger boundary when it does not ack: a broker
 # dispatch issue outside tiered storage, reported separately.)
 client.subscribe(TOPIC, "sub", initial_position=InitialPosition.Earliest).close()
-producer = client.create_producer(TOPIC, batching_enabled=False, block_if_queue_full=True)
+# Batched, as producers of large backlogs are: 100 messages per entry.
+producer = client.create_producer(TOPIC, batching_enabled=True, batching_max_messages=100,
+                                  batching_max_publish_delay_ms=5, block_if_queue_full=True)
 for i in range(N):
     producer.send_async(f"message-{i:07d}".encode(), None)
 producer.flush()
