@@ -14,7 +14,7 @@ DATA_DIR ?= ./data
 # protoc for the gRPC code, a C++ toolchain for RocksDB itself.
 APT_PACKAGES := clang libclang-dev protobuf-compiler build-essential python3-venv
 
-.PHONY: cluster cluster-stop all setup python-env s3-env build run test test-unit lint fmt bench bench-meta bench-ledger bench-managed-ledger bench-broker bench-cluster bench-topics clean
+.PHONY: cluster cluster-stop all setup python-env s3-env build run test test-unit lint fmt bench bench-meta bench-ledger bench-managed-ledger bench-offload bench-broker bench-cluster bench-topics clean
 
 all: build
 
@@ -121,6 +121,12 @@ bench-ledger: setup
 bench-managed-ledger: setup
 	$(CARGO) build --release --bins
 	$(CARGO) bench -p magnetar-managed-ledger --bench managed_ledger
+
+# Tiered storage against moto's S3 server: raw PUT/GET vs offload and catch-up
+# read of a 2 GiB backlog (MAGNETAR_BENCH_OFFLOAD_BYTES), memory growth.
+bench-offload: setup s3-env
+	$(CARGO) build --release --bins
+	$(CARGO) bench -p magnetar-managed-ledger --bench offload
 
 clean:
 	$(CARGO) clean
