@@ -288,6 +288,13 @@ pub async fn get(
         .map(|(n, s)| (n, s.clone())))
 }
 
+/// A REST or WebSocket producer's JSON `text` as the payload to store
+/// under schema `s` (see `magnetar_schema::encode_json_payload`).
+pub fn json_payload(s: &SchemaVersion, text: &str) -> Result<Vec<u8>> {
+    let kind = SchemaType::from_code(s.schema_type)?;
+    Ok(magnetar_schema::encode_json_payload(kind, &s.data, text)?)
+}
+
 /// The live versions, oldest first.
 pub async fn all(r: &Resources, topic: &TopicName) -> Result<Vec<(u64, SchemaVersion)>> {
     let Some((stored, _)) = r.schemas(&topic.base()).await? else {

@@ -13,7 +13,9 @@
 //! the `MessageIdData` protobuf.
 //!
 //! A frame that cannot be understood gets an error reply; the socket stays
-//! open. Backpressure: a consumer session writes to the socket before it
+//! open. On a topic with a JSON or AVRO schema a producer's payload (base64
+//! as always) is the record as JSON text, checked against the schema and
+//! Avro-encoded for AVRO; the session's producer registers the schema. Backpressure: a consumer session writes to the socket before it
 //! takes the next message, so a slow WebSocket client holds back only its
 //! own subscription (through the receiver queue and permits).
 
@@ -92,6 +94,7 @@ struct ProducerMessage {
 
 fn parse_producer_message(
     text: &str,
+    schema: Option<&crate::resources::SchemaVersion>,
 ) -> Result<(Option<String>, OutgoingMessage), (Option<String>, String)> {
     // The context is echoed even when the rest is wrong, if it can be found.
     let context = serde_json::from_str::<Value>(text).ok().and_then(|v| {
@@ -103,6 +106,14 @@ fn parse_producer_message(
     let payload = B64
         .decode(m.payload.as_bytes())
         .map_err(|e| (context.clone(), format!("payload is not base64: {e}")))?;
+    let payload = match schema {
+        Some(s) => {
+            let text = String::from_utf8(payload)
+                .map_err(|_| (context.clone(), "the payload is not UTF-8 JSON".to_string()))?;
+            crate::schema::json_payload(s, &text).map_err(|e| (context.clone(), e.to_string()))?
+        }
+        None => payload,
+    };
     Ok((m.context, m.options.into_message(payload.into())))
 }
 
@@ -120,7 +131,15 @@ async fn produce_session(svc: BrokerService, topic: String, q: ProducerParams, s
         Ok(c) => c,
         Err(e) => return refuse(socket, e).await,
     };
+    let schema = match magnetar_common::names::TopicName::parse(&topic) {
+        Ok(t) => match crate::schema::get(svc.resources(), &t, None).await {
+            Ok(s) => s.map(|(_, s)| s),
+            Err(e) => return refuse(socket, format!("cannot read the topic's schema: {e}")).await,
+        },
+        Err(e) => return refuse(socket, e.to_string()).await,
+    };
     let opts = ProducerOptions {
+        schema: schema.as_ref().map(crate::schema::to_wire),
         name: q.producer_name,
         batching: q.batching_enabled.unwrap_or(false),
         max_pending: q.max_pending_messages.unwrap_or(1000).clamp(1, 10_000),
@@ -149,7 +168,7 @@ async fn produce_session(svc: BrokerService, topic: String, q: ProducerParams, s
             Ok(WsMessage::Close(_)) | Err(_) => break,
             Ok(_) => continue, // pings are answered by the socket itself
         };
-        let answer: Pending = match parse_producer_message(&text) {
+        let answer: Pending = match parse_producer_message(&text, schema.as_ref()) {
             Err((context, why)) => Box::pin(async move {
                 json!({"result": "send-error:1", "errorMsg": why, "context": context})
             }),
@@ -416,18 +435,40 @@ mod tests {
     #[test]
     fn bad_producer_messages_are_explained_with_their_context() {
         let (ctx, why) =
-            parse_producer_message(r#"{"context": "7", "payload": "%%%"}"#).unwrap_err();
+            parse_producer_message(r#"{"context": "7", "payload": "%%%"}"#, None).unwrap_err();
         assert_eq!(ctx.as_deref(), Some("7"));
         assert!(why.contains("base64"), "{why}");
-        let (ctx, _) = parse_producer_message("{not json").unwrap_err();
+        let (ctx, _) = parse_producer_message("{not json", None).unwrap_err();
         assert_eq!(ctx, None);
         let (ctx, m) = parse_producer_message(
             r#"{"payload": "aGk=", "key": "k", "properties": {"a": "1"}, "context": "c1"}"#,
+            None,
         )
         .unwrap();
         assert_eq!(ctx.as_deref(), Some("c1"));
         assert_eq!(&m.payload[..], b"hi");
         assert_eq!(m.key.as_deref(), Some("k"));
         assert_eq!(m.properties, vec![("a".to_string(), "1".to_string())]);
+    }
+
+    #[test]
+    fn payloads_for_an_avro_topic_are_json_records() {
+        let schema = crate::resources::SchemaVersion {
+            schema_type: 4,
+            name: String::new(),
+            data: br#"{"type":"record","name":"R","fields":[{"name":"id","type":"long"}]}"#
+                .to_vec(),
+            properties: Vec::new(),
+            timestamp: 0,
+            deleted: false,
+        };
+        let frame =
+            |json: &str| format!(r#"{{"payload": "{}", "context": "c"}}"#, B64.encode(json));
+        let (_, m) = parse_producer_message(&frame(r#"{"id": 5}"#), Some(&schema)).unwrap();
+        assert_eq!(&m.payload[..], &[10]);
+        let (ctx, why) =
+            parse_producer_message(&frame(r#"{"id": "x"}"#), Some(&schema)).unwrap_err();
+        assert_eq!(ctx.as_deref(), Some("c"));
+        assert!(why.contains("schema"), "{why}");
     }
 }

@@ -40,6 +40,7 @@ async fn schemas_with_the_python_client() {
             "bad_definitions",
             "namespace_strategies",
             "partitioned_and_topic_deletion",
+            "rest_and_websocket_produce",
         ],
     );
 }

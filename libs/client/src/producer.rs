@@ -41,6 +41,9 @@ pub struct ProducerOptions {
     /// Messages sent and not yet acknowledged by the broker.
     pub max_pending: usize,
     pub access_mode: pb::ProducerAccessMode,
+    /// The schema to register (the broker answers its version, which every
+    /// message then carries); `None` = bytes.
+    pub schema: Option<pb::Schema>,
 }
 
 impl Default for ProducerOptions {
@@ -54,6 +57,7 @@ impl Default for ProducerOptions {
             compression: CompressionType::None,
             max_pending: 1000,
             access_mode: pb::ProducerAccessMode::Shared,
+            schema: None,
         }
     }
 }
@@ -101,6 +105,8 @@ struct Inner {
     name: String,
     topic: String,
     opts: ProducerOptions,
+    /// The broker's version of `opts.schema`.
+    schema_version: Option<Vec<u8>>,
     state: Mutex<State>,
     permits: Arc<Semaphore>,
     closed: AtomicBool,
@@ -145,6 +151,7 @@ impl Producer {
             client,
             name: ok.producer_name.clone(),
             topic: topic.to_string(),
+            schema_version: ok.schema_version.clone(),
             permits: Arc::new(Semaphore::new(opts.max_pending)),
             opts,
             state: Mutex::new(State {
@@ -300,6 +307,7 @@ fn metadata_base(inner: &Inner, sequence_id: u64) -> MessageMetadata {
         producer_name: inner.name.clone(),
         sequence_id,
         publish_time: now_ms(),
+        schema_version: inner.schema_version.clone(),
         ..Default::default()
     }
 }
@@ -459,6 +467,7 @@ async fn attach(
                 producer_name: name.map(str::to_string).or_else(|| opts.name.clone()),
                 user_provided_producer_name: Some(opts.name.is_some()),
                 producer_access_mode: Some(opts.access_mode as i32),
+                schema: opts.schema.clone(),
                 ..Default::default()
             },
         )

@@ -40,6 +40,19 @@ pub fn validate(s: &SchemaRef<'_>) -> Result<(), SchemaError> {
     }
 }
 
+/// The parsed Avro definition of an AVRO or PROTOBUF schema, or of a JSON
+/// schema that is an Avro record (`None` for a JSON Schema document).
+pub(crate) fn avro_definition(kind: SchemaType, data: &[u8]) -> Result<Option<Avro>, SchemaError> {
+    if kind == SchemaType::Json {
+        let v: serde_json::Value = serde_json::from_slice(data)
+            .map_err(|e| SchemaError::invalid(kind, format!("not JSON: {e}")))?;
+        if !looks_like_avro(&v) {
+            return Ok(None);
+        }
+    }
+    avro(kind, data).map(Some)
+}
+
 /// An Avro record definition (as opposed to a JSON Schema document).
 fn looks_like_avro(v: &serde_json::Value) -> bool {
     v.get("type").and_then(|t| t.as_str()) == Some("record") && v.get("fields").is_some()

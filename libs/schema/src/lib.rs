@@ -15,11 +15,13 @@
 
 mod compat;
 mod keyvalue;
+mod payload;
 mod protobuf;
 mod strategy;
 
 pub use compat::{check_new, check_reader, same, validate};
 pub use keyvalue::{from_rest_data, to_rest_data};
+pub use payload::encode_json_payload;
 pub use strategy::Strategy;
 
 /// Pulsar's schema types, with the binary protocol's numbers.
@@ -166,6 +168,8 @@ pub enum SchemaError {
     Invalid { kind: SchemaType, reason: String },
     #[error("incompatible schema: {0}")]
     Incompatible(String),
+    #[error("the message does not match the topic's schema: {0}")]
+    Payload(String),
 }
 
 impl SchemaError {

@@ -39,6 +39,24 @@ impl Out {
     }
 }
 
+fn run(url: &str, token: Option<&str>, args: &[&str]) -> Out {
+    let mut cmd = Command::new(bin_path("magnetar"));
+    cmd.arg("admin")
+        .args(["--url", url, "--timeout", "30"])
+        .args(args)
+        .env_remove("MAGNETAR_TOKEN")
+        .env_remove("MAGNETAR_ADMIN_URL");
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
+    }
+    let out = cmd.output().expect("run magnetar admin");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 fn avro(fields: Value) -> Value {
     let def = json!({"type": "record", "name": "Order", "fields": fields});
     json!({"type": "AVRO", "schema": def.to_string(), "properties": {"team": "a"}})
@@ -50,21 +68,7 @@ async fn admin_schemas_upload_get_delete() {
     s.wait_ready(Duration::from_secs(60)).await;
     let url = s.web_url();
     let dir = tempfile::tempdir().expect("tempdir");
-    let admin = |args: &[&str]| {
-        let out = Command::new(bin_path("magnetar"))
-            .arg("admin")
-            .args(["--url", &url, "--timeout", "30"])
-            .args(args)
-            .env_remove("MAGNETAR_TOKEN")
-            .env_remove("MAGNETAR_ADMIN_URL")
-            .output()
-            .expect("run magnetar admin");
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    };
+    let admin = |args: &[&str]| run(&url, None, args);
     let file = |name: &str, v: &Value| {
         let p = dir.path().join(name);
         std::fs::write(&p, v.to_string()).expect("write payload");
@@ -112,4 +116,70 @@ async fn admin_schemas_upload_get_delete() {
     admin(&["schemas", "delete", "orders"]).ok();
     admin(&["schemas", "get", "orders"]).refused("404");
     admin(&["schemas", "delete", "orders"]).refused("404");
+}
+
+/// With authentication on: reading a schema takes a produce or consume
+/// permission on the topic, changing one the tenant's admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_admin_is_authorized() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("secret.key");
+    let key = key.to_str().expect("utf-8 path");
+    let tokens = |args: &[&str]| {
+        let out = Command::new(bin_path("magnetar"))
+            .arg("tokens")
+            .args(args)
+            .output()
+            .expect("run magnetar tokens");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    tokens(&["create-secret-key", "--output", key]);
+    let admin = tokens(&["create", "--secret-key", key, "--subject", "admin"]);
+    let user = tokens(&["create", "--secret-key", key, "--subject", "someone"]);
+    let mut s = Standalone::start_with(&["--auth-secret-key", key, "--superuser-roles", "admin"]);
+    s.wait_ready(Duration::from_secs(60)).await;
+    let url = s.web_url();
+    let payload = dir.path().join("v1.json");
+    std::fs::write(
+        &payload,
+        avro(json!([{"name": "id", "type": "long"}])).to_string(),
+    )
+    .expect("write payload");
+    let payload = payload.to_str().expect("utf-8 path");
+
+    run(&url, None, &["schemas", "get", "t"]).refused("401");
+    run(
+        &url,
+        Some(&user),
+        &["schemas", "upload", "t", "-f", payload],
+    )
+    .refused("403");
+    run(
+        &url,
+        Some(&admin),
+        &["schemas", "upload", "t", "-f", payload],
+    )
+    .ok();
+    run(&url, Some(&user), &["schemas", "get", "t"]).refused("403");
+    let grant = [
+        "namespaces",
+        "grant-permission",
+        "public/default",
+        "--role",
+        "someone",
+    ];
+    run(
+        &url,
+        Some(&admin),
+        &[&grant[..], &["--actions", "consume"]].concat(),
+    )
+    .ok();
+    run(&url, Some(&user), &["schemas", "get", "t"]).ok();
+    run(&url, Some(&user), &["schemas", "delete", "t"]).refused("403");
+    run(&url, Some(&admin), &["schemas", "delete", "t"]).ok();
 }

@@ -93,6 +93,15 @@ async fn authorize(
         ["admin", "v2", "namespaces", tenant, ..] | ["admin", "v2", "persistent", tenant, ..] => {
             svc.check_tenant_admin(role, tenant).await
         }
+        // A topic's schema: read by whoever may produce or consume there,
+        // changed by the tenant's admins.
+        ["admin", "v2", "schemas", tenant, ..] if method != Method::GET => {
+            svc.check_tenant_admin(role, tenant).await
+        }
+        ["admin", "v2", "schemas", ..] => match topic_at(&parts, 3) {
+            Some(t) => svc.check_any(role, &t).await,
+            None => Ok(()),
+        },
         ["lookup", "v2", "topic", "persistent", ..] => match topic_at(&parts, 4) {
             Some(t) => svc.check_any(role, &t).await,
             None => Ok(()),

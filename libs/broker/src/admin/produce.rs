@@ -3,7 +3,9 @@
 //! each message's id or error, in order.
 //!
 //! A message's `payload` is its text (UTF-8), as with Pulsar's default
-//! string schema. Messages are sent through the broker's own client, so any
+//! string schema; on a topic with a JSON or AVRO schema it is the record as
+//! JSON, checked against the schema (and Avro-encoded for AVRO), and the
+//! messages carry the schema's version. Messages are sent through the broker's own client, so any
 //! broker accepts them for any topic. Messages for a partitioned topic go to
 //! the partition they name, else by a hash of their key, else round-robin.
 
@@ -111,11 +113,18 @@ async fn publish(
         by_topic.entry(target(i, m)?).or_default().push(i);
     }
     let count = body.messages.len();
-    let messages: Vec<magnetar_client::OutgoingMessage> = body
-        .messages
-        .into_iter()
-        .map(|m| m.options.into_message(m.payload.into_bytes().into()))
-        .collect();
+    let schema = crate::schema::get(a.svc.resources(), &base, None).await?;
+    let mut messages: Vec<magnetar_client::OutgoingMessage> = Vec::with_capacity(count);
+    for (i, m) in body.messages.into_iter().enumerate() {
+        let payload = match &schema {
+            Some((_, s)) => crate::schema::json_payload(s, &m.payload)
+                .map_err(|e| ApiError(BrokerError::BadRequest(format!("message {i}: {e}"))))?,
+            None => m.payload.into_bytes(),
+        };
+        messages.push(m.options.into_message(payload.into()));
+    }
+    let schema_version = schema.as_ref().map_or(0, |(v, _)| *v);
+    let wire_schema = schema.as_ref().map(|(_, s)| crate::schema::to_wire(s));
     let client = a
         .svc
         .inner
@@ -128,9 +137,11 @@ async fn publish(
         let client = client.clone();
         let messages = &messages;
         let name = body.producer_name.clone();
+        let schema = wire_schema.clone();
         async move {
             let opts = ProducerOptions {
                 name,
+                schema,
                 batching: false,
                 ..Default::default()
             };
@@ -157,17 +168,21 @@ async fn publish(
     for r in join_all(sends).await {
         for (i, sent) in r? {
             results[i] = match sent {
-                Ok(id) => json!({"messageId": id.to_string(), "errorCode": 0, "schemaVersion": 0}),
+                Ok(id) => json!({
+                    "messageId": id.to_string(),
+                    "errorCode": 0,
+                    "schemaVersion": schema_version,
+                }),
                 Err(e) => json!({
                     "messageId": "",
                     "errorCode": e.server_error().map_or(-1, |c| c as i32),
                     "error": e.to_string(),
-                    "schemaVersion": 0,
+                    "schemaVersion": schema_version,
                 }),
             };
         }
     }
-    ok_json(json!({"messagePublishResults": results, "schemaVersion": 0}))
+    ok_json(json!({"messagePublishResults": results, "schemaVersion": schema_version}))
 }
 
 /// A producer the broker would not create, as an HTTP error.
@@ -178,6 +193,7 @@ fn refused(e: ClientError) -> ApiError {
             BrokerError::Conflict(e.to_string())
         }
         Some(ServerError::InvalidTopicName) => BrokerError::BadRequest(e.to_string()),
+        Some(ServerError::IncompatibleSchema) => BrokerError::Conflict(e.to_string()),
         Some(ServerError::ProducerBlockedQuotaExceededError) => {
             BrokerError::QuotaExceededHold(e.to_string())
         }

@@ -476,6 +476,56 @@ def case_partitioned_and_topic_deletion():
     c.close()
 
 
+def case_rest_and_websocket_produce():
+    """JSON records produced over REST and WebSocket for AVRO and JSON topics
+    are checked, Avro-encoded for AVRO, and read back with value()."""
+    import base64
+
+    import websocket
+
+    ns = "public/default"
+    c = client()
+    Order = order_v1()
+    for schema_cls, kind in [(AvroSchema, "avro"), (JsonSchema, "json")]:
+        local = name(f"rest-{kind}")
+        t = f"persistent://{ns}/{local}"
+        consumer = c.subscribe(t, "s", schema=schema_cls(Order))
+        code, body = http("POST", f"/topics/persistent/{ns}/{local}", {"messages": [
+            {"payload": json.dumps({"id": 1, "item": "rest"})},
+            {"payload": json.dumps({"id": 2, "item": None})},
+        ]})
+        check(code == 200, f"REST produce ({kind}): {code} {body}")
+        check(body["schemaVersion"] == 0, f"schema version {body}")
+        check(all(r["errorCode"] == 0 for r in body["messagePublishResults"]), f"results {body}")
+        # A record the schema refuses: 400, and nothing is sent.
+        code, body = http("POST", f"/topics/persistent/{ns}/{local}", {"messages": [
+            {"payload": json.dumps({"id": 3, "item": "ok"})},
+            {"payload": json.dumps({"id": "three"})},
+        ]})
+        check(code == 400 and "message 1" in body["reason"], f"bad record ({kind}): {code} {body}")
+        ws = websocket.create_connection(WEB.replace("http://", "ws://") + f"/ws/v2/producer/persistent/{ns}/{local}",
+                                         timeout=15)
+        ws.send(json.dumps({"payload": base64.b64encode(b'{"id": 4, "item": "ws"}').decode(), "context": "a"}))
+        r = json.loads(ws.recv())
+        check(r["result"] == "ok", f"WebSocket produce ({kind}): {r}")
+        ws.send(json.dumps({"payload": base64.b64encode(b'{"item": "no id"}').decode(), "context": "b"}))
+        r = json.loads(ws.recv())
+        check(r["result"].startswith("send-error") and r["context"] == "b", f"WebSocket bad record: {r}")
+        ws.close()
+        got = []
+        for _ in range(3):
+            m = consumer.receive(timeout_millis=10000)
+            got.append((m.value().id, m.value().item))
+            consumer.acknowledge(m)
+        check(got == [(1, "rest"), (2, None), (4, "ws")], f"received ({kind}) {got}")
+        try:
+            m = consumer.receive(timeout_millis=500)
+            raise AssertionError(f"unexpected message {m.data()!r}")
+        except pulsar.Timeout:
+            pass
+    c.close()
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 if __name__ == "__main__":
