@@ -211,6 +211,7 @@ async fn build_report(svc: &BrokerService, sampler: &mut ProcessSampler) -> Load
         native_url: me.native_url.clone(),
         http_url: me.http_url.clone(),
         listeners: me.listeners.clone(),
+        listeners_tls: me.listeners_tls.clone(),
         native_url_tls: me.native_url_tls.clone(),
         http_url_tls: me.http_url_tls.clone(),
         cluster: svc.cfg().cluster.clone(),

@@ -229,7 +229,8 @@ pub fn auth_from_files(
     AuthConfig::from_keys(secret.as_deref(), public.as_deref(), roles, client_token).map(Some)
 }
 
-/// Parses `name:pulsar://host:port,other:pulsar://host:port`.
+/// Parses `name:pulsar://host:port,other:pulsar://host:port`; a name may
+/// also have a `pulsar+ssl://` URL (its TLS address).
 pub fn parse_listeners(s: &str) -> Result<Vec<(String, String)>, String> {
     let mut out: Vec<(String, String)> = Vec::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
@@ -238,14 +239,18 @@ pub fn parse_listeners(s: &str) -> Result<Vec<(String, String)>, String> {
             .ok_or_else(|| format!("listener {item:?} is not name:pulsar://host:port"))?;
         let rest = url
             .strip_prefix("pulsar://")
-            .ok_or_else(|| format!("listener {name}: {url:?} is not a pulsar:// URL"))?;
+            .or_else(|| url.strip_prefix("pulsar+ssl://"))
+            .ok_or_else(|| {
+                format!("listener {name}: {url:?} is not a pulsar:// or pulsar+ssl:// URL")
+            })?;
         let port_ok = rest
             .rsplit_once(':')
             .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
         if name.is_empty() || !port_ok {
             return Err(format!("listener {item:?} is not name:pulsar://host:port"));
         }
-        if out.iter().any(|(n, _)| n == name) {
+        let tls = |u: &str| u.starts_with("pulsar+ssl://");
+        if out.iter().any(|(n, u)| n == name && tls(u) == tls(url)) {
             return Err(format!("listener {name} given twice"));
         }
         out.push((name.to_string(), url.to_string()));
@@ -270,12 +275,19 @@ mod tests {
                 )
             ]
         );
+        assert_eq!(
+            parse_listeners("int:pulsar://a:1,int:pulsar+ssl://a:2")
+                .unwrap()
+                .len(),
+            2
+        );
         for bad in [
             "x",
             "x:http://a:1",
             "x:pulsar://a",
             ":pulsar://a:1",
             "a:pulsar://h:1,a:pulsar://h:2",
+            "a:pulsar+ssl://h:1,a:pulsar+ssl://h:2",
         ] {
             assert!(parse_listeners(bad).is_err(), "{bad}");
         }

@@ -21,6 +21,9 @@ pub struct LoadReport {
     pub http_url: String,
     /// Advertised listener name → `pulsar://` URL.
     pub listeners: BTreeMap<String, String>,
+    /// Advertised listener name → `pulsar+ssl://` URL.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub listeners_tls: BTreeMap<String, String>,
     /// TLS URLs (`pulsar+ssl://`, `https://`), when TLS is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub native_url_tls: Option<String>,

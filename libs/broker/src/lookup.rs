@@ -106,6 +106,7 @@ async fn choose_broker(svc: &BrokerService, bundle: &str) -> Result<Option<Owner
         native_url: r.native_url.clone(),
         http_url: r.http_url.clone(),
         listeners: r.listeners.clone(),
+        listeners_tls: r.listeners_tls.clone(),
         native_url_tls: r.native_url_tls.clone(),
         http_url_tls: r.http_url_tls.clone(),
     }))

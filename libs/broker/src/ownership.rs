@@ -68,6 +68,9 @@ pub struct OwnerData {
     /// Advertised listener name → `pulsar://` URL.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub listeners: BTreeMap<String, String>,
+    /// Advertised listener name → `pulsar+ssl://` URL.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub listeners_tls: BTreeMap<String, String>,
     /// `pulsar+ssl://host:port` and `https://host:port`, when TLS is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub native_url_tls: Option<String>,
@@ -110,7 +113,11 @@ impl OwnerData {
                     self.broker_id
                 )));
             }
-            return Ok((self.url_for(listener)?, self.native_url_tls.clone()));
+            let tls_url = match listener.filter(|l| !l.is_empty()) {
+                Some(l) => self.listeners_tls.get(l).cloned(),
+                None => self.native_url_tls.clone(),
+            };
+            return Ok((self.url_for(listener)?, tls_url));
         }
         let tls_url = self.native_url_tls.clone().ok_or_else(|| {
             BrokerError::NotAllowed(format!(
@@ -118,10 +125,19 @@ impl OwnerData {
                 self.broker_id
             ))
         })?;
-        if named {
-            return Err(BrokerError::NotAllowed(
-                "advertised listeners carry pulsar:// URLs only; a TLS client is sent to brokerServiceUrlTls without a listener name".into(),
-            ));
+        if let Some(l) = listener.filter(|l| !l.is_empty()) {
+            let url = self.listeners_tls.get(l).cloned().ok_or_else(|| {
+                BrokerError::NotAllowed(format!(
+                    "broker {} has no pulsar+ssl URL for advertised listener {l:?}",
+                    self.broker_id
+                ))
+            })?;
+            let plain = self
+                .listeners
+                .get(l)
+                .cloned()
+                .unwrap_or_else(|| url.clone());
+            return Ok((plain, Some(url)));
         }
         let plain = if self.native_url.is_empty() {
             tls_url.clone()

@@ -76,7 +76,8 @@ impl BrokerService {
             broker_id: cfg.broker_id(),
             native_url: urls.native.unwrap_or_default(),
             http_url: web_url.clone(),
-            listeners: cfg.advertised_listeners.iter().cloned().collect(),
+            listeners: crate::tls::listener_urls(&cfg.advertised_listeners, false),
+            listeners_tls: crate::tls::listener_urls(&cfg.advertised_listeners, true),
             native_url_tls: urls.native_tls,
             http_url_tls: urls.http_tls,
         };

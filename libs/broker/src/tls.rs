@@ -382,6 +382,19 @@ impl Listeners {
     }
 }
 
+/// The advertised listeners' `pulsar+ssl://` URLs (`tls`) or `pulsar://`
+/// ones, by listener name.
+pub fn listener_urls(
+    listeners: &[(String, String)],
+    tls: bool,
+) -> std::collections::BTreeMap<String, String> {
+    listeners
+        .iter()
+        .filter(|(_, url)| url.starts_with("pulsar+ssl://") == tls)
+        .cloned()
+        .collect()
+}
+
 /// A broker's advertised URLs; a listener that is off has none.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Urls {
@@ -430,6 +443,7 @@ mod tests {
             native_url: native.into(),
             http_url: "http://b:8080".into(),
             listeners: [("int".to_string(), "pulsar://10.0.0.1:6650".to_string())].into(),
+            listeners_tls: [("int".to_string(), "pulsar+ssl://10.0.0.1:6651".to_string())].into(),
             native_url_tls: tls.map(str::to_string),
             http_url_tls: tls.map(|_| "https://b:8443".to_string()),
         }
@@ -451,7 +465,14 @@ mod tests {
             both.lookup_urls(Some("int"), false).unwrap().0,
             "pulsar://10.0.0.1:6650"
         );
-        assert!(both.lookup_urls(Some("int"), true).is_err());
+        assert_eq!(
+            both.lookup_urls(Some("int"), true).unwrap(),
+            (
+                "pulsar://10.0.0.1:6650".into(),
+                Some("pulsar+ssl://10.0.0.1:6651".into())
+            )
+        );
+        assert!(both.lookup_urls(Some("ext"), true).is_err());
         assert_eq!(both.web_url(true), "https://b:8443");
         assert_eq!(both.web_url(false), "http://b:8080");
 

@@ -37,7 +37,8 @@ struct Args {
     advertised_address: Option<String>,
     /// Named addresses for clients on other networks:
     /// `internal:pulsar://10.0.0.5:6650,external:pulsar://broker-0.example.com:16650`
-    /// (a client picks one with its listener name).
+    /// (a client picks one with its listener name); a name may also have a
+    /// `pulsar+ssl://` URL for TLS clients.
     #[arg(long, env = "MAGNETAR_BROKER_ADVERTISED_LISTENERS", value_parser = parse_listeners)]
     advertised_listeners: Option<Listeners>,
     #[arg(long, env = "MAGNETAR_BROKER_CLUSTER", default_value = "standalone")]
