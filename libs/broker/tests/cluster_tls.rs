@@ -2,8 +2,10 @@
 //! traffic — metadata RPC, Raft between metadata nodes, bookie RPC — is
 //! mutual TLS over a cluster CA made by the test (`MAGNETAR_INTERNAL_TLS_*`,
 //! the same for every process): a process without the cluster's
-//! certificate is refused, and producers survive the SIGKILL of the broker
-//! serving most of their topics with every acknowledged message read back.
+//! certificate is refused, the official client over `pulsar+ssl` follows
+//! lookups to the other broker's TLS URL, and producers survive the SIGKILL
+//! of the broker serving most of their topics with every acknowledged
+//! message read back.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,11 +13,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use magnetar_testkit::tls::TestCa;
-use magnetar_testkit::{bin_path, http, run_python, BrokerCluster, PulsarService, Urls};
+use magnetar_testkit::{bin_path, free_port, http, run_python, BrokerCluster, PulsarService, Urls};
 use magnetar_tls::internal::{ENV_CA, ENV_CERT, ENV_KEY, ENV_MUTUAL};
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cluster.py")
+}
+
+fn tls_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tls.py")
 }
 
 fn python(svc: &dyn PulsarService, args: &[&str], timeout: Duration) -> String {
@@ -95,7 +101,24 @@ async fn mutual_tls_between_services_and_broker_failover() {
         "--balancer-interval-ms",
         "0",
     ];
-    let mut c = BrokerCluster::start_with(3, 3, 2, &args);
+    let mut c = BrokerCluster::start_with(3, 3, 0, &args);
+    // Each broker also serves clients over pulsar+ssl (the same CA).
+    let mut tls_ports = Vec::new();
+    for _ in 0..2 {
+        let (tls, https) = (free_port(), free_port());
+        let (c_file, k_file) = (cert.display().to_string(), key.display().to_string());
+        c.add_broker(&[
+            "--tls-cert-file",
+            &c_file,
+            "--tls-key-file",
+            &k_file,
+            "--tls-listen",
+            &format!("127.0.0.1:{tls}"),
+            "--tls-http",
+            &format!("127.0.0.1:{https}"),
+        ]);
+        tls_ports.push((tls, https));
+    }
     c.wait_ready(Duration::from_secs(90)).await;
     let meta = c.storage.meta.endpoints();
 
@@ -121,6 +144,39 @@ async fn mutual_tls_between_services_and_broker_failover() {
     ];
     let (ok, out) = meta_status(&meta, &intruder);
     assert!(!ok, "a certificate from another CA was let in: {out}");
+
+    // The official client over pulsar+ssl to the first broker reaches
+    // topics the second one serves through its TLS URL (brokerServiceUrlTls).
+    let spread_ns = "public/tls-spread";
+    python(
+        &c.all_brokers(),
+        &["namespace", "--ns", spread_ns, "--bundles", "16"],
+        Duration::from_secs(60),
+    );
+    let (tls, https) = tls_ports[0];
+    let urls = Urls {
+        service: format!("pulsar+ssl://localhost:{tls}"),
+        web: format!("https://localhost:{https}"),
+    };
+    let out = Command::new(magnetar_testkit::python())
+        .arg(tls_script())
+        .args(["spread", spread_ns, "16"])
+        .env("PULSAR_URL", urls.service_url())
+        .env("PULSAR_WEB", urls.web_url())
+        .env("TLS_CA", &ca_file)
+        .output()
+        .expect("python tls.py");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("ok spread "),
+        "{text}"
+    );
+    let mut owners = std::collections::HashSet::new();
+    for i in 0..16 {
+        owners.insert(owner_of(&c, &format!("persistent://{spread_ns}/tls-spread-{i}")).await);
+    }
+    assert_eq!(owners.len(), 2, "the topics were not spread: {owners:?}");
 
     // Failover: producers on 10 topics while the broker serving most of
     // them is killed; every acknowledged message is read back.

@@ -12,6 +12,8 @@ Cases:
   served_cn CN               the certificate served to a new connection has subject CN
   cert_role CERT KEY TOKEN   TLS authentication: the certificate's CN is the
                              role; TOKEN is a superuser's, to grant it
+  spread NS N                produce and consume on NS/tls-spread-0..N-1 (on a
+                             cluster: lookups redirect to other brokers' TLS URLs)
 """
 
 import base64
@@ -169,6 +171,13 @@ def cert_role(cert, key, admin_token):
     c.close()
 
 
+def spread(ns, n):
+    c = client()
+    for i in range(int(n)):
+        roundtrip(c, f"persistent://{ns}/tls-spread-{i}", n=3)
+    c.close()
+
+
 CASES = {
     "produce_consume": produce_consume,
     "other_ca_refused": other_ca_refused,
@@ -176,6 +185,7 @@ CASES = {
     "wss": wss,
     "served_cn": served_cn,
     "cert_role": cert_role,
+    "spread": spread,
 }
 
 if __name__ == "__main__":
