@@ -120,7 +120,7 @@ def check_routes():
         "cluster": "standalone", "tenant": "openapi", "namespace": "ns", "topic": "openapi",
         "subscription": "s", "role": "someone", "broker": broker, "bundle": f"{b[0]}_{b[1]}",
         "domain": "persistent", "timestamp": "0", "seconds": "3600", "count": "1", "position": "1",
-        "partition": "0",
+        "partition": "0", "version": "0",
     }
     ops = []
     for path, item in doc["paths"].items():
