@@ -86,6 +86,10 @@ VALUE_SETS = {
     "default": {},
     "minimal": load_values_file("minimal.yaml"),
     "production": load_values_file("production.yaml"),
+    # TLS beside the plain listeners, internal mutual TLS, certificate auth.
+    "tls": load_values_file("tls.yaml"),
+    # The brokers' plain listeners off.
+    "tls-only": load_values_file("tls-only.yaml"),
 }
 
 

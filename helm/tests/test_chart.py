@@ -48,7 +48,7 @@ def all_docs(rendered):
 # ---- Helm's own checks ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("values_file", [None, "minimal.yaml", "production.yaml"])
+@pytest.mark.parametrize("values_file", [None, "minimal.yaml", "production.yaml", "tls.yaml", "tls-only.yaml"])
 def test_helm_lint_passes(values_file):
     values = yaml.safe_load((CI_VALUES / values_file).read_text()) if values_file else None
     result = helm_python.lint(str(CHART), values, strict=True)
@@ -72,7 +72,7 @@ def test_bad_values_file_is_refused_by_the_schema():
     [
         ({"meta": {"replicas": 1}}, "/meta/replicas"),
         ({"meta": {"replicas": 6}}, "/meta/replicas"),
-        ({"tls": {"enabled": True}}, "/tls/enabled"),
+        ({"tls": {"enabled": True}}, "/tls/secretName"),
         ({"auth": {"enabled": True}}, "/auth/secretName"),
         ({"broker": {"resources": {"limits": None}}}, "/broker/resources"),
         ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot"),
@@ -417,16 +417,21 @@ def test_images_follow_values():
 
 
 def source_env_names():
-    """Every MAGNETAR_* environment variable the Rust binaries read (clap `env = "..."`)."""
+    """Every MAGNETAR_* environment variable the Rust binaries read: clap's
+    `env = "..."`, and the `const ...: &str = "MAGNETAR_..."` names read with
+    std::env (libs/tls's MAGNETAR_INTERNAL_TLS_*, read by every binary)."""
     names = set()
     for path in list((REPO / "services").rglob("*.rs")) + list((REPO / "libs").rglob("*.rs")):
-        names.update(re.findall(r'env\s*=\s*"(MAGNETAR_[A-Z0-9_]+)"', path.read_text()))
+        text = path.read_text()
+        names.update(re.findall(r'env\s*=\s*"(MAGNETAR_[A-Z0-9_]+)"', text))
+        names.update(re.findall(r'const\s+[A-Z0-9_]+\s*:\s*&(?:\'static\s+)?str\s*=\s*"(MAGNETAR_[A-Z0-9_]+)"', text))
     return names
 
 
 def test_every_magnetar_variable_the_chart_sets_is_a_real_flag(rendered):
     known = source_env_names()
     assert "MAGNETAR_META_PEERS" in known and "MAGNETAR_BROKER_ENSEMBLE_SIZE" in known, "source scan found nothing"
+    assert "MAGNETAR_INTERNAL_TLS_CA" in known, "source scan missed libs/tls's constants"
     used = set()
     for _, doc in all_docs(rendered):
         if doc["kind"] in WORKLOAD_KINDS:
@@ -436,6 +441,9 @@ def test_every_magnetar_variable_the_chart_sets_is_a_real_flag(rendered):
     unknown = sorted(used - known)
     assert unknown == [], f"the chart sets variables no binary reads: {unknown}"
     assert "MAGNETAR_BROKER_OFFLOAD_BUCKET" in used
+    # The TLS values sets reach the broker's TLS flags and the internal ones.
+    for name in ("MAGNETAR_BROKER_TLS_CERT_FILE", "MAGNETAR_BROKER_DISABLE_PLAIN_HTTP", "MAGNETAR_INTERNAL_TLS_CA", "MAGNETAR_INTERNAL_TLS_MUTUAL"):
+        assert name in used, name
 
 
 # ---- Dashboard and generated files ------------------------------------------------

@@ -74,6 +74,64 @@ VOLUME = obj({"size": SIZE, "storageClass": STR}, ["size", "storageClass"])
 PDB = obj({"maxUnavailable": NAT}, ["maxUnavailable"])
 
 
+# TLS: one Secret (tls.crt, tls.key, ca.crt) for every component.
+FALSE_WITHOUT_TLS = {"const": False, "description": "needs tls.enabled"}
+TLS = obj(
+    {
+        "enabled": BOOL,
+        "secretName": {
+            "type": "string",
+            "description": "A Secret with tls.crt, tls.key and ca.crt (kubernetes.io/tls plus the CA, as cert-manager makes).",
+        },
+        "broker": obj(
+            {
+                "pulsarPort": PORT,
+                "httpsPort": PORT,
+                "disablePlain": {
+                    "type": "boolean",
+                    "description": "Turns the plain 6650/8080 listeners off; probes then use HTTPS, so it cannot go with requireClientCert. The certificate must also name every broker pod's IP.",
+                },
+                "requireClientCert": {
+                    "type": "boolean",
+                    "description": "Refuse TLS clients without a certificate from ca.crt (the kubelet's probes present none: not with disablePlain).",
+                },
+            },
+            ["pulsarPort", "httpsPort", "disablePlain"],
+            **{
+                # The kubelet's HTTPS probes present no client certificate.
+                "if": {"properties": {"disablePlain": {"const": True}}, "required": ["disablePlain"]},
+                "then": {
+                    "properties": {
+                        "requireClientCert": {
+                            "const": False,
+                            "description": "with disablePlain the probes use HTTPS and present no client certificate",
+                        }
+                    }
+                },
+            },
+        ),
+        "clientAuth": {"type": "boolean", "description": "Client certificates authenticate (role = subject CN); needs auth.enabled."},
+        "internal": obj({"enabled": BOOL, "mutual": BOOL}, ["enabled"]),
+    },
+    ["enabled"],
+    **{
+        "if": {"properties": {"enabled": {"const": True}}, "required": ["enabled"]},
+        "then": {
+            "required": ["secretName", "broker"],
+            "properties": {"secretName": {"minLength": 1}},
+        },
+        # With TLS off nothing of it may be asked for: it would silently stay plain.
+        "else": {
+            "properties": {
+                "broker": {"properties": {"disablePlain": FALSE_WITHOUT_TLS, "requireClientCert": FALSE_WITHOUT_TLS}},
+                "clientAuth": FALSE_WITHOUT_TLS,
+                "internal": {"properties": {"enabled": FALSE_WITHOUT_TLS, "mutual": FALSE_WITHOUT_TLS}},
+            }
+        },
+    },
+)
+
+
 def component(props, required):
     common = {
         "resources": RESOURCES,
@@ -230,10 +288,7 @@ SCHEMA = {
                 },
             },
         ),
-        "tls": obj(
-            {"enabled": {"const": False, "description": "The servers have no TLS listener yet."}},
-            ["enabled"],
-        ),
+        "tls": TLS,
         "initialize": obj(
             {
                 "enabled": BOOL,

@@ -88,16 +88,43 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "pulsar://%s.%s.svc.%s:%d" (include "magnetar.broker.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.broker.ports.pulsar) -}}
 {{- end -}}
 
+{{- define "magnetar.broker.pulsarSslUrl" -}}
+{{- printf "pulsar+ssl://%s.%s.svc.%s:%d" (include "magnetar.broker.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.tls.broker.pulsarPort) -}}
+{{- end -}}
+
+{{- define "magnetar.broker.httpsUrl" -}}
+{{- printf "https://%s.%s.svc.%s:%d" (include "magnetar.broker.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.tls.broker.httpsPort) -}}
+{{- end -}}
+
+{{/* The URL the init Job gives `magnetar admin`: HTTPS whenever TLS is on (the
+     superuser token then never crosses the network in clear). */}}
+{{- define "magnetar.broker.adminUrl" -}}
+{{- if .Values.tls.enabled -}}
+{{- include "magnetar.broker.httpsUrl" . -}}
+{{- else -}}
+{{- include "magnetar.broker.httpUrl" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the brokers serve the plain 6650/8080 listeners: "true" or "". */}}
+{{- define "magnetar.broker.plain" -}}
+{{- if not (and .Values.tls.enabled .Values.tls.broker.disablePlain) -}}true{{- end -}}
+{{- end -}}
+
 {{/* Pod pieces -------------------------------------------------------------- */}}
 
 {{/* Pod annotations: the Prometheus scrape ones (metrics.podAnnotations) and the
-     component's own. Call with (dict "ctx" $ "port" 7100 "extra" .Values.meta.podAnnotations). */}}
+     component's own. Call with (dict "ctx" $ "port" 7100 "extra" .Values.meta.podAnnotations),
+     plus "scheme" "https" for a port that serves HTTPS only. */}}
 {{- define "magnetar.podAnnotations" -}}
 {{- $a := dict -}}
 {{- if .ctx.Values.metrics.podAnnotations -}}
 {{- $_ := set $a "prometheus.io/scrape" "true" -}}
 {{- $_ := set $a "prometheus.io/port" (toString .port) -}}
 {{- $_ := set $a "prometheus.io/path" "/metrics" -}}
+{{- with .scheme -}}
+{{- $_ := set $a "prometheus.io/scheme" . -}}
+{{- end -}}
 {{- end -}}
 {{- $a = merge (deepCopy (.extra | default dict)) $a -}}
 {{- with $a }}
@@ -184,4 +211,56 @@ imagePullSecrets:
       name: {{ . }}
       key: AWS_SECRET_ACCESS_KEY
 {{- end }}
+{{- end -}}
+
+{{/* TLS ------------------------------------------------------------------------- */}}
+
+{{- define "magnetar.tls.mountPath" -}}/etc/magnetar/tls{{- end -}}
+
+{{/* The Secret's three files, read-only; a missing key stops the pod from
+     starting with the key's name in its events. */}}
+{{- define "magnetar.tls.volume" -}}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.secretName }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+      - key: ca.crt
+        path: ca.crt
+{{- end -}}
+
+{{- define "magnetar.tls.mount" -}}
+- name: tls
+  mountPath: {{ include "magnetar.tls.mountPath" . }}
+  readOnly: true
+{{- end -}}
+
+{{/* Whether a component mounts the TLS Secret: "true" or "". Call with
+     (dict "ctx" $ "component" "meta"). Brokers and the init Job need it for
+     the brokers' TLS; meta and bookies only for internal TLS. */}}
+{{- define "magnetar.tls.mounted" -}}
+{{- $t := .ctx.Values.tls -}}
+{{- if and $t.enabled (or $t.internal.enabled (has .component (list "broker" "init"))) -}}true{{- end -}}
+{{- end -}}
+
+{{/* Metadata and bookie RPC over TLS (magnetar_tls::internal): the same
+     variables for every binary. */}}
+{{- define "magnetar.tls.internalEnv" -}}
+{{- if and .Values.tls.enabled .Values.tls.internal.enabled -}}
+{{- $dir := include "magnetar.tls.mountPath" . -}}
+- name: MAGNETAR_INTERNAL_TLS_CA
+  value: {{ printf "%s/ca.crt" $dir | quote }}
+- name: MAGNETAR_INTERNAL_TLS_CERT
+  value: {{ printf "%s/tls.crt" $dir | quote }}
+- name: MAGNETAR_INTERNAL_TLS_KEY
+  value: {{ printf "%s/tls.key" $dir | quote }}
+{{- if .Values.tls.internal.mutual }}
+- name: MAGNETAR_INTERNAL_TLS_MUTUAL
+  value: "true"
+{{- end }}
+{{- end -}}
 {{- end -}}
