@@ -210,7 +210,9 @@ pub struct SchemaVersion {
     /// Pulsar's `Schema.Type` number.
     pub schema_type: i32,
     pub name: String,
-    /// The schema definition (bytes, e.g. an Avro JSON document).
+    /// The schema definition (bytes, e.g. an Avro JSON document), stored
+    /// as base64 (a JSON array of numbers, as first stored, is read too).
+    #[serde(with = "base64_bytes")]
     pub data: Vec<u8>,
     pub properties: Vec<(String, String)>,
     /// When it was added (ms since the epoch).
@@ -220,6 +222,30 @@ pub struct SchemaVersion {
     /// topic's schema (numbering goes on, as in Pulsar).
     #[serde(default)]
     pub deleted: bool,
+}
+
+mod base64_bytes {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(data))
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Base64(String),
+        Numbers(Vec<u8>),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        match Stored::deserialize(d)? {
+            Stored::Base64(text) => STANDARD.decode(text).map_err(serde::de::Error::custom),
+            Stored::Numbers(bytes) => Ok(bytes),
+        }
+    }
 }
 
 /// A topic's schema versions (index = version); a partitioned topic's
@@ -440,4 +466,32 @@ fn partitioned_key(topic: &TopicName) -> String {
 
 fn schema_key(topic: &TopicName) -> String {
     format!("{SCHEMAS}{}/{}", topic.namespace, topic.local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_definitions_are_stored_as_base64_and_old_records_still_read() {
+        let v = SchemaVersion {
+            schema_type: 4,
+            name: "n".into(),
+            data: b"{\"type\":\"string\"}".to_vec(),
+            properties: vec![("k".into(), "v".into())],
+            timestamp: 7,
+            deleted: false,
+        };
+        let json = serde_json::to_value(&v).expect("serialize");
+        assert_eq!(json["data"], "eyJ0eXBlIjoic3RyaW5nIn0=");
+        let back: SchemaVersion = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, v);
+        // As the first version of the registry stored it: numbers, no timestamp.
+        let old = r#"{"schema_type":1,"name":"","data":[104,105],"properties":[]}"#;
+        let old: SchemaVersion = serde_json::from_str(old).expect("old record");
+        assert_eq!(
+            (old.data.as_slice(), old.timestamp, old.deleted),
+            (&b"hi"[..], 0, false)
+        );
+    }
 }
