@@ -177,7 +177,11 @@ def fuzz():
         "--checks", "not_a_server_error", "--max-examples", os.environ.get("FUZZ_EXAMPLES", "10"),
         "--phases", "coverage,fuzzing", "--workers", "2", "--seed", "7",
         "--generation-database", "none", "--request-timeout", "30", "--max-redirects", "0",
-        "--no-color", "--exclude-path-regex", "^/ws/", "--suppress-health-check", "all",
+        # Unloads and splits are left to the route check above: run among the
+        # fuzzer's concurrent requests they make the bundle answer 503 "being
+        # unloaded; retry" for a moment, which is the documented answer but
+        # fails not_a_server_error (seen once on a terminate).
+        "--no-color", "--exclude-path-regex", "^/ws/|/unload$|/split$", "--suppress-health-check", "all",
     ]
     # schemathesis keeps a cache in its working directory: not in the repo.
     with tempfile.TemporaryDirectory() as cwd:
