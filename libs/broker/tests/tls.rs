@@ -346,6 +346,23 @@ async fn client_certificate_subject_is_the_role_authorization_checks() {
     assert!(!refused.status.success(), "a role without grants produced");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_tls_refuses_clients_without_a_certificate() {
+    let pki = Pki::new();
+    let (cert, key) = pki.ca.client("any-app").write(pki.dir.path(), "app");
+    let mut b = TlsStandalone::start(
+        &pki,
+        &[
+            "--tls-require-client-cert",
+            "--tls-trust-certs",
+            &s(&pki.ca_file),
+        ],
+    );
+    // /health over HTTPS needs a certificate now: wait on the plain port.
+    b.s.wait_ready(Duration::from_secs(60)).await;
+    run(&b.urls(), &pki, &["require_cert", &s(&cert), &s(&key)], &[]);
+}
+
 /// Runs `magnetar ARGS`, which must succeed; its stdout.
 fn cli(args: &[&str]) -> String {
     let out = Command::new(bin_path("magnetar"))

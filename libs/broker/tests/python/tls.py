@@ -12,6 +12,8 @@ Cases:
   served_cn CN               the certificate served to a new connection has subject CN
   cert_role CERT KEY TOKEN   TLS authentication: the certificate's CN is the
                              role; TOKEN is a superuser's, to grant it
+  require_cert CERT KEY      mutual TLS: refused without a client certificate,
+                             served with one
   spread NS N                produce and consume on NS/tls-spread-0..N-1 (on a
                              cluster: lookups redirect to other brokers' TLS URLs)
 """
@@ -171,6 +173,29 @@ def cert_role(cert, key, admin_token):
     c.close()
 
 
+def require_cert(cert, key):
+    c = client(timeout=5)
+    try:
+        c.create_producer(topic("no-cert"))
+    except Exception as e:
+        print("refused without a certificate:", e)
+    else:
+        raise AssertionError("a client without a certificate produced")
+    finally:
+        c.close()
+    c = client(auth=pulsar.AuthenticationTLS(cert, key))
+    roundtrip(c, topic("with-cert"), n=5)
+    c.close()
+    r = requests.get(WEB + "/admin/v2/tenants", verify=CA, cert=(cert, key), timeout=10)
+    check(r.status_code == 200, f"HTTPS with a certificate: {r.status_code}")
+    try:
+        requests.get(WEB + "/admin/v2/tenants", verify=CA, timeout=10)
+    except requests.exceptions.RequestException as e:
+        print("HTTPS refused without a certificate:", type(e).__name__)
+    else:
+        raise AssertionError("HTTPS without a client certificate was served")
+
+
 def spread(ns, n):
     c = client()
     for i in range(int(n)):
@@ -186,6 +211,7 @@ CASES = {
     "served_cn": served_cn,
     "cert_role": cert_role,
     "spread": spread,
+    "require_cert": require_cert,
 }
 
 if __name__ == "__main__":
