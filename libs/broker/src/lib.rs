@@ -41,9 +41,9 @@ pub mod self_client;
 pub mod server;
 pub mod service;
 pub mod subscription;
+pub mod tls;
 pub mod topic;
 pub mod topic_metrics;
-pub mod tls;
 mod warm;
 pub mod websocket;
 
