@@ -832,11 +832,19 @@ impl Conn {
                 }
                 return Box::pin(self.create_producer(c)).await;
             }
-            // A retried PRODUCER for one that already exists succeeds again.
+            // A retried PRODUCER for one that already exists succeeds again
+            // (with its schema's version: the client stamps it on messages).
+            let producer_name = existing.name.clone();
+            let topic = TopicName::parse(&c.topic)?;
+            let schema_version =
+                schema::for_producer(self.svc.resources(), &topic, c.schema.as_ref())
+                    .await?
+                    .map(schema::encode_version);
             return Ok(pb::CommandProducerSuccess {
                 request_id: c.request_id,
-                producer_name: existing.name.clone(),
+                producer_name,
                 last_sequence_id: Some(-1),
+                schema_version,
                 producer_ready: Some(true),
                 ..Default::default()
             }
