@@ -170,6 +170,8 @@ struct Toggle {
 
 #[derive(Subcommand)]
 enum NamespacesCmd {
+    #[command(flatten)]
+    Schema(schemas::NamespaceSchemaCmd),
     /// Namespaces of a tenant.
     List {
         #[arg(value_parser = parse_tenant)]
@@ -988,6 +990,7 @@ fn plan_namespaces(c: NamespacesCmd) -> Result<Plan, String> {
     use NamespacesCmd as N;
     let policy = |ns: &NamespaceName, name: &str| format!("{}/{name}", ns_path(ns));
     match c {
+        N::Schema(c) => schemas::plan_namespace(c),
         N::List { tenant } => get(
             format!("/admin/v2/namespaces/{}", enc(&tenant)),
             Show::List("NAMESPACE"),

@@ -116,6 +116,52 @@ async fn admin_schemas_upload_get_delete() {
     admin(&["schemas", "delete", "orders"]).ok();
     admin(&["schemas", "get", "orders"]).refused("404");
     admin(&["schemas", "delete", "orders"]).refused("404");
+
+    // The namespace's policies: FORWARD lets v3 in after v1.
+    admin(&["schemas", "upload", "orders", "-f", &v1]).ok();
+    let ns = ["public/default"];
+    let set = ["namespaces", "set-schema-compatibility-strategy"];
+    admin(&[&set[..], &ns, &["-c", "forward"]].concat()).ok();
+    let get = [
+        "namespaces",
+        "get-schema-compatibility-strategy",
+        "public/default",
+    ];
+    assert_eq!(
+        admin(&[&get[..], &["--json"]].concat()).json(),
+        json!("FORWARD")
+    );
+    admin(&["schemas", "upload", "orders", "-f", &v3]).ok();
+    admin(&[&set[..], &ns, &["-c", "FULL"]].concat()).ok();
+    let auto = [
+        "namespaces",
+        "get-is-allow-auto-update-schema",
+        "public/default",
+        "--json",
+    ];
+    assert_eq!(admin(&auto).json(), json!(true));
+    let off = [
+        "namespaces",
+        "set-is-allow-auto-update-schema",
+        "public/default",
+        "-d",
+    ];
+    admin(&off).ok();
+    assert_eq!(admin(&auto).json(), json!(false));
+    let enforce = [
+        "namespaces",
+        "set-schema-validation-enforce",
+        "public/default",
+        "-e",
+    ];
+    admin(&enforce).ok();
+    let enforced = [
+        "namespaces",
+        "get-schema-validation-enforce",
+        "public/default",
+        "--json",
+    ];
+    assert_eq!(admin(&enforced).json(), json!(true));
 }
 
 /// With authentication on: reading a schema takes a produce or consume

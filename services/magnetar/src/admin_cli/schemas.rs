@@ -1,16 +1,125 @@
 //! `magnetar admin schemas ...`: a topic's schema registry entries, as
 //! `pulsar-admin schemas` (get, upload, delete, compatibility). Upload and
 //! compatibility read a file holding Pulsar's `PostSchemaPayload`:
-//! `{"type": "AVRO", "schema": "<definition>", "properties": {}}`.
+//! `{"type": "AVRO", "schema": "<definition>", "properties": {}}`. Also the
+//! namespaces' schema policies, as `pulsar-admin namespaces
+//! set-schema-compatibility-strategy` and its siblings.
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 use hyper::Method;
-use magnetar_common::names::TopicName;
-use serde_json::Value;
+use magnetar_common::names::{NamespaceName, TopicName};
+use serde_json::{json, Value};
 
-use super::{call, done, enc, get, parse_topic, Plan, Show};
+use super::{call, done, enc, get, ns_path, parse_namespace, parse_topic, Plan, Show, Toggle};
+
+/// Pulsar's `SchemaCompatibilityStrategy` names.
+const STRATEGIES: [&str; 9] = [
+    "UNDEFINED",
+    "ALWAYS_INCOMPATIBLE",
+    "ALWAYS_COMPATIBLE",
+    "BACKWARD",
+    "FORWARD",
+    "FULL",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD_TRANSITIVE",
+    "FULL_TRANSITIVE",
+];
+
+fn parse_strategy(s: &str) -> Result<String, String> {
+    let upper = s.to_ascii_uppercase();
+    if STRATEGIES.contains(&upper.as_str()) {
+        Ok(upper)
+    } else {
+        Err(format!("{s:?} is not one of {}", STRATEGIES.join(", ")))
+    }
+}
+
+/// The namespace's schema policies (flattened into `namespaces`).
+#[derive(Subcommand)]
+pub(super) enum NamespaceSchemaCmd {
+    /// How new schemas must relate to the stored ones (UNDEFINED = FULL).
+    GetSchemaCompatibilityStrategy {
+        #[arg(value_parser = parse_namespace)]
+        namespace: NamespaceName,
+    },
+    /// Sets the schema compatibility strategy.
+    SetSchemaCompatibilityStrategy {
+        #[arg(value_parser = parse_namespace)]
+        namespace: NamespaceName,
+        #[arg(long, short = 'c', value_parser = parse_strategy)]
+        compatibility: String,
+    },
+    /// Whether producers may add schema versions.
+    GetIsAllowAutoUpdateSchema {
+        #[arg(value_parser = parse_namespace)]
+        namespace: NamespaceName,
+    },
+    /// Lets producers add schema versions, or not.
+    SetIsAllowAutoUpdateSchema {
+        #[arg(value_parser = parse_namespace)]
+        namespace: NamespaceName,
+        #[command(flatten)]
+        toggle: Toggle,
+    },
+    /// Whether a producer without a schema is refused on a topic with one.
+    GetSchemaValidationEnforce {
+        #[arg(value_parser = parse_namespace)]
+        namespace: NamespaceName,
+    },
+    /// Refuses producers without a schema on topics with one, or not.
+    SetSchemaValidationEnforce {
+        #[arg(value_parser = parse_namespace)]
+        namespace: NamespaceName,
+        #[command(flatten)]
+        toggle: Toggle,
+    },
+}
+
+pub(super) fn plan_namespace(c: NamespaceSchemaCmd) -> Result<Plan, String> {
+    use NamespaceSchemaCmd as N;
+    let path = |ns: &NamespaceName, name: &str| format!("{}/{name}", ns_path(ns));
+    let on_off = |on: bool| if on { "on" } else { "off" };
+    match c {
+        N::GetSchemaCompatibilityStrategy { namespace } => {
+            get(path(&namespace, "schemaCompatibilityStrategy"), Show::Value)
+        }
+        N::SetSchemaCompatibilityStrategy {
+            namespace,
+            compatibility,
+        } => done(
+            Method::PUT,
+            path(&namespace, "schemaCompatibilityStrategy"),
+            Some(json!(compatibility)),
+            format!("Set the schema compatibility strategy of {namespace} to {compatibility}"),
+        ),
+        N::GetIsAllowAutoUpdateSchema { namespace } => {
+            get(path(&namespace, "isAllowAutoUpdateSchema"), Show::Value)
+        }
+        N::SetIsAllowAutoUpdateSchema { namespace, toggle } => done(
+            Method::POST,
+            path(&namespace, "isAllowAutoUpdateSchema"),
+            Some(json!(toggle.enable)),
+            format!(
+                "Schema auto update in {namespace}: {}",
+                on_off(toggle.enable)
+            ),
+        ),
+        N::GetSchemaValidationEnforce { namespace } => {
+            get(path(&namespace, "schemaValidationEnforced"), Show::Value)
+        }
+        N::SetSchemaValidationEnforce { namespace, toggle } => done(
+            Method::POST,
+            path(&namespace, "schemaValidationEnforced"),
+            Some(json!(toggle.enable)),
+            format!(
+                "Schema validation in {namespace}: {}",
+                on_off(toggle.enable)
+            ),
+        ),
+    }
+}
 
 #[derive(Subcommand)]
 pub(super) enum SchemasCmd {
@@ -163,6 +272,67 @@ mod tests {
             (
                 Method::DELETE,
                 "/admin/v2/schemas/public/default/x/schema?force=true"
+            )
+        );
+    }
+
+    #[test]
+    fn namespace_schema_policies_as_rest_calls() {
+        let (m, p, b) = one(&[
+            "namespaces",
+            "set-schema-compatibility-strategy",
+            "acme/orders",
+            "-c",
+            "backward_transitive",
+        ]);
+        assert_eq!(
+            (m, p.as_str(), b),
+            (
+                Method::PUT,
+                "/admin/v2/namespaces/acme/orders/schemaCompatibilityStrategy",
+                Some(json!("BACKWARD_TRANSITIVE"))
+            )
+        );
+        assert!(rejected(&[
+            "namespaces",
+            "set-schema-compatibility-strategy",
+            "acme/orders",
+            "-c",
+            "SIDEWAYS"
+        ]));
+        let (m, p, b) = one(&[
+            "namespaces",
+            "set-is-allow-auto-update-schema",
+            "a/b",
+            "--disable",
+        ]);
+        assert_eq!(
+            (m, p.as_str(), b),
+            (
+                Method::POST,
+                "/admin/v2/namespaces/a/b/isAllowAutoUpdateSchema",
+                Some(json!(false))
+            )
+        );
+        let (_, p, b) = one(&["namespaces", "set-schema-validation-enforce", "a/b", "-e"]);
+        assert_eq!(
+            (p.as_str(), b),
+            (
+                "/admin/v2/namespaces/a/b/schemaValidationEnforced",
+                Some(json!(true))
+            )
+        );
+        assert!(rejected(&[
+            "namespaces",
+            "set-schema-validation-enforce",
+            "a/b"
+        ]));
+        let (m, p, _) = one(&["namespaces", "get-schema-validation-enforce", "a/b"]);
+        assert_eq!(
+            (m, p.as_str()),
+            (
+                Method::GET,
+                "/admin/v2/namespaces/a/b/schemaValidationEnforced"
             )
         );
     }
