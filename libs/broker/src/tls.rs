@@ -54,6 +54,8 @@ pub struct TlsFlags {
     pub trust_certs: Option<PathBuf>,
     pub require_client_cert: bool,
     pub cert_auth: bool,
+    /// Authentication is on (a token key is given): `cert_auth` needs it.
+    pub auth_on: bool,
     pub disable_plain_listen: bool,
     pub disable_plain_http: bool,
 }
@@ -69,6 +71,8 @@ pub enum BrokerTlsError {
     NeedsCertificate(&'static str),
     #[error("{0} needs --tls-trust-certs (the CA that client certificates are issued by)")]
     NeedsTrust(&'static str),
+    #[error("--tls-auth adds client certificates to authentication, which is off: give --auth-secret-key or --auth-public-key too")]
+    TlsAuthWithoutAuth,
     #[error("with the plain binary listener off the broker's own client uses pulsar+ssl: give --tls-trust-certs (the CA that issued the broker's certificate)")]
     SelfClientTrust,
 }
@@ -107,6 +111,9 @@ impl TlsFlags {
             if self.disable_plain_listen {
                 return Err(BrokerTlsError::SelfClientTrust);
             }
+        }
+        if self.cert_auth && !self.auth_on {
+            return Err(BrokerTlsError::TlsAuthWithoutAuth);
         }
         let default = |s: &str| s.parse::<SocketAddr>().ok();
         let listen = self.listen.or_else(|| default(DEFAULT_TLS_LISTEN));

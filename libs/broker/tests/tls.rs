@@ -461,6 +461,18 @@ fn misconfigured_tls_stops_the_start_with_the_reason() {
             "--tls-auth needs --tls-trust-certs",
         ),
         (vec!["--disable-plain-listen".into()], "needs TLS"),
+        (
+            vec![
+                "--tls-cert-file".into(),
+                cert.clone(),
+                "--tls-key-file".into(),
+                key.clone(),
+                "--tls-auth".into(),
+                "--tls-trust-certs".into(),
+                cert.clone(),
+            ],
+            "authentication, which is off",
+        ),
     ];
     for (flags, want) in &cases {
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();

@@ -261,6 +261,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         trust_certs: args.tls_trust_certs.clone(),
         require_client_cert: args.tls_require_client_cert,
         cert_auth: args.tls_auth,
+        auth_on: cfg.auth.is_some(),
         disable_plain_listen: args.disable_plain_listen,
         disable_plain_http: args.disable_plain_http,
     }

@@ -159,6 +159,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         trust_certs: args.tls_trust_certs.clone(),
         require_client_cert: args.tls_require_client_cert,
         cert_auth: args.tls_auth,
+        auth_on: auth.is_some(),
         disable_plain_listen: args.disable_plain_listen,
         disable_plain_http: args.disable_plain_http,
     }
