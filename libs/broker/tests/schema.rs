@@ -7,13 +7,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use magnetar_testkit::{run_python, Standalone};
+use magnetar_testkit::{run_python, BrokerCluster, PulsarService, Standalone};
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/schema.py")
 }
 
-fn run(s: &Standalone, cases: &[&str]) {
+fn run(s: &dyn PulsarService, cases: &[&str]) {
     let out = run_python(s, &script(), cases, Duration::from_secs(300));
     for case in cases {
         assert!(
@@ -41,6 +41,24 @@ async fn schemas_with_the_python_client() {
             "namespace_strategies",
             "partitioned_and_topic_deletion",
             "rest_and_websocket_produce",
+        ],
+    );
+}
+
+/// Two brokers over one metadata service: the schema is the metadata
+/// service's, so whichever broker owns a topic checks against it, and the
+/// admin REST answers on either.
+#[tokio::test(flavor = "multi_thread")]
+async fn schemas_across_two_brokers() {
+    let mut c = BrokerCluster::start(1, 1, 2);
+    c.wait_ready(Duration::from_secs(90)).await;
+    run(
+        &c,
+        &[
+            "evolution",
+            "consumer_incompatible",
+            "admin_versions",
+            "partitioned_and_topic_deletion",
         ],
     );
 }

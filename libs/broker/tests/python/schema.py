@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -37,22 +38,30 @@ def check(cond, what):
 
 
 def http(method, path, body=None):
+    """One admin call; a redirect to the topic's broker (307, as Pulsar's)
+    is followed with the same method and body."""
     data = None
     headers = {}
     if body is not None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
-    req = urllib.request.Request(WEB + path, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            raw = r.read()
-            return r.status, (json.loads(raw) if raw else None)
-    except urllib.error.HTTPError as e:
-        raw = e.read()
+    url = WEB + path
+    for _ in range(5):
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            return e.code, json.loads(raw)
-        except ValueError:
-            return e.code, raw
+            with urllib.request.urlopen(req, timeout=30) as r:
+                raw = r.read()
+                return r.status, (json.loads(raw) if raw else None)
+        except urllib.error.HTTPError as e:
+            if e.code in (307, 308) and e.headers.get("Location"):
+                url = urllib.parse.urljoin(url, e.headers["Location"])
+                continue
+            raw = e.read()
+            try:
+                return e.code, json.loads(raw)
+            except ValueError:
+                return e.code, raw
+    raise AssertionError(f"{method} {path}: too many redirects")
 
 
 def schema_path(ns, local, rest="schema"):
