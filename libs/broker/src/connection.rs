@@ -87,6 +87,9 @@ struct ProducerSlot {
     topic: Arc<Topic>,
     name: String,
     gate: Arc<SendGate>,
+    /// The topic's append failures when this producer attached: its sends
+    /// are refused once another fails (`ManagedLedger::append_in_order`).
+    seen_failures: u64,
     msg_in: Arc<AtomicU64>,
     bytes_in: Arc<AtomicU64>,
     /// A WaitForExclusive producer still queued for the topic.
@@ -866,6 +869,7 @@ impl Conn {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => format!("{}-{}", self.svc.cfg().cluster, self.svc.next_id()),
         };
+        let seen_failures = topic.ml.append_failures();
         let msg_in = Arc::new(AtomicU64::new(0));
         let bytes_in = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(self.svc.cfg().max_pending_per_producer.max(1));
@@ -920,6 +924,7 @@ impl Conn {
                 topic,
                 name: producer_name.clone(),
                 gate,
+                seen_failures,
                 msg_in,
                 bytes_in,
                 waiting,
@@ -988,7 +993,7 @@ impl Conn {
             return;
         }
         let result = Box::pin(tracing::Instrument::instrument(
-            p.topic.publish(&p.name, &payload),
+            p.topic.publish(&p.name, &payload, p.seen_failures),
             span,
         ));
         permit.send(PendingSend {

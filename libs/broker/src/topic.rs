@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use magnetar_common::names::TopicName;
-use magnetar_managed_ledger::{InitialPosition, ManagedLedger, Position};
+use magnetar_managed_ledger::{InitialPosition, ManagedLedger, MlError, Position};
 use magnetar_meta_client::MetaClient;
 use magnetar_wire::{pb, Payload};
 use serde::Serialize;
@@ -224,6 +224,24 @@ impl Topic {
         }
     }
 
+    /// A write failed (not a refusal of a later send, nor a takeover or a
+    /// close): every producer is let go, as Pulsar does, so each comes back
+    /// and resends what has no receipt in order (their later sends are
+    /// refused meanwhile; see `publish`).
+    fn append_failed(&self, e: &MlError) {
+        let write_failure = matches!(
+            e,
+            MlError::Ledger(_) | MlError::Meta(_) | MlError::Unavailable(_)
+        );
+        if write_failure && !self.is_closed() && !self.ml.is_fenced() {
+            let n = self.disconnect_producers();
+            if n > 0 {
+                tracing::warn!(topic = %self.name, producers = n, error = %e,
+                    "append failed: producers reconnect and resend in order");
+            }
+        }
+    }
+
     /// Lets every producer go, each told to reconnect after its receipts;
     /// returns how many there were.
     fn disconnect_producers(&self) -> usize {
@@ -356,10 +374,14 @@ impl Topic {
 
     /// Starts storing one message (entry). Positions are assigned in call
     /// order; the future resolves once the entry is on an ack quorum.
+    /// `seen_failures` is the managed ledger's append failure count when the
+    /// producer attached: after a failure its later sends are refused, so
+    /// none is stored ahead of the failed one's retry.
     pub fn publish(
         self: &Arc<Self>,
         producer: &str,
         payload: &Payload,
+        seen_failures: u64,
     ) -> impl Future<Output = Result<Published>> + Send + 'static {
         let messages = u64::from(payload.metadata.num_messages_in_batch.unwrap_or(1).max(1) as u32);
         let bytes = payload.raw.len() as u64;
@@ -374,8 +396,10 @@ impl Topic {
             }
         }
         let closed = self.is_closed();
-        let append = (!duplicate && !closed)
-            .then(|| self.ml.append(&payload.raw, payload.metadata.publish_time));
+        let append = (!duplicate && !closed).then(|| {
+            self.ml
+                .append_in_order(&payload.raw, payload.metadata.publish_time, seen_failures)
+        });
         let topic = self.clone();
         let producer = producer.to_string();
         let started = Instant::now();
@@ -405,6 +429,7 @@ impl Topic {
                             d.failed(&producer);
                         }
                     }
+                    topic.append_failed(&e);
                     Err(e.into())
                 }
             }

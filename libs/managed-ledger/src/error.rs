@@ -30,6 +30,12 @@ pub enum MlError {
     TooLarge(usize, usize),
     #[error("{0}")]
     Unavailable(String),
+    /// An append taken before this one failed since the caller last looked
+    /// (`ManagedLedger::append_in_order`): storing this one would put it
+    /// ahead of that one's retry. The caller reconnects its producer and
+    /// resends from the failed message.
+    #[error("managed ledger {0}: an earlier append failed; resend in order")]
+    EarlierAppendFailed(String),
 }
 
 impl MlError {
@@ -38,7 +44,10 @@ impl MlError {
     pub fn is_retriable(&self) -> bool {
         matches!(
             self,
-            MlError::Ledger(_) | MlError::Meta(_) | MlError::Unavailable(_)
+            MlError::Ledger(_)
+                | MlError::Meta(_)
+                | MlError::Unavailable(_)
+                | MlError::EarlierAppendFailed(_)
         )
     }
 }

@@ -92,6 +92,9 @@ struct State {
     list: LedgerList,
     current: Option<Current>,
     waiting: VecDeque<Waiting>,
+    /// Appends failed back to their callers so far (write errors, a
+    /// rollover that could not finish). See `append_in_order`.
+    failures: u64,
     /// Readers of closed ledgers.
     readers: HashMap<u64, Arc<LedgerReader>>,
     /// A terminate is waiting for the last appends; no new ones are taken.
@@ -153,6 +156,7 @@ impl ManagedLedger {
                 list: LedgerList::default(),
                 current: None,
                 waiting: VecDeque::new(),
+                failures: 0,
                 readers: HashMap::new(),
                 terminating: false,
             }),
@@ -230,7 +234,39 @@ impl ManagedLedger {
         payload: &[u8],
         publish_time_ms: u64,
     ) -> impl std::future::Future<Output = Result<Position>> + Send + 'static {
-        let started = self.inner.start_append(payload, publish_time_ms);
+        self.append_after_failures(payload, publish_time_ms, None)
+    }
+
+    /// How many appends have failed back to their callers so far.
+    pub fn append_failures(&self) -> u64 {
+        self.inner.lock().failures
+    }
+
+    /// `append`, refused with `EarlierAppendFailed` if any append failed
+    /// since the caller read `seen` from `append_failures`.
+    ///
+    /// A producer's messages must be stored in the order it sent them. When
+    /// one of its appends fails, the ones queued behind it fail with it, but
+    /// sends already on their way would be stored ahead of its retry. A
+    /// producer that passes the count it saw when it attached has those
+    /// refused too, until it attaches again (the broker lets every producer
+    /// of the topic go on a failure, as Pulsar does) and resends in order.
+    pub fn append_in_order(
+        &self,
+        payload: &[u8],
+        publish_time_ms: u64,
+        seen: u64,
+    ) -> impl std::future::Future<Output = Result<Position>> + Send + 'static {
+        self.append_after_failures(payload, publish_time_ms, Some(seen))
+    }
+
+    fn append_after_failures(
+        &self,
+        payload: &[u8],
+        publish_time_ms: u64,
+        seen: Option<u64>,
+    ) -> impl std::future::Future<Output = Result<Position>> + Send + 'static {
+        let started = self.inner.start_append(payload, publish_time_ms, seen);
         let name = self.inner.name.clone();
         async move {
             match started {
@@ -589,7 +625,11 @@ fn open_ledger_info(id: u64) -> LedgerInfo {
     }
 }
 
+/// Fails every queued append (counted in `failures`).
 fn fail_waiting(s: &mut State, err: impl Fn() -> MlError) {
+    if !s.waiting.is_empty() {
+        s.failures += 1;
+    }
     for w in s.waiting.drain(..) {
         let _ = w.tx.send(Err(err()));
     }
@@ -756,6 +796,7 @@ impl Inner {
         &self,
         payload: &[u8],
         publish_time_ms: u64,
+        seen_failures: Option<u64>,
     ) -> Result<oneshot::Receiver<Result<Position>>> {
         if payload.len() > self.cfg.max_entry_bytes {
             return Err(MlError::TooLarge(payload.len(), self.cfg.max_entry_bytes));
@@ -769,6 +810,9 @@ impl Inner {
         }
         if s.terminating || s.info.terminated_at.is_some() {
             return Err(MlError::Terminated(self.name.clone()));
+        }
+        if seen_failures.is_some_and(|seen| seen != s.failures) {
+            return Err(MlError::EarlierAppendFailed(self.name.clone()));
         }
         s.waiting.push_back(Waiting {
             payload: Arc::from(payload),
@@ -852,6 +896,11 @@ impl Inner {
                     tracing::warn!(ledger = %self.name, ledger_id = ledger, error = %e, "append failed; rolling over");
                     self.start_rollover(&mut s, RolloverReason::WriteError);
                 }
+                // What was queued behind this append fails with it: stored
+                // after its retry, it would be out of order.
+                s.failures += 1;
+                let msg = e.to_string();
+                fail_waiting(&mut s, || MlError::Unavailable(msg.clone()));
                 Err(e.into())
             }
         };

@@ -294,14 +294,15 @@ async fn an_append_reported_failed_never_appears_in_the_log() {
         .await
         .unwrap();
     append_range(&ml, 0, 100, 10).await;
+    let seen = ml.append_failures();
 
     cluster.bookie("b2").process.kill();
-    for i in 100..105 {
-        let r = tokio::time::timeout(Duration::from_secs(20), ml.append(&payload(i), 0))
-            .await
-            .expect("an append with a dead bookie and no spare fails within 20 s");
+    // Several in flight: the ones behind the first failure fail with it.
+    let in_flight: Vec<_> = (100..105).map(|i| ml.append(&payload(i), 0)).collect();
+    for (i, r) in (100..105).zip(futures::future::join_all(in_flight).await) {
         assert!(r.is_err(), "append {i} succeeded with one of two bookies");
     }
+    assert!(ml.append_failures() > seen);
 
     cluster.bookie("b2").process.start();
     cluster.wait_ready(Duration::from_secs(30)).await;
@@ -316,11 +317,20 @@ async fn an_append_reported_failed_never_appears_in_the_log() {
             }
         }
     }
+    // A producer that attached before the failure is refused until it
+    // attaches again: its send would go ahead of the failed ones' retries.
+    let stale = ml.append_in_order(&payload(2_000), 0, seen).await;
+    assert!(
+        matches!(stale, Err(MlError::EarlierAppendFailed(_))),
+        "{stale:?}"
+    );
+    let now = ml.append_failures();
+    ml.append_in_order(&payload(1_010), 0, now).await.unwrap();
     let c = ml
         .open_cursor("check", InitialPosition::Earliest)
         .await
         .unwrap();
-    let expected: Vec<u64> = (0..100).chain(1_000..1_010).collect();
+    let expected: Vec<u64> = (0..100).chain(1_000..1_011).collect();
     assert_eq!(read_all_indexes(&c).await, expected);
     // A later owner reads the same log: the failed ledger was closed at its
     // last confirmed entry, not left open (it once was, when the close failed
