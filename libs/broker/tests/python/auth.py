@@ -156,3 +156,8 @@ def main():
 
 if __name__ == "__main__":
     main()
+    # Every check passed. Leave without the C++ client's destructors: at
+    # interpreter teardown they once aborted the process ("terminate called
+    # without an active exception") after "ok auth" was printed.
+    sys.stdout.flush()
+    os._exit(0)
