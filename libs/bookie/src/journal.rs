@@ -1314,7 +1314,10 @@ mod tests {
         for i in 0..400 {
             positions.push(j.append(payload(i)).await.unwrap());
         }
-        assert_eq!(j.stats().segments_recycled, 2);
+        // The two kept, plus the spare if it was itself a reused file
+        // (depends on when the spare was made: seen under load).
+        let recycled = j.stats().segments_recycled;
+        assert!(matches!(recycled, 2 | 3), "{recycled} segments reused");
         j.close();
         for _ in 0..2 {
             // Twice: the second open sees the first one's segment sealed.
