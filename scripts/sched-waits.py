@@ -9,8 +9,8 @@ task, wait time, scheduling delay, run time) and reports:
   summed over all such waits ("<idle>" there means a core sat idle while the
   thread waited for another one).
 
-Usage, while a benchmark runs (docs/ARCHITECTURE.md, "Where the half-rate
-latency goes"):
+Usage, while a benchmark runs (docs/notes/ledger-service.md, "Where the
+half-rate latency goes"; the conclusions are in docs/ARCHITECTURE.md):
     perf sched record -o /dev/shm/sched.data -a -- sleep 5
     perf sched timehist -i /dev/shm/sched.data > /dev/shm/timehist.txt
     scripts/sched-waits.py /dev/shm/timehist.txt [--threads REGEX] [--min-ms 1]
