@@ -7,7 +7,7 @@ use magnetar_managed_ledger::{MlError, Position, OFFLOAD_RUNNING};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{existing_topic, no_content, ok_json, required, ApiError, App, Reply};
+use super::{existing_topic, no_content, ok_json, required, topic_name, ApiError, App, Reply};
 use crate::error::BrokerError;
 
 type TopicPath = Path<(String, String, String)>;
@@ -28,6 +28,7 @@ pub(super) async fn trigger(
     raw: Bytes,
 ) -> Reply {
     let id: MessageId = required(&raw)?;
+    refuse_partitioned(&a, &t, &n, &topic).await?;
     let topic = existing_topic(&a, &t, &n, &topic).await?;
     let up_to = Position::new(id.ledger_id.max(0) as u64, id.entry_id.max(0));
     let run = match topic.ml.start_offload(up_to) {
@@ -46,6 +47,21 @@ pub(super) async fn trigger(
         }
     });
     no_content()
+}
+
+/// A message id names a ledger of one partition, so an offload is asked of
+/// each partition by its own name; the parent's name gets 405 and the hint.
+async fn refuse_partitioned(a: &App, t: &str, n: &str, topic: &str) -> Result<(), ApiError> {
+    let name = topic_name(a, t, n, topic).await?;
+    match a.svc.resources().partitioned(&name).await? {
+        Some(md) => Err(ApiError(BrokerError::NotAllowed(format!(
+            "{name} is a partitioned topic of {} partitions: offload each partition by its \
+             name ({})",
+            md.partitions,
+            name.partition(0)
+        )))),
+        None => Ok(()),
+    }
 }
 
 /// `GET .../offload`: `{status, lastError, firstUnoffloadedMessage}`.
