@@ -14,7 +14,7 @@ DATA_DIR ?= ./data
 # protoc for the gRPC code, a C++ toolchain for RocksDB itself.
 APT_PACKAGES := clang libclang-dev protobuf-compiler build-essential python3-venv
 
-.PHONY: cluster cluster-stop all setup python-env s3-env build run test test-unit lint fmt bench bench-meta bench-ledger bench-managed-ledger bench-offload bench-broker bench-cluster bench-topics clean
+.PHONY: cluster cluster-stop all setup python-env s3-env build run test test-unit lint fmt bench bench-meta bench-ledger bench-managed-ledger bench-offload bench-broker bench-tls bench-cluster bench-topics clean
 
 all: build
 
@@ -134,6 +134,12 @@ clean:
 bench-broker: setup
 	$(CARGO) build --release --bins
 	$(CARGO) bench -p magnetar --bench perf
+	$(CARGO) bench -p magnetar --bench tls
+
+# Plain vs pulsar+ssl:// on one standalone (also the end of bench-broker).
+bench-tls: setup
+	$(CARGO) build --release --bins
+	$(CARGO) bench -p magnetar --bench tls
 
 bench-cluster: setup
 	$(CARGO) build --release --bins
