@@ -95,7 +95,8 @@ def main() -> int:
                 print(f"e2e: could not stop the cluster: {e}", file=sys.stderr)
     failed = [r for r in results if not r["ok"]]
     total = {k: sum(r.get(k, 0) for r in results)
-             for k in ("acked", "lost", "order", "phantom", "dup_plain", "dup_dedup", "undelivered")}
+             for k in ("acked", "lost", "order", "phantom", "dup_plain", "dup_dedup", "undelivered",
+                       "meta_ops")}
     fault_count = sum(len(r.get("faults", [])) for r in results)
     rec = [r["recovery_s"] for r in results if r.get("recovery_s") == r.get("recovery_s")]
     emit(

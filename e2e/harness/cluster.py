@@ -212,6 +212,14 @@ class Cluster:
             return sorted(re.sub(r":\d+$", "", b) for b in ensembles[-1]["bookies"])
         return []
 
+    # ---- metadata linearizability -------------------------------------
+
+    def start_meta_check(self, run_id: str) -> "MetaCheck":
+        """Starts `magnetar meta check-linearizable` in a container on the
+        cluster's network (so partitions of meta nodes do not cut it off)
+        until finish() stops it."""
+        return MetaCheck(self.tag, run_id)
+
     # ---- faults --------------------------------------------------------
 
     def kill(self, svc: str) -> None:
@@ -286,3 +294,40 @@ class Cluster:
             if not st.get("Running"):
                 self.start(s)
         self.wait_healthy(timeout)
+
+
+class MetaCheck:
+    """Reads, writes and CAS on fresh registers of the metadata service for as
+    long as a run lasts; finish() stops it (SIGTERM) and returns its verdict:
+    {"linearizable": bool, "operations": n, ...} from the Rust checker."""
+
+    def __init__(self, tag: str, run_id: str):
+        self.name = f"{PROJECT}-metacheck"
+        run("docker", "rm", "-f", self.name, check=False, timeout=60)
+        prefix = f"e2e/lin/{run_id}-{int(time.time())}"
+        self.proc = subprocess.Popen(
+            [
+                "docker", "run", "--rm", "--name", self.name, "--network", NETWORK,
+                f"magnetar:{tag}", "meta", "--meta", ",".join(f"{m}:7001" for m in METAS),
+                "check-linearizable", "--duration", "3600", "--prefix", prefix,
+                "--clients", "4", "--keys", "3", "--slice", "10", "--pause-ms", "20",
+            ],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def finish(self, timeout: float = 300) -> dict:
+        run("docker", "stop", "-t", str(int(timeout)), self.name, check=False,
+            timeout=timeout + 30)
+        try:
+            out, err = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        last = (out or "").strip().splitlines()[-1:] or [""]
+        try:
+            verdict = json.loads(last[0])
+        except ValueError:
+            return {"linearizable": None,
+                    "error": f"meta check exited {self.proc.returncode}: {(err or out).strip()[-500:]}"}
+        verdict["exit"] = self.proc.returncode
+        return verdict

@@ -230,15 +230,22 @@ def run_scenario(
     settle: float = 10.0,
     log_dir: Path | None = None,
     log=print,
+    check_meta: bool = True,
 ) -> dict:
     """One run: workload, the faults one after another, heal, keep sending,
-    stop, verify. The cluster is restored to nine healthy containers at the end."""
+    stop, verify. Beside the messages, a register workload on the metadata
+    service records its history for the whole run (check_meta), and the run
+    fails unless that history is linearizable. The cluster is restored to
+    nine healthy containers at the end."""
     setup_namespaces()
     t0 = time.monotonic()
     w = Workload(run_id, rate=rate, log_dir=log_dir, log=log)
     applied = []
     result: dict = {}
+    meta_check = None
     try:
+        if check_meta:
+            meta_check = cluster.start_meta_check(run_id)
         w.start()
         time.sleep(warmup)
         last_heal = time.monotonic()
@@ -259,9 +266,15 @@ def run_scenario(
             result.setdefault("errors", []).append(str(e).splitlines()[0])
         time.sleep(settle)
         w.stop()
+        if meta_check is not None:
+            verdict, meta_check = meta_check.finish(), None
+            result["meta_ops"] = verdict.get("operations", 0)
+            if verdict.get("linearizable") is not True:
+                result.setdefault("errors", []).append(
+                    f"metadata history not linearizable: {verdict}")
         after_heal = w.acks_after(last_heal)
         checked = w.verify()
-        result = {**checked, "errors": result.get("errors", []) + checked["errors"]}
+        result = {**result, **checked, "errors": result.get("errors", []) + checked["errors"]}
         result["acked_after_heal"] = after_heal
         if after_heal == 0:
             result["errors"].append("no message acknowledged after the faults were healed")
@@ -271,6 +284,8 @@ def run_scenario(
         result.setdefault("errors", []).append(f"harness: {type(e).__name__}: {e}")
     finally:
         w.close()
+        if meta_check is not None:
+            meta_check.finish(timeout=10)
     result["faults"] = applied
     result["run"] = run_id
     result["seconds"] = time.monotonic() - t0
@@ -285,7 +300,7 @@ def run_scenario(
 
 def summary_line(r: dict) -> str:
     keys = ["acked", "failed", "unresolved", "lost", "order", "phantom", "dup_plain",
-            "dup_dedup", "undelivered", "acked_after_heal"]
+            "dup_dedup", "undelivered", "acked_after_heal", "meta_ops"]
     parts = [f"run={r['run']}", "PASS" if r["ok"] else "FAIL",
              "faults=" + (",".join(r.get("faults", [])) or "-")]
     parts += [f"{k}={r[k]}" for k in keys if k in r]

@@ -40,6 +40,7 @@ def test_fault(cluster, results_log, fault):
     print("\n" + line)
     assert r["ok"], line
     assert r["acked"] > 0 and r["lost"] == 0 and r["order"] == 0 and r["dup_dedup"] == 0
+    assert r.get("meta_ops", 0) > 0, f"the metadata check recorded nothing: {line}"
 
 
 def test_checker_catches_loss(cluster, results_log):

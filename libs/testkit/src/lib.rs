@@ -7,7 +7,6 @@ pub mod bench_report;
 mod bookie;
 mod broker;
 pub mod http;
-pub mod linearizability;
 mod meta;
 mod process;
 mod s3;

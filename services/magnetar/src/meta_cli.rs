@@ -13,6 +13,8 @@ use magnetar_meta_client::{
 };
 use serde_json::{json, Value};
 
+mod check;
+
 #[derive(Args)]
 pub struct MetaCli {
     /// Metadata service addresses, comma-separated.
@@ -104,6 +106,9 @@ enum MetaCommand {
     Lease(LeaseCommand),
     #[command(subcommand)]
     Members(MembersCommand),
+    /// Run a read/write/CAS workload on fresh registers and check that every
+    /// register's history is linearizable (exit 1 if one is not).
+    CheckLinearizable(check::CheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -151,13 +156,14 @@ enum MembersCommand {
 enum CliError {
     Meta(Error),
     Usage(String),
+    Check(String),
 }
 
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CliError::Meta(e) => write!(f, "{e}"),
-            CliError::Usage(m) => write!(f, "{m}"),
+            CliError::Usage(m) | CliError::Check(m) => write!(f, "{m}"),
         }
     }
 }
@@ -213,6 +219,7 @@ fn print(v: Value) {
 
 async fn execute(cli: MetaCli) -> Result<(), CliError> {
     let mut cfg = ClientConfig::from_list(&cli.meta);
+    let endpoints = cfg.endpoints.clone();
     if !(cli.timeout > 0.0 && cli.timeout.is_finite()) {
         return Err(CliError::Usage(
             "--timeout must be a positive number of seconds".into(),
@@ -372,6 +379,7 @@ async fn execute(cli: MetaCli) -> Result<(), CliError> {
             }));
         }
         MetaCommand::Lease(cmd) => lease(&client, cmd).await?,
+        MetaCommand::CheckLinearizable(args) => check::run(endpoints, args).await?,
         MetaCommand::Members(cmd) => {
             let members = match cmd {
                 MembersCommand::List => client.status().await?.members,
