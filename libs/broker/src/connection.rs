@@ -1142,7 +1142,6 @@ impl Conn {
         let r = s
             .sub
             .ack(AckRequest {
-                consumer: s.key,
                 kind,
                 ids,
                 durable: c.request_id.is_some(),
