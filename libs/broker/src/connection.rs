@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
 
 use crate::authz::Action;
-use crate::error::{BrokerError, Result};
+use crate::error::{BrokerError, ProtocolError, Result};
 use crate::outbound::{Outbound, OutboundReceiver};
 use crate::schema;
 use crate::service::BrokerService;
@@ -180,8 +180,8 @@ pub async fn serve<S: crate::tls::SplitStream>(
                         tracing::warn!(peer = %peer, error = %why, "closing connection");
                         conn.out.send(pb::CommandError {
                             request_id: 0,
-                            error: ServerError::UnknownError as i32,
-                            message: why,
+                            error: why.server_error() as i32,
+                            message: why.to_string(),
                         });
                         break;
                     }
@@ -296,12 +296,11 @@ impl Conn {
         &mut self,
         cmd: BaseCommand,
         payload: Option<Payload>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), ProtocolError> {
         if !self.connected && !matches!(cmd.r#type(), CommandType::Connect) {
-            return Err(format!(
-                "{} before CONNECT",
-                magnetar_wire::command_name(&cmd)
-            ));
+            return Err(ProtocolError::BeforeConnect {
+                command: magnetar_wire::command_name(&cmd),
+            });
         }
         let role = self.role.clone();
         match self.warming.park(&self.svc, role, cmd, payload) {
@@ -311,7 +310,7 @@ impl Conn {
     }
 
     /// A parked command whose topic has loaded.
-    async fn unpark(&mut self, ready: Ready) -> std::result::Result<(), String> {
+    async fn unpark(&mut self, ready: Ready) -> std::result::Result<(), ProtocolError> {
         if self.warming.unpark(&ready.cmd) {
             if let Some(answer) = warm::cancelled(&ready.cmd) {
                 self.out.send(answer);
@@ -325,13 +324,15 @@ impl Conn {
         &mut self,
         cmd: BaseCommand,
         payload: Option<Payload>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), ProtocolError> {
         let kind = cmd.r#type();
         match kind {
             CommandType::Connect => {
-                let c = cmd.connect.ok_or("CONNECT without body")?;
+                let c = cmd
+                    .connect
+                    .ok_or(ProtocolError::MissingBody { command: "CONNECT" })?;
                 if self.connected {
-                    return Err("second CONNECT".into());
+                    return Err(ProtocolError::SecondConnect);
                 }
                 self.connected = true;
                 if self.svc.auth_enabled() {
@@ -373,14 +374,16 @@ impl Conn {
             }
             CommandType::Pong => {}
             CommandType::Lookup => {
-                let c = cmd.lookup_topic.ok_or("LOOKUP without body")?;
+                let c = cmd
+                    .lookup_topic
+                    .ok_or(ProtocolError::MissingBody { command: "LOOKUP" })?;
                 let reply = self.lookup(&c).await;
                 self.out.send(reply);
             }
             CommandType::PartitionedMetadata => {
-                let c = cmd
-                    .partition_metadata
-                    .ok_or("PARTITIONED_METADATA without body")?;
+                let c = cmd.partition_metadata.ok_or(ProtocolError::MissingBody {
+                    command: "PARTITIONED_METADATA",
+                })?;
                 let r = async {
                     let t = self.check_topic(&c.topic).await?;
                     self.svc.check_any(self.role.as_deref(), &t).await?;
@@ -411,7 +414,9 @@ impl Conn {
                 self.out.send(reply);
             }
             CommandType::Producer => {
-                let c = cmd.producer.ok_or("PRODUCER without body")?;
+                let c = cmd.producer.ok_or(ProtocolError::MissingBody {
+                    command: "PRODUCER",
+                })?;
                 let request_id = c.request_id;
                 match self.create_producer(c).await {
                     Ok(reply) => self.out.send(reply),
@@ -419,12 +424,16 @@ impl Conn {
                 };
             }
             CommandType::Send => {
-                let c = cmd.send.ok_or("SEND without body")?;
-                let payload = payload.ok_or("SEND without a payload")?;
+                let c = cmd
+                    .send
+                    .ok_or(ProtocolError::MissingBody { command: "SEND" })?;
+                let payload = payload.ok_or(ProtocolError::MissingPayload { command: "SEND" })?;
                 self.send(c, payload).await;
             }
             CommandType::CloseProducer => {
-                let c = cmd.close_producer.ok_or("CLOSE_PRODUCER without body")?;
+                let c = cmd.close_producer.ok_or(ProtocolError::MissingBody {
+                    command: "CLOSE_PRODUCER",
+                })?;
                 self.warming.cancel(warm::Key::Producer(c.producer_id));
                 if let Some(p) = self.producers.remove(&c.producer_id) {
                     p.close(&self.out, c.producer_id).await;
@@ -435,7 +444,9 @@ impl Conn {
                 });
             }
             CommandType::Subscribe => {
-                let c = cmd.subscribe.ok_or("SUBSCRIBE without body")?;
+                let c = cmd.subscribe.ok_or(ProtocolError::MissingBody {
+                    command: "SUBSCRIBE",
+                })?;
                 let (request_id, consumer_id) = (c.request_id, c.consumer_id);
                 match self.subscribe(c).await {
                     Ok(()) => {
@@ -462,19 +473,25 @@ impl Conn {
                 };
             }
             CommandType::Flow => {
-                let c = cmd.flow.ok_or("FLOW without body")?;
+                let c = cmd
+                    .flow
+                    .ok_or(ProtocolError::MissingBody { command: "FLOW" })?;
                 if let Some(s) = self.consumers.get(&c.consumer_id) {
                     s.sub.flow(s.key, c.message_permits).await;
                 }
             }
             CommandType::Ack => {
-                let c = cmd.ack.ok_or("ACK without body")?;
+                let c = cmd
+                    .ack
+                    .ok_or(ProtocolError::MissingBody { command: "ACK" })?;
                 self.ack(c).await;
             }
             CommandType::RedeliverUnacknowledgedMessages => {
-                let c = cmd
-                    .redeliver_unacknowledged_messages
-                    .ok_or("REDELIVER without body")?;
+                let c =
+                    cmd.redeliver_unacknowledged_messages
+                        .ok_or(ProtocolError::MissingBody {
+                            command: "REDELIVER",
+                        })?;
                 if let Some(s) = self.consumers.get(&c.consumer_id) {
                     let positions = (!c.message_ids.is_empty())
                         .then(|| c.message_ids.iter().map(position_of).collect());
@@ -482,7 +499,9 @@ impl Conn {
                 }
             }
             CommandType::Seek => {
-                let c = cmd.seek.ok_or("SEEK without body")?;
+                let c = cmd
+                    .seek
+                    .ok_or(ProtocolError::MissingBody { command: "SEEK" })?;
                 let r = match self.consumers.get(&c.consumer_id) {
                     None => Err(BrokerError::NotFound("consumer not found".into())),
                     Some(s) => {
@@ -526,7 +545,9 @@ impl Conn {
                 }
             }
             CommandType::Unsubscribe => {
-                let c = cmd.unsubscribe.ok_or("UNSUBSCRIBE without body")?;
+                let c = cmd.unsubscribe.ok_or(ProtocolError::MissingBody {
+                    command: "UNSUBSCRIBE",
+                })?;
                 let r = match self.consumers.get(&c.consumer_id) {
                     None => Err(BrokerError::NotFound("consumer not found".into())),
                     Some(s) => s.sub.unsubscribe(Some(s.key)).await,
@@ -547,7 +568,9 @@ impl Conn {
                 }
             }
             CommandType::CloseConsumer => {
-                let c = cmd.close_consumer.ok_or("CLOSE_CONSUMER without body")?;
+                let c = cmd.close_consumer.ok_or(ProtocolError::MissingBody {
+                    command: "CLOSE_CONSUMER",
+                })?;
                 self.warming.cancel(warm::Key::Consumer(c.consumer_id));
                 if let Some(s) = self.consumers.remove(&c.consumer_id) {
                     close_consumer(s).await;
@@ -558,9 +581,9 @@ impl Conn {
                 });
             }
             CommandType::GetLastMessageId => {
-                let c = cmd
-                    .get_last_message_id
-                    .ok_or("GET_LAST_MESSAGE_ID without body")?;
+                let c = cmd.get_last_message_id.ok_or(ProtocolError::MissingBody {
+                    command: "GET_LAST_MESSAGE_ID",
+                })?;
                 match self.consumers.get(&c.consumer_id) {
                     None => {
                         self.out.send(error(
@@ -586,7 +609,9 @@ impl Conn {
             CommandType::GetTopicsOfNamespace => {
                 let c = cmd
                     .get_topics_of_namespace
-                    .ok_or("GET_TOPICS_OF_NAMESPACE without body")?;
+                    .ok_or(ProtocolError::MissingBody {
+                        command: "GET_TOPICS_OF_NAMESPACE",
+                    })?;
                 let r = async {
                     let ns = NamespaceName::parse(&c.namespace)?;
                     self.svc
@@ -607,7 +632,9 @@ impl Conn {
                 };
             }
             CommandType::GetSchema => {
-                let c = cmd.get_schema.ok_or("GET_SCHEMA without body")?;
+                let c = cmd.get_schema.ok_or(ProtocolError::MissingBody {
+                    command: "GET_SCHEMA",
+                })?;
                 let version = c.schema_version.as_deref().and_then(schema::decode_version);
                 let r = async {
                     let t = TopicName::parse(&c.topic)?;
@@ -637,9 +664,9 @@ impl Conn {
                 self.out.send(reply);
             }
             CommandType::GetOrCreateSchema => {
-                let c = cmd
-                    .get_or_create_schema
-                    .ok_or("GET_OR_CREATE_SCHEMA without body")?;
+                let c = cmd.get_or_create_schema.ok_or(ProtocolError::MissingBody {
+                    command: "GET_OR_CREATE_SCHEMA",
+                })?;
                 let r = async {
                     let t = TopicName::parse(&c.topic)?;
                     let new = schema::NewSchema::from_wire(&c.schema)?.ok_or_else(|| {
@@ -664,7 +691,9 @@ impl Conn {
                 self.out.send(reply);
             }
             CommandType::AuthResponse => {
-                let c = cmd.auth_response.ok_or("AUTH_RESPONSE without body")?;
+                let c = cmd.auth_response.ok_or(ProtocolError::MissingBody {
+                    command: "AUTH_RESPONSE",
+                })?;
                 let token = c
                     .response
                     .and_then(|r| r.auth_data)
@@ -758,7 +787,7 @@ impl Conn {
         let id = auth
             .verifier
             .verify(token)
-            .map_err(|e| BrokerError::Unauthenticated(e.to_string()))?;
+            .map_err(BrokerError::InvalidToken)?;
         // A token that expires in centuries is checked again in a year (an
         // Instant that far out would overflow).
         self.auth_deadline = id.expires_at.map(|exp| {

@@ -13,8 +13,8 @@
 //!   (with [`auth_from_files`], [`parse_listeners`], [`TlsFlags`],
 //!   [`OffloadFlags`]) and start and stop a [`BrokerHandle`];
 //! - the types those signatures and fields carry ([`AuthConfig`],
-//!   [`BrokerTls`], [`BrokerTlsError`], [`BrokerError`]) are public so that
-//!   the surface can be named.
+//!   [`AuthConfigError`], [`BrokerTls`], [`BrokerTlsError`], [`BrokerError`])
+//!   are public so that the surface can be named.
 //!
 //! The crate's own tests (`tests/`) drive real processes over the wire and
 //! HTTP and need no internals. A new outside user of an item adds a
@@ -80,7 +80,7 @@ mod topic_metrics;
 mod warm;
 mod websocket;
 
-pub use config::{auth_from_files, parse_listeners, AuthConfig, BrokerConfig};
+pub use config::{auth_from_files, parse_listeners, AuthConfig, AuthConfigError, BrokerConfig};
 pub use error::BrokerError;
 pub use offload::OffloadFlags;
 pub use server::BrokerHandle;

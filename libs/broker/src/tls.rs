@@ -18,6 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use crate::error::BrokerError;
+
 /// The TLS side of a broker's configuration.
 #[derive(Clone, Debug)]
 pub struct BrokerTls {
@@ -224,7 +226,7 @@ impl HttpsListener {
         let acceptor = tls
             .server
             .acceptor(&[b"http/1.1"])
-            .map_err(|e| crate::error::BrokerError::Internal(format!("HTTPS: {e}")))?;
+            .map_err(|e| BrokerError::internal("HTTPS: the TLS acceptor", e))?;
         Ok(HttpsListener {
             rx: magnetar_tls::accept_tls("https", listener, acceptor, stop),
         })
@@ -280,7 +282,10 @@ pub struct Listeners {
 
 async fn bind_one(addr: SocketAddr, what: &str) -> crate::error::Result<(TcpListener, SocketAddr)> {
     let fail = |e: std::io::Error| {
-        crate::error::BrokerError::Internal(format!("binding the {what} listener {addr}: {e}"))
+        BrokerError::internal(
+            format!("binding the {what} listener {addr} (is another process using the port?)"),
+            e,
+        )
     };
     let l = TcpListener::bind(addr).await.map_err(fail)?;
     let bound = l.local_addr().map_err(fail)?;
