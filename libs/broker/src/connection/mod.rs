@@ -24,7 +24,7 @@ mod session;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::{Stream, StreamExt};
@@ -116,6 +116,31 @@ pub async fn serve<S: crate::tls::SplitStream>(
     }
 }
 
+/// When the client was last heard from, judged at each keepalive tick: the
+/// broker pings every `every` and gives up on a client silent for more than
+/// two periods.
+struct Keepalive {
+    every: Duration,
+    last_heard: tokio::time::Instant,
+}
+
+impl Keepalive {
+    fn new(every: Duration) -> Self {
+        Keepalive {
+            every,
+            last_heard: tokio::time::Instant::now(),
+        }
+    }
+
+    fn heard(&mut self) {
+        self.last_heard = tokio::time::Instant::now();
+    }
+
+    fn silent_too_long(&self) -> bool {
+        self.last_heard.elapsed() > self.every * 2
+    }
+}
+
 /// Resolves when the connection's token is due (never without one).
 async fn auth_due(deadline: Option<tokio::time::Instant>) {
     match deadline {
@@ -177,16 +202,15 @@ impl Conn {
         mut stop: watch::Receiver<bool>,
     ) {
         let peer = self.peer;
-        let keepalive = self.svc.cfg().keepalive;
-        let mut ticker = tokio::time::interval(keepalive);
+        let mut keepalive = Keepalive::new(self.svc.cfg().keepalive);
+        let mut ticker = tokio::time::interval(keepalive.every);
         ticker.tick().await;
-        let mut last_heard = Instant::now();
         loop {
             tokio::select! {
                 frame = frames.next() => match frame {
                     None => break,
                     Some(Ok(frame)) => {
-                        last_heard = Instant::now();
+                        keepalive.heard();
                         if let Err(why) = self.handle(frame.command, frame.payload).await {
                             tracing::warn!(peer = %peer, error = %why, "closing connection");
                             self.out.send(pb::CommandError {
@@ -225,7 +249,7 @@ impl Conn {
                     }
                 }
                 _ = ticker.tick() => {
-                    if last_heard.elapsed() > keepalive * 2 {
+                    if keepalive.silent_too_long() {
                         tracing::info!(peer = %peer, "client silent too long; closing connection");
                         break;
                     }
@@ -369,5 +393,29 @@ impl Conn {
             consumer::close_consumer(s).await;
         }
         self.out.mark_closed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_silent_for_more_than_two_periods_is_dropped() {
+        let every = Duration::from_secs(30);
+        let mut k = Keepalive::new(every);
+        let mut ticker = tokio::time::interval(every);
+        ticker.tick().await;
+        for _ in 0..2 {
+            ticker.tick().await;
+            assert!(!k.silent_too_long());
+        }
+        // Silent exactly two periods at that tick; a moment more is too long.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(k.silent_too_long());
+        // Any frame resets it.
+        k.heard();
+        ticker.tick().await;
+        assert!(!k.silent_too_long());
     }
 }

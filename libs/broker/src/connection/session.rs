@@ -93,14 +93,7 @@ impl Conn {
             .verifier
             .verify(token)
             .map_err(BrokerError::InvalidToken)?;
-        // A token that expires in centuries is checked again in a year (an
-        // Instant that far out would overflow).
-        self.auth_deadline = id.expires_at.map(|exp| {
-            let left = exp
-                .saturating_sub(magnetar_auth::now_secs())
-                .min(365 * 24 * 3600);
-            tokio::time::Instant::now() + Duration::from_secs(left)
-        });
+        self.auth_deadline = refresh_due(id.expires_at, magnetar_auth::now_secs());
         self.role = Some(id.role);
         Ok(())
     }
@@ -142,5 +135,47 @@ impl Conn {
             protocol_version: Some(PROTOCOL_VERSION),
         });
         true
+    }
+}
+
+/// When a client must show a fresh token: when its token expires
+/// (`expires_at`, seconds since the epoch, judged at `now_secs`); never for a
+/// token without expiry. A token that expires in centuries is checked again
+/// in a year (an Instant that far out would overflow).
+fn refresh_due(expires_at: Option<u64>, now_secs: u64) -> Option<tokio::time::Instant> {
+    expires_at.map(|exp| {
+        let left = exp.saturating_sub(now_secs).min(365 * 24 * 3600);
+        tokio::time::Instant::now() + Duration::from_secs(left)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::auth_due;
+    use super::*;
+    use tokio::time::{timeout, Instant};
+
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_due_when_it_expires() {
+        let now = 1_000_000;
+        let due = refresh_due(Some(now + 60), now);
+        let early = timeout(Duration::from_millis(59_999), auth_due(due)).await;
+        assert!(early.is_err(), "due before the token expired");
+        let start = Instant::now();
+        auth_due(due).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(1));
+        // Already expired: due at once.
+        assert_eq!(refresh_due(Some(now - 5), now), Some(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_without_expiry_is_never_due_and_a_far_one_in_a_year() {
+        let now = 1_000_000;
+        let never = timeout(10 * YEAR, auth_due(refresh_due(None, now))).await;
+        assert!(never.is_err());
+        let far = refresh_due(Some(u64::MAX), now).unwrap();
+        assert_eq!(far - Instant::now(), YEAR);
     }
 }
