@@ -152,7 +152,7 @@ impl BookieMetrics {
     /// Exposes auto-recovery progress, read at scrape time.
     pub fn watch_autorecovery(
         &self,
-        stats: std::sync::Arc<magnetar_ledger::autorecovery::AutoRecoveryStats>,
+        stats: std::sync::Arc<magnetar_ledger::AutoRecoveryStats>,
         registry: &Registry,
     ) -> Result<(), prometheus::Error> {
         registry.register(Box::new(AutoRecoveryCollector::new(stats)?))
@@ -179,13 +179,13 @@ impl BookieMetrics {
 
 /// Auto-recovery figures as gauges, computed when scraped.
 struct AutoRecoveryCollector {
-    stats: std::sync::Arc<magnetar_ledger::autorecovery::AutoRecoveryStats>,
+    stats: std::sync::Arc<magnetar_ledger::AutoRecoveryStats>,
     gauges: [IntGauge; 4],
 }
 
 impl AutoRecoveryCollector {
     fn new(
-        stats: std::sync::Arc<magnetar_ledger::autorecovery::AutoRecoveryStats>,
+        stats: std::sync::Arc<magnetar_ledger::AutoRecoveryStats>,
     ) -> Result<Self, prometheus::Error> {
         Ok(Self {
             stats,

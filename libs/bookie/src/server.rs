@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use magnetar_ledger::autorecovery::{AutoRecovery, AutoRecoveryConfig};
+use magnetar_ledger::{AutoRecovery, AutoRecoveryConfig};
 use magnetar_ledger::{LedgerClient, LedgerClientConfig};
 use magnetar_meta_client::{ClientConfig, MetaClient, PutOptions};
 use magnetar_proto::bookie::bookie_server::BookieServer;

@@ -54,6 +54,14 @@ pub fn granted(p: &Policies, role: &str, topic: &TopicName, action: Action) -> b
         })
 }
 
+/// `role` (none: the anonymous role "") may not do what `refused` says.
+fn unauthorized(role: Option<&str>, refused: String) -> BrokerError {
+    BrokerError::Unauthorized {
+        role: role.unwrap_or_default().to_string(),
+        refused,
+    }
+}
+
 impl BrokerService {
     pub fn auth_enabled(&self) -> bool {
         self.cfg().auth.is_some()
@@ -68,7 +76,7 @@ impl BrokerService {
         auth.verifier
             .verify(token)
             .map(|id| Some(id.role))
-            .map_err(|e| BrokerError::Unauthenticated(e.to_string()))
+            .map_err(BrokerError::InvalidToken)
     }
 
     pub fn is_superuser(&self, role: Option<&str>) -> bool {
@@ -96,10 +104,7 @@ impl BrokerService {
         if self.is_superuser(role) {
             Ok(())
         } else {
-            Err(BrokerError::Unauthorized(format!(
-                "role {:?} is not a superuser",
-                role.unwrap_or_default()
-            )))
+            Err(unauthorized(role, "is not a superuser".into()))
         }
     }
 
@@ -107,10 +112,10 @@ impl BrokerService {
         if self.is_tenant_admin(role, tenant).await? {
             Ok(())
         } else {
-            Err(BrokerError::Unauthorized(format!(
-                "role {:?} may not administer tenant {tenant}",
-                role.unwrap_or_default()
-            )))
+            Err(unauthorized(
+                role,
+                format!("may not administer tenant {tenant}"),
+            ))
         }
     }
 
@@ -147,11 +152,10 @@ impl BrokerService {
         if self.allowed(role, action, topic).await? {
             Ok(())
         } else {
-            Err(BrokerError::Unauthorized(format!(
-                "role {:?} may not {} on {topic}",
-                role.unwrap_or_default(),
-                action.name()
-            )))
+            Err(unauthorized(
+                role,
+                format!("may not {} on {topic}", action.name()),
+            ))
         }
     }
 
@@ -163,10 +167,7 @@ impl BrokerService {
         {
             Ok(())
         } else {
-            Err(BrokerError::Unauthorized(format!(
-                "role {:?} has no permission on {topic}",
-                role.unwrap_or_default()
-            )))
+            Err(unauthorized(role, format!("has no permission on {topic}")))
         }
     }
 
@@ -192,10 +193,7 @@ impl BrokerService {
         if any {
             Ok(())
         } else {
-            Err(BrokerError::Unauthorized(format!(
-                "role {:?} has no permission in {ns}",
-                role.unwrap_or_default()
-            )))
+            Err(unauthorized(role, format!("has no permission in {ns}")))
         }
     }
 }

@@ -79,15 +79,6 @@ fn unset() -> i64 {
 }
 
 impl BacklogQuota {
-    pub fn new(limit_size: i64, limit_time: i64, policy: QuotaPolicy) -> Self {
-        Self {
-            limit_size,
-            limit_time,
-            policy,
-            limit: -1,
-        }
-    }
-
     /// Checks the quota for `kind` and normalises the deprecated `limit`.
     pub fn validated(mut self, kind: QuotaType) -> Result<Self> {
         if self.limit_size < 0 && self.limit >= 0 {
@@ -257,6 +248,15 @@ pub async fn check_loop(
 mod tests {
     use super::*;
 
+    fn quota(limit_size: i64, limit_time: i64, policy: QuotaPolicy) -> BacklogQuota {
+        BacklogQuota {
+            limit_size,
+            limit_time,
+            policy,
+            limit: -1,
+        }
+    }
+
     #[test]
     fn quota_json_matches_pulsar() {
         let q: BacklogQuota =
@@ -273,7 +273,7 @@ mod tests {
     fn bad_quotas_are_refused() {
         let bad_policy = serde_json::from_str::<BacklogQuota>(r#"{"limitSize": 1, "policy": "x"}"#);
         assert!(bad_policy.is_err());
-        let no_size = BacklogQuota::new(-1, 10, QuotaPolicy::ProducerException);
+        let no_size = quota(-1, 10, QuotaPolicy::ProducerException);
         assert!(no_size.clone().validated(QuotaType::Size).is_err());
         assert!(no_size.validated(QuotaType::Age).is_ok());
         assert!(QuotaType::parse(Some("other")).is_err());
@@ -284,7 +284,7 @@ mod tests {
         let mut map = BTreeMap::new();
         map.insert(
             "destination_storage".to_string(),
-            BacklogQuota::new(100, -1, QuotaPolicy::ConsumerBacklogEviction),
+            quota(100, -1, QuotaPolicy::ConsumerBacklogEviction),
         );
         let q = TopicQuotas::from_map(&map);
         assert_eq!(q.size, Some((100, QuotaPolicy::ConsumerBacklogEviction)));

@@ -132,10 +132,6 @@ impl Bundles {
         self.bounds.len() - 1
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn ranges(&self) -> impl Iterator<Item = BundleRange> + '_ {
         self.bounds.windows(2).map(|w| BundleRange {
             start: w[0],

@@ -154,6 +154,32 @@ impl BrokerConfig {
     }
 }
 
+/// Why authentication could not be set up at start (the broker does not
+/// start).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error("authentication needs at least one superuser role")]
+    NoSuperuser,
+    #[error("give exactly one of a secret key and a public key")]
+    KeyChoice,
+    #[error("{0}")]
+    PublicKey(#[source] magnetar_auth::AuthError),
+    #[error("{0}")]
+    SignOwnToken(#[source] magnetar_auth::AuthError),
+    #[error("with a public key, the broker needs --broker-client-token")]
+    NeedsClientToken,
+    #[error("the broker's own token: {0}")]
+    OwnToken(#[source] magnetar_auth::AuthError),
+    #[error("the broker's own token is for {role:?}, not a superuser")]
+    OwnTokenNotSuperuser { role: String },
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 impl AuthConfig {
     /// From key files: a secret key (HS256; raw bytes or base64) or a public
     /// key (PEM, RS256/ES256). Without `client_token`, the broker signs one
@@ -164,9 +190,9 @@ impl AuthConfig {
         public_key: Option<&[u8]>,
         superusers: Vec<String>,
         client_token: Option<String>,
-    ) -> Result<AuthConfig, String> {
+    ) -> Result<AuthConfig, AuthConfigError> {
         if superusers.is_empty() {
-            return Err("authentication needs at least one superuser role".into());
+            return Err(AuthConfigError::NoSuperuser);
         }
         let (verifier, secret) = match (secret_key, public_key) {
             (Some(s), None) => {
@@ -174,28 +200,24 @@ impl AuthConfig {
                 (magnetar_auth::Verifier::from_secret(&key), Some(key))
             }
             (None, Some(p)) => (
-                magnetar_auth::Verifier::from_public_pem(p).map_err(|e| e.to_string())?,
+                magnetar_auth::Verifier::from_public_pem(p).map_err(AuthConfigError::PublicKey)?,
                 None,
             ),
-            _ => return Err("give exactly one of a secret key and a public key".into()),
+            _ => return Err(AuthConfigError::KeyChoice),
         };
         let client_token = match (client_token, secret) {
             (Some(t), _) => t,
             (None, Some(key)) => magnetar_auth::Signer::Secret(key)
                 .token(&superusers[0], None)
-                .map_err(|e| e.to_string())?,
-            (None, None) => {
-                return Err("with a public key, the broker needs --broker-client-token".into())
-            }
+                .map_err(AuthConfigError::SignOwnToken)?,
+            (None, None) => return Err(AuthConfigError::NeedsClientToken),
         };
         let role = verifier
             .verify(&client_token)
-            .map_err(|e| format!("the broker's own token: {e}"))?
+            .map_err(AuthConfigError::OwnToken)?
             .role;
         if !superusers.contains(&role) {
-            return Err(format!(
-                "the broker's own token is for {role:?}, not a superuser"
-            ));
+            return Err(AuthConfigError::OwnTokenNotSuperuser { role });
         }
         Ok(AuthConfig {
             verifier,
@@ -212,12 +234,16 @@ pub fn auth_from_files(
     public_key: Option<&std::path::Path>,
     superusers: &str,
     client_token: Option<String>,
-) -> Result<Option<AuthConfig>, String> {
+) -> Result<Option<AuthConfig>, AuthConfigError> {
     if secret_key.is_none() && public_key.is_none() {
         return Ok(None);
     }
-    let read =
-        |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| AuthConfigError::Read {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
     let secret = secret_key.map(read).transpose()?;
     let public = public_key.map(read).transpose()?;
     let roles: Vec<String> = superusers

@@ -243,7 +243,7 @@ impl Ownership {
             return Ok(None);
         };
         let data = serde_json::from_slice(&kv.value).map_err(|e| {
-            BrokerError::Internal(format!("corrupt ownership record {}: {e}", bundle.key()))
+            BrokerError::internal(format!("corrupt ownership record {}", bundle.key()), e)
         })?;
         Ok(Some(data))
     }
@@ -295,7 +295,10 @@ impl Ownership {
                         continue; // released meanwhile: try again
                     };
                     let owner: OwnerData = serde_json::from_slice(&kv.value).map_err(|e| {
-                        BrokerError::Internal(format!("corrupt ownership record: {e}"))
+                        BrokerError::internal(
+                            format!("corrupt ownership record {}", bundle.key()),
+                            e,
+                        )
                     })?;
                     if owner.broker_id == self.me.broker_id && kv.lease != lease {
                         // Left by an earlier life of this broker (killed and

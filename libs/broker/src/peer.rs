@@ -11,7 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::error::{BrokerError, Result};
+use crate::error::{BoxError, BrokerError, Result};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Redirects followed (owner moved while we asked).
@@ -40,18 +40,21 @@ pub async fn call(
         }
         let req = req
             .body(Empty::new())
-            .map_err(|e| BrokerError::Internal(format!("request to {url}: {e}")))?;
-        let fail = |e: String| BrokerError::ServiceNotReady(format!("broker at {url}: {e}"));
+            .map_err(|e| BrokerError::internal(format!("request to {url}"), e))?;
+        let fail = |source: PeerError| BrokerError::BrokerUnreachable {
+            url: url.clone(),
+            source,
+        };
         let resp = if url.starts_with("https://") {
             tokio::time::timeout(TIMEOUT, https(req, tls))
                 .await
-                .map_err(|_| fail("no answer".into()))?
+                .map_err(|_| fail(PeerError::NoAnswer))?
                 .map_err(fail)?
         } else {
             tokio::time::timeout(TIMEOUT, client().request(req))
                 .await
-                .map_err(|_| fail("no answer".into()))?
-                .map_err(|e| fail(e.to_string()))?
+                .map_err(|_| fail(PeerError::NoAnswer))?
+                .map_err(|e| fail(PeerError::Http(e.into())))?
         };
         let status = resp.status();
         if status.is_redirection() {
@@ -62,8 +65,8 @@ pub async fn call(
         }
         let body = tokio::time::timeout(TIMEOUT, resp.into_body().collect())
             .await
-            .map_err(|_| fail("body timed out".into()))?
-            .map_err(|e| fail(e.to_string()))?
+            .map_err(|_| fail(PeerError::BodyTimedOut))?
+            .map_err(|e| fail(PeerError::Http(e.into())))?
             .to_bytes();
         return Ok((status, body));
     }
@@ -72,31 +75,53 @@ pub async fn call(
     )))
 }
 
+/// Why another broker did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("no answer")]
+    NoAnswer,
+    #[error("body timed out")]
+    BodyTimedOut,
+    #[error("no host in the URL")]
+    NoHost,
+    #[error("{0}")]
+    Connect(#[source] std::io::Error),
+    #[error("{0}")]
+    TlsConfig(#[source] magnetar_tls::TlsError),
+    #[error("TLS: {0}")]
+    TlsHandshake(#[source] std::io::Error),
+    #[error("{0}")]
+    Http(#[source] BoxError),
+}
+
 /// One request over its own TLS connection (calls between brokers are rare:
 /// no pool).
 async fn https(
     req: Request<Empty<Bytes>>,
     tls: Option<&magnetar_tls::ClientTlsConfig>,
-) -> std::result::Result<hyper::Response<hyper::body::Incoming>, String> {
-    let host = req.uri().host().ok_or("no host in the URL")?.to_string();
+) -> std::result::Result<hyper::Response<hyper::body::Incoming>, PeerError> {
+    let host = req.uri().host().ok_or(PeerError::NoHost)?.to_string();
     let port = req.uri().port_u16().unwrap_or(443);
     let connector = tls
         .cloned()
         .unwrap_or_default()
         .connector(&[b"http/1.1"])
-        .map_err(|e| e.to_string())?;
-    let name = magnetar_tls::server_name(&host).map_err(|e| e.to_string())?;
+        .map_err(PeerError::TlsConfig)?;
+    let name = magnetar_tls::server_name(&host).map_err(PeerError::TlsConfig)?;
     let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(PeerError::Connect)?;
     let stream = connector
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS: {e}"))?;
+        .map_err(PeerError::TlsHandshake)?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| PeerError::Http(e.into()))?;
     tokio::spawn(conn);
-    sender.send_request(req).await.map_err(|e| e.to_string())
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| PeerError::Http(e.into()))
 }

@@ -281,7 +281,7 @@ impl Resources {
             None => Ok(None),
             Some(kv) => {
                 let v = serde_json::from_slice(&kv.value).map_err(|e| {
-                    BrokerError::Internal(format!("stored record {key} is not valid: {e}"))
+                    BrokerError::internal(format!("stored record {key} is not valid"), e)
                 })?;
                 Ok(Some((v, kv.version)))
             }
@@ -290,7 +290,8 @@ impl Resources {
 
     /// Stores `value` if the key is at `expected` (0 = must not exist).
     async fn put<T: Serialize>(&self, key: &str, value: &T, expected: Option<i64>) -> Result<()> {
-        let raw = serde_json::to_vec(value).map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let raw = serde_json::to_vec(value)
+            .map_err(|e| BrokerError::internal(format!("encoding {key}"), e))?;
         let opts = PutOptions {
             expected_version: expected,
             lease: 0,

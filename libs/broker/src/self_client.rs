@@ -10,6 +10,7 @@ use magnetar_client::{Client, ClientConfig, OutgoingMessage};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
+use crate::error::BrokerError;
 use crate::service::BrokerService;
 
 /// One client per broker, made on first use (one connection per broker it
@@ -25,7 +26,7 @@ impl SelfClient {
         }
     }
 
-    pub async fn get(&self, svc: &BrokerService) -> Result<Client, String> {
+    pub async fn get(&self, svc: &BrokerService) -> Result<Client, BrokerError> {
         self.client
             .get_or_try_init(|| async {
                 // Our own listener; an unspecified listen address is reached
@@ -44,7 +45,7 @@ impl SelfClient {
                     }
                 }
                 cfg.auth_token = svc.cfg().auth.as_ref().map(|a| a.client_token.clone());
-                Client::new(cfg).map_err(|e| e.to_string())
+                Client::new(cfg).map_err(BrokerError::SelfClient)
             })
             .await
             .cloned()

@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::service::BrokerService;
 
 pub struct BrokerHandle {
-    pub service: BrokerService,
+    pub(crate) service: BrokerService,
     pub local_addr: SocketAddr,
     pub http_addr: SocketAddr,
     /// The `pulsar+ssl` and HTTPS listeners, when TLS is on.

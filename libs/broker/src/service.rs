@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use magnetar_common::names::{NamespaceName, TopicName};
 use magnetar_managed_ledger::{
-    info, ManagedLedgerConfig, ManagedLedgerFactory, MlError, RetentionPolicy,
+    ledger_key, ManagedLedgerConfig, ManagedLedgerFactory, MlError, RetentionPolicy,
 };
 use magnetar_meta_client::MetaClient;
 
@@ -199,7 +199,7 @@ impl BrokerService {
         if self.loaded(name).is_some() {
             return Ok(true);
         }
-        let key = info::ledger_key(&name.managed_ledger_name());
+        let key = ledger_key(&name.managed_ledger_name());
         Ok(self.resources().meta().get(key).await?.is_some())
     }
 

@@ -86,7 +86,6 @@ pub enum AckKind {
 pub type BatchAckSet = (u32, Vec<i64>);
 
 pub struct AckRequest {
-    pub consumer: u64,
     pub kind: AckKind,
     /// Positions with, for batch index acks, (batch size, unacked bitset).
     pub ids: Vec<(Position, Option<BatchAckSet>)>,

@@ -18,6 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use crate::error::BrokerError;
+
 /// The TLS side of a broker's configuration.
 #[derive(Clone, Debug)]
 pub struct BrokerTls {
@@ -206,7 +208,6 @@ pub async fn accept_binary(
 /// on the TLS listener; its presence marks a request that came over TLS).
 #[derive(Clone, Debug)]
 pub struct TlsPeer {
-    pub addr: SocketAddr,
     /// The subject CN of the client's verified certificate.
     pub cert_role: Option<String>,
 }
@@ -214,7 +215,6 @@ pub struct TlsPeer {
 /// HTTPS connections for `axum::serve`, handshakes done off the accept loop.
 pub struct HttpsListener {
     rx: mpsc::Receiver<(ServerStream, SocketAddr)>,
-    local: SocketAddr,
 }
 
 impl HttpsListener {
@@ -223,15 +223,12 @@ impl HttpsListener {
         tls: &BrokerTls,
         stop: watch::Receiver<bool>,
     ) -> crate::error::Result<HttpsListener> {
-        let internal = |e: String| crate::error::BrokerError::Internal(format!("HTTPS: {e}"));
-        let local = listener.local_addr().map_err(|e| internal(e.to_string()))?;
         let acceptor = tls
             .server
             .acceptor(&[b"http/1.1"])
-            .map_err(|e| internal(e.to_string()))?;
+            .map_err(|e| BrokerError::internal("HTTPS: the TLS acceptor", e))?;
         Ok(HttpsListener {
             rx: magnetar_tls::accept_tls("https", listener, acceptor, stop),
-            local,
         })
     }
 }
@@ -242,9 +239,8 @@ impl axum::serve::Listener for HttpsListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.rx.recv().await {
-            Some((s, addr)) => {
+            Some((s, _addr)) => {
                 let peer = TlsPeer {
-                    addr,
                     cert_role: cert_role(&s),
                 };
                 (s, peer)
@@ -256,10 +252,7 @@ impl axum::serve::Listener for HttpsListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(TlsPeer {
-            addr: self.local,
-            cert_role: None,
-        })
+        Ok(TlsPeer { cert_role: None })
     }
 }
 
@@ -289,7 +282,10 @@ pub struct Listeners {
 
 async fn bind_one(addr: SocketAddr, what: &str) -> crate::error::Result<(TcpListener, SocketAddr)> {
     let fail = |e: std::io::Error| {
-        crate::error::BrokerError::Internal(format!("binding the {what} listener {addr}: {e}"))
+        BrokerError::internal(
+            format!("binding the {what} listener {addr} (is another process using the port?)"),
+            e,
+        )
     };
     let l = TcpListener::bind(addr).await.map_err(fail)?;
     let bound = l.local_addr().map_err(fail)?;

@@ -62,7 +62,49 @@ async fn send_text(ws: &mut futures::stream::SplitSink<WebSocket, WsMessage>, v:
 }
 
 /// Ends a session that could not start, saying why.
-async fn refuse(mut ws: WebSocket, why: String) {
+/// Why a session is refused or a frame of it is answered with an error; the
+/// text goes to the client (as the close reason or `errorMsg`).
+#[derive(Debug, thiserror::Error)]
+enum WsError {
+    #[error("invalid message: {0}")]
+    InvalidMessage(#[source] serde_json::Error),
+    #[error("payload is not base64: {0}")]
+    NotBase64(#[source] base64::DecodeError),
+    #[error("the payload is not UTF-8 JSON")]
+    NotUtf8Json,
+    /// Not a record of the topic's schema, or the schema could not be read.
+    #[error("{0}")]
+    Schema(#[source] Box<crate::error::BrokerError>),
+    #[error("cannot read the topic's schema: {0}")]
+    ReadSchema(#[source] Box<crate::error::BrokerError>),
+    #[error("{0}")]
+    TopicName(#[source] magnetar_common::names::NameError),
+    #[error("unknown subscriptionType {0:?}")]
+    SubscriptionType(String),
+    #[error("unknown subscriptionInitialPosition {0:?}")]
+    InitialPosition(String),
+    #[error("invalid messageId {0:?}")]
+    MessageId(String),
+    #[error("invalid command: {0}")]
+    InvalidCommand(#[source] serde_json::Error),
+    #[error("a valid base64 messageId is required")]
+    NeedMessageId,
+    #[error("unknown command type {0:?}")]
+    UnknownCommand(String),
+    #[error("{0}")]
+    SelfClient(#[source] Box<crate::error::BrokerError>),
+    #[error("cannot create producer: {0}")]
+    CreateProducer(#[source] magnetar_client::ClientError),
+    #[error("cannot subscribe: {0}")]
+    Subscribe(#[source] magnetar_client::ClientError),
+    #[error("cannot create reader: {0}")]
+    CreateReader(#[source] magnetar_client::ClientError),
+    #[error("{0}")]
+    Client(#[source] magnetar_client::ClientError),
+}
+
+async fn refuse(mut ws: WebSocket, why: WsError) {
+    let why = why.to_string();
     tracing::info!(reason = %why, "WebSocket session refused");
     let frame = axum::extract::ws::CloseFrame {
         code: 1011,
@@ -95,22 +137,23 @@ struct ProducerMessage {
 fn parse_producer_message(
     text: &str,
     schema: Option<&crate::resources::SchemaVersion>,
-) -> Result<(Option<String>, OutgoingMessage), (Option<String>, String)> {
+) -> Result<(Option<String>, OutgoingMessage), (Option<String>, WsError)> {
     // The context is echoed even when the rest is wrong, if it can be found.
     let context = serde_json::from_str::<Value>(text).ok().and_then(|v| {
         v.get("context")
             .and_then(|c| c.as_str().map(str::to_string))
     });
-    let m: ProducerMessage = serde_json::from_str(text)
-        .map_err(|e| (context.clone(), format!("invalid message: {e}")))?;
+    let m: ProducerMessage =
+        serde_json::from_str(text).map_err(|e| (context.clone(), WsError::InvalidMessage(e)))?;
     let payload = B64
         .decode(m.payload.as_bytes())
-        .map_err(|e| (context.clone(), format!("payload is not base64: {e}")))?;
+        .map_err(|e| (context.clone(), WsError::NotBase64(e)))?;
     let payload = match schema {
         Some(s) => {
-            let text = String::from_utf8(payload)
-                .map_err(|_| (context.clone(), "the payload is not UTF-8 JSON".to_string()))?;
-            crate::schema::json_payload(s, &text).map_err(|e| (context.clone(), e.to_string()))?
+            let text =
+                String::from_utf8(payload).map_err(|_| (context.clone(), WsError::NotUtf8Json))?;
+            crate::schema::json_payload(s, &text)
+                .map_err(|e| (context.clone(), WsError::Schema(Box::new(e))))?
         }
         None => payload,
     };
@@ -129,14 +172,14 @@ pub async fn producer(
 async fn produce_session(svc: BrokerService, topic: String, q: ProducerParams, socket: WebSocket) {
     let client = match svc.inner.client.get(&svc).await {
         Ok(c) => c,
-        Err(e) => return refuse(socket, e).await,
+        Err(e) => return refuse(socket, WsError::SelfClient(Box::new(e))).await,
     };
     let schema = match magnetar_common::names::TopicName::parse(&topic) {
         Ok(t) => match crate::schema::get(svc.resources(), &t, None).await {
             Ok(s) => s.map(|(_, s)| s),
-            Err(e) => return refuse(socket, format!("cannot read the topic's schema: {e}")).await,
+            Err(e) => return refuse(socket, WsError::ReadSchema(Box::new(e))).await,
         },
-        Err(e) => return refuse(socket, e.to_string()).await,
+        Err(e) => return refuse(socket, WsError::TopicName(e)).await,
     };
     let opts = ProducerOptions {
         schema: schema.as_ref().map(crate::schema::to_wire),
@@ -147,7 +190,7 @@ async fn produce_session(svc: BrokerService, topic: String, q: ProducerParams, s
     };
     let producer = match client.create_producer(&topic, opts).await {
         Ok(p) => p,
-        Err(e) => return refuse(socket, format!("cannot create producer: {e}")).await,
+        Err(e) => return refuse(socket, WsError::CreateProducer(e)).await,
     };
     let (mut sink, mut stream) = socket.split();
     // Answers in the order messages came, each once its receipt is in.
@@ -170,7 +213,7 @@ async fn produce_session(svc: BrokerService, topic: String, q: ProducerParams, s
         };
         let answer: Pending = match parse_producer_message(&text, schema.as_ref()) {
             Err((context, why)) => Box::pin(async move {
-                json!({"result": "send-error:1", "errorMsg": why, "context": context})
+                json!({"result": "send-error:1", "errorMsg": why.to_string(), "context": context})
             }),
             Ok((context, msg)) => match producer.send_async(msg).await {
                 Err(e) => {
@@ -212,13 +255,13 @@ pub struct ConsumerParams {
     subscription_initial_position: Option<String>,
 }
 
-fn subscription_type(s: Option<&str>) -> Result<SubscriptionType, String> {
+fn subscription_type(s: Option<&str>) -> Result<SubscriptionType, WsError> {
     Ok(match s.unwrap_or("Exclusive") {
         "Exclusive" => SubscriptionType::Exclusive,
         "Shared" => SubscriptionType::Shared,
         "Failover" => SubscriptionType::Failover,
         "Key_Shared" | "KeyShared" => SubscriptionType::KeyShared,
-        other => return Err(format!("unknown subscriptionType {other:?}")),
+        other => return Err(WsError::SubscriptionType(other.to_string())),
     })
 }
 
@@ -277,14 +320,19 @@ async fn subscribe(
     topic: &str,
     sub: &str,
     q: ConsumerParams,
-) -> Result<magnetar_client::Consumer, String> {
+) -> Result<magnetar_client::Consumer, WsError> {
     let sub_type = subscription_type(q.subscription_type.as_deref())?;
     let initial_position = match q.subscription_initial_position.as_deref() {
         None | Some("Latest") => InitialPosition::Latest,
         Some("Earliest") => InitialPosition::Earliest,
-        Some(other) => return Err(format!("unknown subscriptionInitialPosition {other:?}")),
+        Some(other) => return Err(WsError::InitialPosition(other.to_string())),
     };
-    let client = svc.inner.client.get(svc).await?;
+    let client = svc
+        .inner
+        .client
+        .get(svc)
+        .await
+        .map_err(|e| WsError::SelfClient(Box::new(e)))?;
     let opts = ConsumerOptions {
         subscription_type: sub_type,
         initial_position,
@@ -294,7 +342,7 @@ async fn subscribe(
     client
         .subscribe(topic, sub, opts)
         .await
-        .map_err(|e| format!("cannot subscribe: {e}"))
+        .map_err(WsError::Subscribe)
 }
 
 async fn consume_session(
@@ -324,7 +372,8 @@ async fn consume_session(
                     Some(Ok(_)) => continue,
                 };
                 if let Err(why) = consumer_command(&mut consumer, &text) {
-                    if !send_text(&mut sink, json!({"result": "error", "errorMsg": why})).await {
+                    let answer = json!({"result": "error", "errorMsg": why.to_string()});
+                    if !send_text(&mut sink, answer).await {
                         break;
                     }
                 }
@@ -335,20 +384,19 @@ async fn consume_session(
     let _ = sink.close().await;
 }
 
-fn consumer_command(consumer: &mut magnetar_client::Consumer, text: &str) -> Result<(), String> {
-    let c: ConsumerCommand =
-        serde_json::from_str(text).map_err(|e| format!("invalid command: {e}"))?;
+fn consumer_command(consumer: &mut magnetar_client::Consumer, text: &str) -> Result<(), WsError> {
+    let c: ConsumerCommand = serde_json::from_str(text).map_err(WsError::InvalidCommand)?;
     let id = || {
         c.message_id
             .as_deref()
             .and_then(decode_id)
-            .ok_or_else(|| "a valid base64 messageId is required".to_string())
+            .ok_or(WsError::NeedMessageId)
     };
     match c.kind.as_deref() {
-        None | Some("ack") => consumer.ack(&id()?).map_err(|e| e.to_string()),
-        Some("negativeAcknowledge") => consumer.nack(&id()?).map_err(|e| e.to_string()),
+        None | Some("ack") => consumer.ack(&id()?).map_err(WsError::Client),
+        Some("negativeAcknowledge") => consumer.nack(&id()?).map_err(WsError::Client),
         Some("permit") | Some("ping") => Ok(()),
-        Some(other) => Err(format!("unknown command type {other:?}")),
+        Some(other) => Err(WsError::UnknownCommand(other.to_string())),
     }
 }
 
@@ -378,17 +426,22 @@ async fn open_reader(
     svc: &BrokerService,
     topic: &str,
     q: ReaderParams,
-) -> Result<magnetar_client::Reader, String> {
+) -> Result<magnetar_client::Reader, WsError> {
     let start = match q.message_id.as_deref() {
         None | Some("latest") => MessageId::LATEST,
         Some("earliest") => MessageId::EARLIEST,
-        Some(s) => decode_id(s).ok_or_else(|| format!("invalid messageId {s:?}"))?,
+        Some(s) => decode_id(s).ok_or_else(|| WsError::MessageId(s.to_string()))?,
     };
-    let client = svc.inner.client.get(svc).await?;
+    let client = svc
+        .inner
+        .client
+        .get(svc)
+        .await
+        .map_err(|e| WsError::SelfClient(Box::new(e)))?;
     client
         .create_reader(topic, start, false)
         .await
-        .map_err(|e| format!("cannot create reader: {e}"))
+        .map_err(WsError::CreateReader)
 }
 
 async fn read_session(mut reader: magnetar_client::Reader, socket: WebSocket) {
@@ -437,7 +490,7 @@ mod tests {
         let (ctx, why) =
             parse_producer_message(r#"{"context": "7", "payload": "%%%"}"#, None).unwrap_err();
         assert_eq!(ctx.as_deref(), Some("7"));
-        assert!(why.contains("base64"), "{why}");
+        assert!(why.to_string().contains("base64"), "{why}");
         let (ctx, _) = parse_producer_message("{not json", None).unwrap_err();
         assert_eq!(ctx, None);
         let (ctx, m) = parse_producer_message(
@@ -469,6 +522,6 @@ mod tests {
         let (ctx, why) =
             parse_producer_message(&frame(r#"{"id": "x"}"#), Some(&schema)).unwrap_err();
         assert_eq!(ctx.as_deref(), Some("c"));
-        assert!(why.contains("schema"), "{why}");
+        assert!(why.to_string().contains("schema"), "{why}");
     }
 }

@@ -95,4 +95,20 @@ mod tests {
         assert_eq!(waits, 3);
         assert!(Instant::now() >= start + Duration::from_millis(500));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_doubles_up_to_its_cap_and_ends_exactly_at_the_deadline() {
+        let start = Instant::now();
+        let mut b = Backoff::until(start + Duration::from_secs(10));
+        let mut slept = Vec::new();
+        let mut at = start;
+        while b.wait().await {
+            slept.push((Instant::now() - at).as_millis());
+            at = Instant::now();
+        }
+        // 100 ms doubling to the 2 s cap; the last wait is cut at the deadline
+        // (0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 2 + 2 + 2 = 9.1, then 0.9).
+        assert_eq!(slept, [100, 200, 400, 800, 1600, 2000, 2000, 2000, 900]);
+        assert_eq!(Instant::now(), start + Duration::from_secs(10));
+    }
 }

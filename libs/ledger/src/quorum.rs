@@ -79,18 +79,6 @@ impl AckTracker {
             acks.retain(|p| *p != position);
         }
     }
-
-    pub fn acked_positions(&self, entry: i64) -> &[usize] {
-        self.pending.get(&entry).map_or(&[], |v| v.as_slice())
-    }
-
-    pub fn pending(&self) -> impl Iterator<Item = i64> + '_ {
-        self.pending.keys().copied()
-    }
-
-    pub fn is_idle(&self) -> bool {
-        self.pending.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -240,10 +240,6 @@ impl IndividualAcks {
         self.count
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     pub fn contains(&self, p: Position) -> bool {
         self.ledgers
             .get(&p.ledger_id)
@@ -291,11 +287,6 @@ impl IndividualAcks {
         Some(Position::new(p.ledger_id, end))
     }
 
-    pub fn clear(&mut self) {
-        self.ledgers.clear();
-        self.count = 0;
-    }
-
     /// Inclusive ranges, in order.
     pub fn ranges(&self) -> Vec<(Position, Position)> {
         self.ledgers
@@ -306,10 +297,6 @@ impl IndividualAcks {
                     .map(move |(a, b)| (Position::new(l, a), Position::new(l, b)))
             })
             .collect()
-    }
-
-    pub fn range_count(&self) -> usize {
-        self.ledgers.values().map(|a| a.ranges().len()).sum()
     }
 
     pub fn memory_bytes(&self) -> usize {

@@ -41,10 +41,6 @@ impl Writer {
         self.buf.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
     pub fn as_slice(&self) -> &[u8] {
         &self.buf
     }

@@ -5,10 +5,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::ServerState;
 use tokio::sync::watch;
+// Tokio's clock, so that tests can pause and advance it (it is the system's
+// monotonic clock otherwise).
+use tokio::time::Instant;
 
 use crate::kv;
 use crate::state_machine::SmShared;
@@ -140,5 +143,38 @@ mod tests {
         // Not leader: nothing tracked, nothing expired.
         assert!(e.expired(None, &[(7, rec)]).is_empty());
         assert!(e.remaining(7).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_expires_one_ttl_after_its_last_keep_alive() {
+        let e = LeaseExpirer::default();
+        let rec = kv::LeaseRecord { ttl_seconds: 10 };
+        let leases = [(7, rec)];
+        // First seen by this leader: a full TTL from now.
+        assert!(e.expired(Some(1), &leases).is_empty());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(e.expired(Some(1), &leases).is_empty());
+        assert_eq!(e.remaining(7), Some(Duration::from_secs(1)));
+        // Kept alive just in time: another full TTL from now.
+        e.keep_alive(7, Duration::from_secs(10));
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert!(e.expired(Some(1), &leases).is_empty());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(e.expired(Some(1), &leases), vec![7]);
+        assert_eq!(e.remaining(7), Some(Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_leader_term_restarts_every_ttl() {
+        let e = LeaseExpirer::default();
+        let leases = [(7, kv::LeaseRecord { ttl_seconds: 5 })];
+        assert!(e.expired(Some(1), &leases).is_empty());
+        tokio::time::advance(Duration::from_secs(4)).await;
+        // Term 2 begins just before the lease would have expired in term 1.
+        assert!(e.expired(Some(2), &leases).is_empty());
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(e.expired(Some(2), &leases).is_empty());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(e.expired(Some(2), &leases), vec![7]);
     }
 }

@@ -353,7 +353,7 @@ async fn lost_bookie_is_re_replicated_to_a_new_one() {
     };
     for e in 0..n {
         let frag = meta.fragment_for(e).unwrap();
-        for p in magnetar_ledger::quorum::write_set(e, meta.ensemble_size, meta.write_quorum) {
+        for p in magnetar_ledger::write_set(e, meta.ensemble_size, meta.write_quorum) {
             let got = c
                 .read_from_bookie(&frag.bookies[p], meta.id, e)
                 .await

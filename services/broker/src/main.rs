@@ -205,7 +205,7 @@ struct Args {
 struct Listeners(Vec<(String, String)>);
 
 fn parse_listeners(s: &str) -> Result<Listeners, String> {
-    magnetar_broker::config::parse_listeners(s).map(Listeners)
+    magnetar_broker::parse_listeners(s).map(Listeners)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -246,14 +246,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     cfg.split_max_throughput = args.split_max_throughput;
     cfg.max_topic_metrics = args.max_topic_metrics;
     cfg.backlog_quota_check_interval = Duration::from_millis(args.backlog_quota_check_interval_ms);
-    cfg.auth = magnetar_broker::config::auth_from_files(
+    cfg.auth = magnetar_broker::auth_from_files(
         args.auth_secret_key.as_deref(),
         args.auth_public_key.as_deref(),
         &args.superuser_roles,
         args.broker_client_token.clone(),
     )
     .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
-    cfg.tls = magnetar_broker::tls::TlsFlags {
+    cfg.tls = magnetar_broker::TlsFlags {
         cert_file: args.tls_cert_file.clone(),
         key_file: args.tls_key_file.clone(),
         listen: args.tls_listen,
@@ -269,7 +269,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .context("TLS")?;
     cfg.max_entries_per_ledger = args.max_entries_per_ledger.max(1);
     cfg.housekeeping_interval = Duration::from_millis(args.housekeeping_interval_ms.max(100));
-    cfg.offload = magnetar_broker::offload::OffloadFlags {
+    cfg.offload = magnetar_broker::OffloadFlags {
         driver: args.offload_driver.clone(),
         bucket: args.offload_bucket.clone(),
         region: args.offload_region.clone(),

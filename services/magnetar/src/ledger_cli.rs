@@ -242,9 +242,7 @@ async fn ledger(cli: LedgerCli) -> Result<(), String> {
             println!("{}", json!({"ledgers": c.list().await.map_err(err)?}));
         }
         LedgerCommand::Underreplicated => {
-            let list = magnetar_ledger::autorecovery::underreplicated(&c)
-                .await
-                .map_err(err)?;
+            let list = magnetar_ledger::underreplicated(&c).await.map_err(err)?;
             let ledgers: Vec<_> = list
                 .iter()
                 .map(|(id, lost)| json!({"ledger": id, "lost_bookies": lost}))

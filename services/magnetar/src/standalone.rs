@@ -142,7 +142,7 @@ pub struct StandaloneArgs {
 
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     // Checked before anything starts: a bad key stops here.
-    let auth = magnetar_broker::config::auth_from_files(
+    let auth = magnetar_broker::auth_from_files(
         args.auth_secret_key.as_deref(),
         args.auth_public_key.as_deref(),
         &args.superuser_roles,
@@ -151,7 +151,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
     // So is TLS: unreadable files, a key not matching its certificate, an
     // expired certificate.
-    let tls = magnetar_broker::tls::TlsFlags {
+    let tls = magnetar_broker::TlsFlags {
         cert_file: args.tls_cert_file.clone(),
         key_file: args.tls_key_file.clone(),
         listen: args.tls_listen,
@@ -210,7 +210,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         std::time::Duration::from_millis(args.backlog_quota_check_interval_ms);
     // Tiered storage by default into the data dir (namespaces' offload
     // policies may name another driver).
-    broker_cfg.offload = magnetar_broker::offload::OffloadFlags {
+    broker_cfg.offload = magnetar_broker::OffloadFlags {
         driver: Some("filesystem".into()),
         path: Some(args.data_dir.join("offload").display().to_string()),
         ..Default::default()

@@ -483,7 +483,7 @@ async fn metrics(State(a): State<App>) -> Reply {
     let mut buf = Vec::new();
     TextEncoder::new()
         .encode(&a.registry.gather(), &mut buf)
-        .map_err(|e| ApiError(BrokerError::Internal(e.to_string())))?;
+        .map_err(|e| ApiError(BrokerError::internal("encoding the metrics", e)))?;
     let mut text = String::from_utf8_lossy(&buf).into_owned();
     crate::topic_metrics::render(&a.svc, a.svc.cfg().max_topic_metrics, &mut text).await;
     Ok((

@@ -125,13 +125,7 @@ async fn publish(
     }
     let schema_version = schema.as_ref().map_or(0, |(v, _)| *v);
     let wire_schema = schema.as_ref().map(|(_, s)| crate::schema::to_wire(s));
-    let client = a
-        .svc
-        .inner
-        .client
-        .get(&a.svc)
-        .await
-        .map_err(|e| ApiError(BrokerError::ServiceNotReady(e)))?;
+    let client = a.svc.inner.client.get(&a.svc).await.map_err(ApiError)?;
     let mut results: Vec<Value> = vec![Value::Null; count];
     let sends = by_topic.into_iter().map(|(topic, idx)| {
         let client = client.clone();

@@ -195,7 +195,7 @@ fn peek_response(pos: Position, data: bytes::Bytes) -> Reply {
     use magnetar_wire::{batch, Payload};
 
     let bad = |e: magnetar_wire::WireError| {
-        ApiError(BrokerError::Internal(format!("stored entry {pos}: {e}")))
+        ApiError(BrokerError::internal(format!("stored entry {pos}"), e))
     };
     let payload = Payload::parse(data).map_err(bad)?;
     let md = &payload.metadata;
