@@ -57,7 +57,7 @@ pub(super) async fn run(endpoints: Vec<String>, a: CheckArgs) -> Result<(), CliE
     let stop = async move {
         tokio::select! {
             _ = tokio::time::sleep(duration) => {}
-            _ = terminated() => {}
+            _ = magnetar_common::shutdown_signal() => {}
         }
     };
     let recorded = record(cfg, stop)
@@ -87,20 +87,6 @@ pub(super) async fn run(endpoints: Vec<String>, a: CheckArgs) -> Result<(), CliE
             "a register history is not linearizable".into(),
         ))
     }
-}
-
-async fn terminated() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => return,
-                _ = tokio::signal::ctrl_c() => return,
-            }
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn report_json(r: &Report) -> serde_json::Value {
